@@ -1,0 +1,53 @@
+"""The ``llmos`` command line: subcommands are registered from ``llmos.commands``.
+
+Errors are mapped to messages and exit codes here, once: a ``LlmosError`` prints what
+happened and what to do, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from llmos import __version__
+from llmos.errors import LlmosError
+
+log = logging.getLogger("llmos")
+
+# Order is the order of `llmos --help`.
+COMMANDS = ("serve", "pack", "inspect", "seal", "keygen", "enroll", "demo", "config_doc")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmos", description="LLM OS: sealed model serving")
+    parser.add_argument("--version", action="version", version=f"llmos {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"llmos.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"llmos.commands.{name}":
+                continue  # not built in this version
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LlmosError as exc:
+        print(f"llmos {args.command}: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,269 @@
+"""Configuration as one table.
+
+``SETTINGS`` (supervisor-wide) and ``MODEL_SETTINGS`` (one ``[[models]]`` entry each) drive
+the TOML parser, the defaults, the validation, the environment overrides
+(``LLMOS_<SECTION>_<KEY>``), the ``serve`` flags and the generated documentation
+(``llmos config-doc``). Cross-field checks live in ``finalize``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmos.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # "section.name"
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    flag: str | None = None  # long option of `llmos serve`, if any
+
+    @property
+    def env(self) -> str:
+        return "LLMOS_" + self.key.replace(".", "_").replace("-", "_").upper()
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {v!r}")
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        if str(v) not in options:
+            raise ValueError(f"{v!r} is not one of {', '.join(options)}")
+        return str(v)
+
+    return parse
+
+
+def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(v: Any) -> Any:
+        x = kind(v)
+        if x <= 0:
+            raise ValueError(f"must be > 0, got {v!r}")
+        return x
+
+    return parse
+
+
+def _nonneg(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(v: Any) -> Any:
+        x = kind(v)
+        if x < 0:
+            raise ValueError(f"must be >= 0, got {v!r}")
+        return x
+
+    return parse
+
+
+def _optional_positive_float(v: Any) -> float | None:
+    return None if v in (None, "") else float(_positive(float)(v))
+
+
+def _path(v: Any) -> Path:
+    return Path(str(v))
+
+
+def _optional_path(v: Any) -> Path | None:
+    return None if v in (None, "") else Path(str(v))
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server.host", str, "127.0.0.1", "address of the inference API", "--host"),
+    Setting("server.port", _nonneg(int), 8000, "port of the inference API (0 = any)", "--port"),
+    Setting("server.admin_host", str, "127.0.0.1", "address of the admin page", "--admin-host"),
+    Setting("server.admin_port", _nonneg(int), 8001, "port of the admin page (0 = any)",
+            "--admin-port"),
+    Setting("server.max_body_bytes", _positive(int), 16 * 1024 * 1024,
+            "largest request body accepted (413 above)"),
+    Setting("server.request_timeout_s", _positive(float), 30.0,
+            "deadline of one inference request (504 after)"),
+    Setting("server.state_dir", _path, Path("/var/lib/llmos"),
+            "persistent state: admin password hash, enrollment marker", "--state-dir"),
+    Setting("server.log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",
+            "logging threshold", "--log-level"),
+    Setting("keys.provider", _choice("tpm2", "credential", "keyfile"), "tpm2",
+            "where the fleet key comes from: a TPM-sealed blob, a systemd credential "
+            "(LoadCredentialEncrypted=), or a plain key file (development only)", "--key-provider"),
+    Setting("keys.keyfile", _optional_path, None, "fleet key file for the keyfile provider",
+            "--keyfile"),
+    Setting("keys.allow_dev_key", _bool, False,
+            "permit the keyfile provider (development only; warns on every start)",
+            "--allow-dev-key"),
+    Setting("keys.credential", str, "llmos-fleet-key",
+            "name of the systemd credential holding the fleet key"),
+    Setting("keys.tpm2_blob", _path, Path("/var/lib/llmos/fleet-key.tpm2"),
+            "fleet key sealed to this machine's TPM (tpm2 provider)"),
+    Setting("keys.tpm2_device", str, "auto",
+            "TPM device for systemd-creds (auto, /dev/tpmrm0, or swtpm:path=SOCK)"),
+    Setting("keys.tpm2_pcrs", str, "7", "PCRs the fleet key is bound to (systemd-creds syntax)"),
+    Setting("memory.hugepages", _nonneg(int), 0,
+            "2 MiB hugepages to reserve at start (0 = use what the kernel has)"),
+    Setting("memory.pin_weights", _bool, True,
+            "keep decrypted weights in mlock'ed (and, where possible, hugepage) memory"),
+    Setting("models.packs_dir", _path, Path("/usr/share/llmos/packs"),
+            "where sealed packs are found and uploaded packs are stored", "--packs-dir"),
+)
+
+MODEL_SETTINGS: tuple[Setting, ...] = (
+    Setting("name", str, None, "model name in the API (required)"),
+    Setting("pack", _path, None, "sealed pack file, absolute or relative to packs_dir (required)"),
+    Setting("device", str, "cpu", "cpu, cuda, cuda:N, or any (GPU if there is one)"),
+    Setting("cpu_fallback", _bool, False,
+            "allow CPU when the requested accelerator is absent (never silent: logged, shown)"),
+    Setting("instances", _positive(int), 1, "parallel instances (each a worker thread)"),
+    Setting("max_batch_size", _positive(int), 8, "dynamic batching: largest batch"),
+    Setting("max_queue_delay_ms", _nonneg(float), 2.0,
+            "dynamic batching: longest wait for a batch to fill"),
+    Setting("queue_size", _positive(int), 256, "bounded queue; full answers 503 + Retry-After"),
+    Setting("timeout_s", _optional_positive_float, None,
+            "per-request deadline (default: server.request_timeout_s)"),
+    Setting("threads", _nonneg(int), 0, "intra-op threads of the runtime (0 = default)"),
+    Setting("max_tokens", _positive(int), 512, "causal LMs: cap on generated tokens"),
+    Setting("max_running", _positive(int), 8, "causal LMs: sequences decoded together"),
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    pack: Path
+    device: str = "cpu"
+    cpu_fallback: bool = False
+    instances: int = 1
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 2.0
+    queue_size: int = 256
+    timeout_s: float | None = None
+    threads: int = 0
+    max_tokens: int = 512
+    max_running: int = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    values: Mapping[str, Any]
+    models: tuple[ModelConfig, ...] = field(default_factory=tuple)
+    source: Path | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def _apply(setting: Setting, raw: Any, origin: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {setting.key} = {raw!r}: {exc}",
+                          f"{setting.key}: {setting.help}") from exc
+
+
+def _model(entry: Mapping[str, Any], index: int, origin: str) -> ModelConfig:
+    known = {s.key: s for s in MODEL_SETTINGS}
+    unknown = set(entry) - set(known)
+    if unknown:
+        raise ConfigError(f"{origin}: models[{index}] has unknown keys {sorted(unknown)}",
+                          f"known keys: {', '.join(known)}")
+    values: dict[str, Any] = {}
+    for s in MODEL_SETTINGS:
+        if s.key in entry:
+            values[s.key] = _apply(Setting(f"models[{index}].{s.key}", s.parse, s.default, s.help),
+                                   entry[s.key], origin)
+        elif s.default is None and s.key in ("name", "pack"):
+            raise ConfigError(f"{origin}: models[{index}] has no {s.key!r}",
+                              f"{s.key}: {s.help}")
+    return ModelConfig(**values)
+
+
+def load(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults < config file < environment < explicit overrides (CLI flags)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    models: tuple[ModelConfig, ...] = ()
+    if path is not None:
+        origin = str(path)
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist",
+                              "pass --config with an existing file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax") from exc
+        for section, table in doc.items():
+            if section == "models":
+                if not isinstance(table, list):
+                    raise ConfigError(f"{origin}: 'models' must be an array of tables",
+                                      "write each model as a [[models]] table")
+                models = tuple(_model(e, i, origin) for i, e in enumerate(table))
+                continue
+            if not isinstance(table, dict):
+                raise ConfigError(f"{origin}: top-level key {section!r} is not a section",
+                                  "settings live in [server], [keys], [memory], [models]")
+            for name, raw in table.items():
+                key = f"{section}.{name}"
+                if key not in _BY_KEY:
+                    raise ConfigError(f"{origin}: unknown setting {key!r}",
+                                      "run 'llmos config-doc' for the list")
+                values[key] = _apply(_BY_KEY[key], raw, origin)
+    for s in SETTINGS:
+        if s.env in environ:
+            values[s.key] = _apply(s, environ[s.env], f"environment {s.env}")
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _apply(_BY_KEY[key], raw, "command line")
+    return finalize(Config(values=values, models=models, source=path))
+
+
+def finalize(cfg: Config) -> Config:
+    """Cross-field checks and derived values."""
+    if cfg["keys.provider"] == "keyfile":
+        if cfg["keys.keyfile"] is None:
+            raise ConfigError("the keyfile provider needs keys.keyfile",
+                              "pass --keyfile PATH (development) or use the tpm2 provider")
+        if not cfg["keys.allow_dev_key"]:
+            raise ConfigError("the keyfile provider is for development only and is not allowed",
+                              "pass --allow-dev-key to accept an unprotected fleet key")
+    names = [m.name for m in cfg.models]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"model names must be unique; repeated: {dupes}",
+                          "give each [[models]] entry its own name")
+    packs_dir: Path = cfg["models.packs_dir"]
+    models = tuple(
+        m if m.pack.is_absolute() else ModelConfig(**{**m.__dict__, "pack": packs_dir / m.pack})
+        for m in cfg.models
+    )
+    return Config(values=cfg.values, models=models, source=cfg.source)
+
+
+def describe() -> str:
+    """Markdown table of every setting (the README's configuration reference)."""
+    rows = ["| setting | default | env | flag | meaning |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        rows.append(f"| `{s.key}` | `{s.default}` | `{s.env}` | `{s.flag or ''}` | {s.help} |")
+    rows += ["", "| `[[models]]` key | default | meaning |", "|---|---|---|"]
+    for s in MODEL_SETTINGS:
+        rows.append(f"| `{s.key}` | `{s.default}` | {s.help} |")
+    return "\n".join(rows)

@@ -1,0 +1,148 @@
+"""The plain pack file: manifest in clear, then the zstd-compressed payload.
+
+Layout (all integers little-endian)::
+
+    magic     8 bytes   b"LLMOSPK\\x01"
+    length    u32       length of the manifest JSON
+    manifest  JSON      llmos.pack.manifest.Manifest
+    payload   zstd      the files, concatenated in manifest order, each starting
+                        at a multiple of ALIGN bytes (zero padding between them)
+
+The payload layout needs no index of its own: offsets follow from the manifest's file
+sizes, so a decompressed payload is split into zero-copy ``memoryview`` slices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import zstandard
+
+from llmos.errors import PackFormatError
+from llmos.pack.manifest import FileEntry, Manifest
+
+MAGIC = b"LLMOSPK\x01"
+ALIGN = 64
+_LEN = struct.Struct("<I")
+
+Allocator = Callable[[int], memoryview]
+
+
+def _padded(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def layout(files: Iterable[FileEntry]) -> dict[str, tuple[int, int]]:
+    """name -> (offset, size) of each file inside the decompressed payload."""
+    out: dict[str, tuple[int, int]] = {}
+    pos = 0
+    for f in files:
+        out[f.name] = (pos, f.size)
+        pos = _padded(pos + f.size)
+    return out
+
+
+def payload_size(files: Iterable[FileEntry]) -> int:
+    end = 0
+    for offset, size in layout(files).values():
+        end = offset + size
+    return end
+
+
+def build_payload(files: Mapping[str, bytes]) -> tuple[tuple[FileEntry, ...], bytes]:
+    """Concatenate files (sorted by name, so packs are reproducible)."""
+    entries = tuple(
+        FileEntry(name, len(data), hashlib.sha256(data).hexdigest())
+        for name, data in sorted(files.items())
+    )
+    parts: list[bytes] = []
+    pos = 0
+    for e in entries:
+        parts.append(files[e.name])
+        pos += e.size
+        pad = _padded(pos) - pos
+        if pad and e is not entries[-1]:
+            parts.append(b"\0" * pad)
+            pos += pad
+    return entries, b"".join(parts)
+
+
+def compress(payload: bytes, level: int = 12) -> bytes:
+    return zstandard.ZstdCompressor(level=level, write_checksum=True).compress(payload)
+
+
+def encode(manifest: Manifest, compressed: bytes) -> bytes:
+    head = manifest.to_json()
+    return MAGIC + _LEN.pack(len(head)) + head + compressed
+
+
+def write_pack(path: Path, manifest: Manifest, compressed: bytes) -> None:
+    path.write_bytes(encode(manifest, compressed))
+
+
+def decode(blob: bytes | memoryview) -> tuple[Manifest, memoryview]:
+    """Split a plain pack into its manifest and compressed payload (no copy)."""
+    view = memoryview(blob)
+    if bytes(view[:8]) != MAGIC:
+        raise PackFormatError("not an llmos pack (bad magic)",
+                              "pass a file made by 'llmos pack' (a sealed pack needs a key)")
+    if len(view) < 12:
+        raise PackFormatError("pack is truncated", "copy the pack again")
+    (n,) = _LEN.unpack(view[8:12])
+    if 12 + n > len(view):
+        raise PackFormatError("pack is truncated inside its manifest", "copy the pack again")
+    manifest = Manifest.from_json(bytes(view[12:12 + n]))
+    return manifest, view[12 + n:]
+
+
+def read_pack(path: Path) -> tuple[Manifest, memoryview]:
+    return decode(path.read_bytes())
+
+
+def _bytearray_alloc(n: int) -> memoryview:
+    return memoryview(bytearray(n))
+
+
+def decompress_into(
+    chunks: Iterable[bytes | memoryview], manifest: Manifest, alloc: Allocator = _bytearray_alloc
+) -> memoryview:
+    """Stream-decompress the payload into one buffer from ``alloc`` and verify its sha256.
+
+    ``alloc`` decides where plaintext lives (pinned or hugepage memory); nothing is
+    written anywhere else.
+    """
+    size = payload_size(manifest.files)
+    if size != manifest.size_plain:
+        raise PackFormatError(
+            f"manifest says {manifest.size_plain} plaintext bytes, its files add up to {size}",
+            "the pack is damaged; repack the model")
+    out = alloc(size)
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    pos = 0
+    try:
+        for chunk in chunks:
+            data = dobj.decompress(chunk)
+            if pos + len(data) > size:
+                raise PackFormatError("payload is larger than its manifest says",
+                                      "the pack is damaged; repack the model")
+            out[pos:pos + len(data)] = data
+            pos += len(data)
+    except zstandard.ZstdError as exc:
+        raise PackFormatError(f"payload does not decompress: {exc}",
+                              "the pack is damaged; repack the model") from exc
+    if pos != size or not dobj.eof:
+        raise PackFormatError(f"payload decompressed to {pos} bytes, expected {size}",
+                              "the pack is damaged or truncated; copy it again")
+    digest = hashlib.sha256(out).hexdigest()
+    if digest != manifest.sha256:
+        raise PackFormatError("payload sha256 does not match the manifest",
+                              "the pack is damaged; repack the model")
+    return out
+
+
+def split_files(manifest: Manifest, payload: memoryview) -> dict[str, memoryview]:
+    """Zero-copy views of each file inside a decompressed payload."""
+    return {name: payload[off:off + size] for name, (off, size) in layout(manifest.files).items()}

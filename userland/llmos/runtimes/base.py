@@ -1,0 +1,55 @@
+"""The runtime protocol: load a model from in-memory files, run it, close it.
+
+A runtime is blocking and thread-confined: the serving layer calls ``infer`` from a
+worker thread, never from the event loop, and never concurrently on one instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from llmos.pack.manifest import Manifest, TensorSpec
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run a model: device and threading (from the model's config entry)."""
+
+    device: str = "cpu"  # "cpu" or "cuda:N"
+    intra_op_threads: int = 0  # 0 = the runtime's default
+    inter_op_threads: int = 1
+
+
+class Runtime(Protocol):
+    """A loaded model instance."""
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    def batchable(self) -> bool:
+        """True when every input and output has a dynamic leading batch dimension."""
+        ...
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one (possibly batched) request. Raises BadRequestError for bad inputs."""
+        ...
+
+    def close(self) -> None:
+        """Release the session and the memory holding the weights."""
+        ...
+
+
+class RuntimeLoader(Protocol):
+    """Builds a Runtime from a manifest and the pack's decrypted files (in memory only)."""
+
+    def __call__(
+        self, manifest: Manifest, files: Mapping[str, memoryview], options: RuntimeOptions
+    ) -> Runtime: ...
