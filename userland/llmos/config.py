@@ -116,7 +116,7 @@ SETTINGS: tuple[Setting, ...] = (
             "2 MiB hugepages to reserve at start (0 = use what the kernel has)"),
     Setting("memory.pin_weights", _bool, True,
             "keep decrypted weights in mlock'ed (and, where possible, hugepage) memory"),
-    Setting("models.packs_dir", _path, Path("/usr/share/llmos/packs"),
+    Setting("server.packs_dir", _path, Path("/usr/share/llmos/packs"),
             "where sealed packs are found and uploaded packs are stored", "--packs-dir"),
 )
 
@@ -220,7 +220,7 @@ def load(
                 continue
             if not isinstance(table, dict):
                 raise ConfigError(f"{origin}: top-level key {section!r} is not a section",
-                                  "settings live in [server], [keys], [memory], [models]")
+                                  "settings live in [server], [keys], [memory]; models in [[models]]")
             for name, raw in table.items():
                 key = f"{section}.{name}"
                 if key not in _BY_KEY:
@@ -250,7 +250,7 @@ def finalize(cfg: Config) -> Config:
     if dupes:
         raise ConfigError(f"model names must be unique; repeated: {dupes}",
                           "give each [[models]] entry its own name")
-    packs_dir: Path = cfg["models.packs_dir"]
+    packs_dir: Path = cfg["server.packs_dir"]
     models = tuple(
         m if m.pack.is_absolute() else ModelConfig(**{**m.__dict__, "pack": packs_dir / m.pack})
         for m in cfg.models
