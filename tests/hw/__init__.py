@@ -1,0 +1,1 @@
+"""Hardware: udev inventory (emulated), placement, claiming, memory, resources, GPU."""

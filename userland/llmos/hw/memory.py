@@ -1,0 +1,263 @@
+"""Memory for decrypted weights: a hugepage pool and pinned anonymous buffers.
+
+``MemoryPool.alloc(owner, nbytes)`` gives a ``memoryview`` over an anonymous mapping:
+hugetlb pages (``MAP_HUGETLB``) when enough are free, else normal pages that are
+``mlock``'ed when weights are pinned. Either way the mapping is excluded from core dumps
+(plaintext weights must not reach the disk). ``pool.allocator(owner)`` is the ``alloc``
+argument of ``llmos.pack.container.decompress_into``; ``pool.free(owner)`` unlocks and
+unmaps everything that owner holds when its model unloads.
+
+A fallback (no hugepages, no mlock) is never silent: it is logged, kept in
+``pool.fallbacks()`` with the reason and the fix, and passed to ``on_fallback``
+(a metrics hook).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import os
+import resource
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from llmos.hw.meminfo import MEMINFO, read_hugepages
+
+log = logging.getLogger(__name__)
+
+MAP_HUGETLB = getattr(mmap, "MAP_HUGETLB", 0x40000)
+MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
+HUGEPAGES_SYSFS = Path("/sys/kernel/mm/hugepages/hugepages-2048kB")
+PAGE = mmap.PAGESIZE
+
+FIX_HUGEPAGES = ("reserve 2 MiB hugepages: set memory.hugepages in the configuration (written "
+                 "to nr_hugepages at start), or boot with hugepages=N on the kernel command line")
+FIX_RESERVE = ("boot with hugepages=N on the kernel command line (reserved before memory "
+               "fragments), or run the supervisor as root with /sys writable")
+FIX_MLOCK = ("raise the locked-memory limit: LimitMEMLOCK=infinity in the service unit "
+             "(ulimit -l unlimited in a shell), or grant CAP_IPC_LOCK")
+
+
+@dataclass(frozen=True)
+class Fallback:
+    what: str  # "hugepages" (normal pages used), "reserve" (pool smaller), "mlock" (not pinned)
+    reason: str
+    fix: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class BufferRecord:
+    owner: str  # the model name
+    nbytes: int  # asked for
+    mapped_bytes: int  # mapped (rounded up to the page size)
+    hugepages: bool  # hugetlb pages: never swapped, not counted in VmLck
+    locked: bool  # mlock'ed normal pages (counted in VmLck)
+
+
+@dataclass(frozen=True)
+class OwnerUsage:
+    owner: str
+    buffers: int
+    bytes: int  # mapped
+    hugepage_bytes: int
+    locked_bytes: int
+
+
+@dataclass
+class _Buffer:
+    mm: mmap.mmap
+    address: int
+    record: BufferRecord
+
+
+def _round_up(n: int, unit: int) -> int:
+    return (max(n, 1) + unit - 1) // unit * unit
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name in ("mlock", "munlock"):
+        fn = getattr(libc, name)
+        fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        fn.restype = ctypes.c_int
+    return libc
+
+
+_LIBC = _libc()
+
+
+def _address(mm: mmap.mmap) -> int:
+    anchor = ctypes.c_char.from_buffer(mm)  # a temporary export, dropped at once
+    try:
+        return ctypes.addressof(anchor)
+    finally:
+        del anchor
+
+
+def _memlock_limit() -> str:
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft} bytes"
+
+
+def _advise(mm: mmap.mmap, *names: str) -> None:
+    for name in names:
+        advice = getattr(mmap, name, None)
+        if advice is None:
+            continue
+        try:
+            mm.madvise(advice)
+        except OSError as exc:  # e.g. transparent hugepages disabled
+            log.debug("madvise(%s) refused: %s", name, exc)
+
+
+class MemoryPool:
+    def __init__(
+        self,
+        *,
+        pin: bool = True,
+        hugepages: int = 0,
+        sysfs_dir: Path = HUGEPAGES_SYSFS,
+        meminfo: Path = MEMINFO,
+        on_fallback: Callable[[Fallback], None] | None = None,
+    ) -> None:
+        self.pin = pin
+        self.hugepages = hugepages
+        self._sysfs_dir = sysfs_dir
+        self._meminfo = meminfo
+        self._on_fallback = on_fallback
+        self._lock = threading.Lock()
+        self._buffers: dict[str, list[_Buffer]] = {}
+        self._fallbacks: dict[str, Fallback] = {}
+
+    # --- fallbacks --------------------------------------------------------------------
+    def _fallback(self, what: str, reason: str, fix: str) -> None:
+        with self._lock:
+            seen = self._fallbacks.get(what)
+            record = Fallback(what, reason, fix, 1 if seen is None else seen.count + 1)
+            self._fallbacks[what] = record
+        level = logging.WARNING if seen is None or seen.reason != reason else logging.DEBUG
+        log.log(level, "memory fallback (%s): %s; to fix: %s", what, reason, fix)
+        if self._on_fallback is not None:
+            self._on_fallback(record)
+
+    def fallbacks(self) -> tuple[Fallback, ...]:
+        """The latest fallback of each kind, with how often it happened."""
+        with self._lock:
+            return tuple(self._fallbacks.values())
+
+    # --- the hugepage pool --------------------------------------------------------------
+    def reserve(self) -> int:
+        """Raise nr_hugepages to ``hugepages`` if the kernel has fewer; the total now."""
+        nr = self._sysfs_dir / "nr_hugepages"
+        try:
+            current = int(nr.read_text())
+        except OSError as exc:
+            if self.hugepages:
+                self._fallback("reserve", f"cannot read {nr}: {exc}", FIX_RESERVE)
+            return 0
+        if self.hugepages <= current:
+            return current
+        try:
+            nr.write_text(f"{self.hugepages}\n")
+            got = int(nr.read_text())
+        except OSError as exc:
+            self._fallback("reserve", f"could not raise {nr} from {current} to "
+                           f"{self.hugepages}: {exc}", FIX_RESERVE)
+            return current
+        if got < self.hugepages:
+            self._fallback("reserve", f"asked the kernel for {self.hugepages} hugepages, it "
+                           f"reserved {got} (memory too fragmented)", FIX_RESERVE)
+        else:
+            log.info("reserved %d hugepages (were %d)", got, current)
+        return got
+
+    # --- buffers -------------------------------------------------------------------------
+    def _hugetlb(self, nbytes: int) -> mmap.mmap | None:
+        counters = read_hugepages(self._meminfo)
+        pages = _round_up(nbytes, counters.page_bytes) // counters.page_bytes
+        if counters.available < pages:
+            self._fallback("hugepages", f"{pages} free hugepages of {counters.page_bytes >> 10} "
+                           f"KiB needed, {counters.available} available "
+                           f"(HugePages_Total={counters.total})", FIX_HUGEPAGES)
+            return None
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE
+        try:
+            return mmap.mmap(-1, pages * counters.page_bytes, flags=flags)
+        except OSError as exc:
+            self._fallback("hugepages", f"mmap(MAP_HUGETLB) of {pages} pages failed: {exc}",
+                           FIX_HUGEPAGES)
+            return None
+
+    def _mlock(self, mm: mmap.mmap, address: int) -> bool:
+        if _LIBC.mlock(address, len(mm)) == 0:
+            return True
+        err = ctypes.get_errno()
+        self._fallback("mlock", f"mlock of {len(mm)} bytes failed: {os.strerror(err)} "
+                       f"(RLIMIT_MEMLOCK {_memlock_limit()})", FIX_MLOCK)
+        return False
+
+    def alloc(self, owner: str, nbytes: int) -> memoryview:
+        """A writable buffer of ``nbytes`` for ``owner`` (the model name)."""
+        mm = self._hugetlb(nbytes) if self.pin else None
+        hugepages = mm is not None
+        if mm is None:
+            mm = mmap.mmap(-1, _round_up(nbytes, PAGE),
+                           flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            _advise(mm, "MADV_HUGEPAGE")
+        _advise(mm, "MADV_DONTDUMP")
+        address = _address(mm)
+        locked = not hugepages and self.pin and self._mlock(mm, address)
+        record = BufferRecord(owner, nbytes, len(mm), hugepages, locked)
+        with self._lock:
+            self._buffers.setdefault(owner, []).append(_Buffer(mm, address, record))
+        log.debug("alloc %s: %d bytes (%s%s)", owner, nbytes,
+                  "hugepages" if hugepages else "normal pages", ", locked" if locked else "")
+        return memoryview(mm)[:nbytes]
+
+    def allocator(self, owner: str) -> Callable[[int], memoryview]:
+        """``alloc`` bound to one owner: pass it to ``decompress_into``."""
+        def alloc(nbytes: int) -> memoryview:
+            return self.alloc(owner, nbytes)
+        return alloc
+
+    def free(self, owner: str) -> int:
+        """Unlock and unmap every buffer of ``owner``; the bytes released."""
+        with self._lock:
+            buffers = self._buffers.pop(owner, [])
+        released = 0
+        for buf in buffers:
+            if buf.record.locked:
+                _LIBC.munlock(buf.address, buf.record.mapped_bytes)
+            released += buf.record.mapped_bytes
+            try:
+                buf.mm.close()
+            except BufferError:  # views still alive: unmapped when the last one goes
+                log.warning("%s: a %d-byte buffer is still referenced after unload; it is "
+                            "unmapped when its last view is dropped", owner, buf.record.nbytes)
+        if buffers:
+            log.info("freed %d bytes of %s", released, owner)
+        return released
+
+    def close(self) -> None:
+        for owner in list(self._buffers):
+            self.free(owner)
+
+    # --- accounting ----------------------------------------------------------------------
+    def buffers(self) -> tuple[BufferRecord, ...]:
+        with self._lock:
+            return tuple(b.record for bufs in self._buffers.values() for b in bufs)
+
+    def usage(self) -> tuple[OwnerUsage, ...]:
+        """Memory per owner (model), sorted by name."""
+        by_owner: dict[str, OwnerUsage] = {}
+        for r in self.buffers():
+            u = by_owner.get(r.owner) or OwnerUsage(r.owner, 0, 0, 0, 0)
+            by_owner[r.owner] = replace(
+                u, buffers=u.buffers + 1, bytes=u.bytes + r.mapped_bytes,
+                hugepage_bytes=u.hugepage_bytes + (r.mapped_bytes if r.hugepages else 0),
+                locked_bytes=u.locked_bytes + (r.mapped_bytes if r.locked else 0))
+        return tuple(by_owner[k] for k in sorted(by_owner))
