@@ -1,0 +1,1 @@
+"""Text handling shared by the runtimes (tokenizers behind a small adapter)."""

@@ -1,0 +1,63 @@
+"""Tokenizer adapter: the only module that imports Hugging Face ``tokenizers``.
+
+A pack carries its ``tokenizer.json``; ``TextTokenizer`` turns a batch of strings into
+``input_ids`` and ``attention_mask`` (int64, padded to the longest, truncated to
+``max_length``), the way sentence-transformers feeds an encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from llmos.errors import ModelLoadError
+
+_PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tokenized batch: both arrays int64 [batch, longest]."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+
+
+class TextTokenizer:
+    """Batch encoder over one ``tokenizer.json``."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+        self._tok = tokenizer
+        self.max_length = max_length
+
+    @classmethod
+    def from_json(cls, data: bytes | memoryview, max_length: int) -> TextTokenizer:
+        try:
+            tok = Tokenizer.from_str(bytes(data).decode("utf-8"))
+        except Exception as exc:  # tokenizers raises plain Exceptions; bad UTF-8 too
+            raise ModelLoadError(f"the pack's tokenizer.json does not load: {exc}",
+                                 "pack the model again with its tokenizer.json") from exc
+        padding = tok.padding or {}
+        pad_id, pad_token = padding.get("pad_id"), padding.get("pad_token")
+        if pad_token is None:
+            pad_token = next((t for t in _PAD_TOKENS if tok.token_to_id(t) is not None), None)
+            pad_id = None if pad_token is None else tok.token_to_id(pad_token)
+        if pad_token is None or pad_id is None:
+            raise ModelLoadError("the pack's tokenizer has no padding token",
+                                 "set a padding token in tokenizer.json before packing")
+        tok.enable_padding(pad_id=pad_id, pad_token=pad_token,
+                           pad_type_id=padding.get("pad_type_id", 0))  # to the longest
+        tok.enable_truncation(max_length=max_length)
+        return cls(tok, max_length)
+
+    def encode_batch(self, texts: Sequence[str]) -> Encoded:
+        if not texts:
+            empty = np.zeros((0, 0), dtype=np.int64)
+            return Encoded(empty, empty)
+        encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return Encoded(ids, mask)
