@@ -18,7 +18,7 @@ from llmos.errors import LlmosError
 log = logging.getLogger("llmos")
 
 # Order is the order of `llmos --help`.
-COMMANDS = ("serve", "pack", "inspect", "seal", "keygen", "enroll", "demo", "config_doc")
+COMMANDS = ("serve", "pack", "inspect", "seal", "keygen", "enroll", "demo", "admin", "config_doc")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,10 @@ def _bool(v: Any) -> bool:
     raise ValueError(f"not a boolean: {v!r}")
 
 
+def _optional_bool(v: Any) -> bool | None:
+    return None if v in (None, "") else _bool(v)
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def parse(v: Any) -> str:
         if str(v) not in options:
@@ -112,6 +116,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keys.tpm2_device", str, "auto",
             "TPM device for systemd-creds (auto, /dev/tpmrm0, or swtpm:path=SOCK)"),
     Setting("keys.tpm2_pcrs", str, "7", "PCRs the fleet key is bound to (systemd-creds syntax)"),
+    Setting("admin.session_idle_s", _positive(float), 1800.0,
+            "admin sessions end after this long without a request"),
+    Setting("admin.session_max_s", _positive(float), 43200.0,
+            "admin sessions end this long after login, active or not"),
+    Setting("admin.upload_max_bytes", _positive(int), 16 * 1024**3,
+            "largest sealed pack accepted by the admin upload"),
+    Setting("admin.password_file", _optional_path, None,
+            "scrypt hash of the admin password (default: <state_dir>/admin-password)"),
+    Setting("admin.generate_password", _optional_bool, None,
+            "make a random admin password on first start (default: yes unless under systemd)"),
     Setting("memory.hugepages", _nonneg(int), 0,
             "2 MiB hugepages to reserve at start (0 = use what the kernel has)"),
     Setting("memory.pin_weights", _bool, True,

@@ -1,0 +1,56 @@
+"""Health is a pure function of the key and the models' states."""
+
+from __future__ import annotations
+
+from llmos.state import KeyStatus, ModelState, ModelStatus, Overall, assess
+
+OK_KEY = KeyStatus("keyfile", released=True)
+
+
+def _m(name: str, state: ModelState, reason: str = "") -> ModelStatus:
+    return ModelStatus(name, state, reason=reason)
+
+
+def test_starting_until_the_pass_is_over() -> None:
+    h = assess(KeyStatus("tpm2"), [_m("a", ModelState.LOADING)], starting=True)
+    assert h.overall is Overall.STARTING and not h.ready and not h.settled
+    assert h.reasons == ("loading: a",)
+
+
+def test_ready_when_every_model_serves() -> None:
+    h = assess(OK_KEY, [_m("a", ModelState.READY), _m("b", ModelState.READY)], starting=False)
+    assert h.overall is Overall.READY and h.ready and h.settled and h.reasons == ()
+    assert h.summary() == "ready: 2/2 models serving"
+
+
+def test_degraded_names_the_failed_model_and_still_serves() -> None:
+    h = assess(OK_KEY, [_m("a", ModelState.READY), _m("b", ModelState.FAILED, "tampered")],
+               starting=False)
+    assert h.overall is Overall.DEGRADED and h.ready
+    assert h.reasons == ("model b failed: tampered",)
+    assert h.to_dict()["models"]["b"]["state"] == "FAILED"
+
+
+def test_no_key_means_unavailable_with_the_reason() -> None:
+    key = KeyStatus("tpm2", released=False, reason="PCR 7 changed")
+    h = assess(key, [_m("a", ModelState.UNAVAILABLE, "no key")], starting=False)
+    assert h.overall is Overall.UNAVAILABLE and not h.ready and h.settled
+    assert h.reasons == ("fleet key unavailable (tpm2): PCR 7 changed",)
+
+
+def test_nothing_serving_is_unavailable() -> None:
+    h = assess(OK_KEY, [_m("a", ModelState.FAILED, "bad")], starting=False)
+    assert h.overall is Overall.UNAVAILABLE and not h.ready
+
+
+def test_a_reload_at_run_time_does_not_drop_readiness() -> None:
+    h = assess(OK_KEY, [_m("a", ModelState.READY), _m("b", ModelState.LOADING)], starting=False)
+    assert h.overall is Overall.DEGRADED and h.ready
+    assert h.reasons[0] == "loading: b"
+
+
+def test_status_transitions_reset_the_reason() -> None:
+    failed = ModelStatus("a", ModelState.FAILED, version="1", reason="x", error_type="E")
+    loading = failed.to(ModelState.LOADING, now=5.0)
+    assert (loading.state, loading.reason, loading.error_type, loading.version, loading.since) \
+        == (ModelState.LOADING, "", "", "1", 5.0)

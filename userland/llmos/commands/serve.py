@@ -1,0 +1,97 @@
+"""``llmos serve``: the supervisor. Flags come from the settings table's ``flag`` column.
+
+With neither ``--config`` nor any configured model it serves the bundled demo packs,
+sealed with a development key kept next to them (and says so, loudly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from llmos import config
+from llmos.config import Config, ModelConfig, Setting
+
+log = logging.getLogger(__name__)
+
+DEV_KEY_WARNING = """
+************************************************************************
+*  DEVELOPMENT MODE: serving the bundled demo models                   *
+*  sealed with an UNPROTECTED development key: {key}
+*  Anyone who can read that file can decrypt these packs.              *
+*  Never run an appliance like this: configure your models and use     *
+*  keys.provider = tpm2 (or credential).                               *
+************************************************************************"""
+
+
+def _add_setting(p: argparse.ArgumentParser, s: Setting) -> None:
+    assert s.flag is not None
+    dest = s.key  # vars(args)[key] holds the override, None when not given
+    if isinstance(s.default, bool):
+        p.add_argument(s.flag, dest=dest, action="store_const", const=True, default=None,
+                       help=f"{s.help} [{s.key}]")
+    else:
+        p.add_argument(s.flag, dest=dest, default=None, metavar=s.key.split(".")[-1].upper(),
+                       help=f"{s.help} (default {s.default}) [{s.key}]")
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve", help="serve sealed model packs (the appliance's supervisor)",
+        description="Serve sealed model packs: OIP v2, metrics, health, admin page. "
+                    "Settings: defaults < --config file < LLMOS_* environment < flags.")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="TOML configuration (see 'llmos config-doc')")
+    for s in config.SETTINGS:
+        if s.flag:
+            _add_setting(p, s)
+    p.set_defaults(func=run)
+
+
+def demo_dir() -> Path:
+    raw = os.environ.get("LLMOS_DEMO_DIR")
+    return Path(raw) if raw else Path.home() / ".cache" / "llmos" / "demo"
+
+
+def demo_config(cfg: Config, folder: Path, *, keep_state_dir: bool = False) -> Config:
+    """``cfg`` serving the demo packs (built and sealed on first use) with a dev key.
+
+    State (the admin password hash) goes next to the packs unless a state dir was given.
+    """
+    from llmos import demo  # builds packs: heavy imports, only on this path
+
+    keyfile = folder / "dev-fleet.key"
+    log.info("preparing the demo packs in %s (the first run builds and seals them)", folder)
+    packs = demo.ensure(folder, keyfile)
+    log.warning(DEV_KEY_WARNING.format(key=keyfile))
+    values = {**cfg.values, "keys.provider": "keyfile", "keys.keyfile": keyfile,
+              "keys.allow_dev_key": True}
+    if not keep_state_dir:
+        values["server.state_dir"] = folder / "state"
+    models = tuple(ModelConfig(name=name, pack=path) for name, path in packs)
+    return config.finalize(Config(values=values, models=models, source=None))
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmos.hw.memory import MemoryPool
+    from llmos.supervisor import Supervisor
+    from llmos.web.server import run as serve
+
+    overrides = {s.key: vars(args)[s.key] for s in config.SETTINGS if s.flag}
+    cfg = config.load(args.config, overrides)
+    logging.getLogger().setLevel(cfg["server.log_level"])
+    if args.config is None and not cfg.models:
+        state_env = next(s.env for s in config.SETTINGS if s.key == "server.state_dir")
+        state_given = overrides["server.state_dir"] is not None or state_env in os.environ
+        cfg = demo_config(cfg, demo_dir(), keep_state_dir=state_given)
+    memory = MemoryPool(pin=cfg["memory.pin_weights"], hugepages=cfg["memory.hugepages"])
+    memory.reserve()
+    try:
+        asyncio.run(serve(Supervisor(cfg, memory=memory)))
+    finally:
+        memory.close()
+    return 0

@@ -1,0 +1,120 @@
+"""Model backends: what a loaded model becomes, by manifest ``kind``.
+
+A ``Backend`` turns a decrypted pack (manifest + in-memory files) into a ``Served`` object.
+It runs in a worker thread (it may block: sessions are created and warmed up there) and
+must leave the model ready to answer. Tensor and embedding packs get ``TensorModel`` (the
+runtime instances behind a ``Batcher``); other kinds (``causal-lm``) register their own
+backend with ``Supervisor.register_backend``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from llmos.config import ModelConfig
+from llmos.pack.manifest import Manifest, TensorSpec
+from llmos.runtimes.base import Runtime, RuntimeOptions
+from llmos.serving.batcher import Batcher, BatchPolicy
+from llmos.serving.metrics import ModelMetrics, ServingMetrics
+from llmos.serving.warmup import sample_inputs
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript"}
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """Everything a backend may use to build a served model."""
+
+    config: ModelConfig
+    manifest: Manifest
+    files: Mapping[str, memoryview]  # decrypted, in memory only
+    metrics: ServingMetrics
+    options: RuntimeOptions
+    timeout_s: float  # per-request deadline (the model's, else the server's)
+
+
+class Served(Protocol):
+    """A loaded model as the registry keeps it."""
+
+    def close(self) -> None:
+        """Stop serving and release sessions and memory (blocking; not on the event loop)."""
+        ...
+
+
+Backend = Callable[[ModelContext], Served]
+RuntimeFactory = Callable[[Manifest, Mapping[str, memoryview], RuntimeOptions], Runtime]
+
+
+def runtime_options(cfg: ModelConfig) -> RuntimeOptions:
+    # Device placement is the controllers' business; "any" without one means the CPU.
+    device = "cpu" if cfg.device == "any" else cfg.device
+    return RuntimeOptions(device=device, intra_op_threads=cfg.threads)
+
+
+class TensorModel:
+    """A tensor (or embedding) model: its runtime instances, scheduled by a Batcher."""
+
+    def __init__(self, name: str, manifest: Manifest, runtimes: list[Runtime],
+                 policy: BatchPolicy, metrics: ModelMetrics, timeout_s: float) -> None:
+        self.name = name
+        self.manifest = manifest
+        self.version = manifest.version
+        self.runtimes = runtimes
+        self.metrics = metrics
+        self.timeout_s = timeout_s
+        self.inputs: tuple[TensorSpec, ...] = runtimes[0].inputs
+        self.outputs: tuple[TensorSpec, ...] = runtimes[0].outputs
+        self.output_names = tuple(s.name for s in self.outputs)
+        self.batcher = Batcher(name, [r.infer for r in runtimes], policy, metrics)
+        metrics.pending = lambda: self.batcher.depth
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], timeout_s: float, *,
+                    expected: bool = False) -> dict[str, np.ndarray]:
+        return await self.batcher.infer(inputs, timeout_s, expected=expected)
+
+    def close(self) -> None:
+        self.metrics.pending = lambda: 0
+        self.batcher.close()
+        for r in self.runtimes:
+            r.close()
+
+
+def _default_runtime_factory() -> RuntimeFactory:
+    from llmos.runtimes.loader import load_runtime  # the packer's runtime adapters
+
+    return load_runtime
+
+
+def tensor_backend(ctx: ModelContext, load: RuntimeFactory | None = None) -> TensorModel:
+    """Load ``instances`` runtimes, warm each up on a sample input, start the batcher."""
+    load = load or _default_runtime_factory()
+    cfg, manifest = ctx.config, ctx.manifest
+    runtimes: list[Runtime] = []
+    try:
+        for _ in range(cfg.instances):
+            rt = load(manifest, ctx.files, ctx.options)
+            runtimes.append(rt)
+            rt.infer(sample_inputs(rt.inputs))
+    except BaseException:
+        for rt in runtimes:
+            rt.close()
+        raise
+    batchable = runtimes[0].batchable
+    policy = BatchPolicy(max_batch_size=cfg.max_batch_size if batchable else 1,
+                         max_queue_delay_s=cfg.max_queue_delay_ms / 1000.0,
+                         queue_size=cfg.queue_size, batchable=batchable)
+    log.info("model %s: %d instance(s) warm, %s", cfg.name, cfg.instances,
+             f"dynamic batching up to {policy.max_batch_size} rows" if batchable
+             else "no batching (no dynamic batch dimension)")
+    return TensorModel(cfg.name, manifest, runtimes, policy,
+                       ctx.metrics.model(cfg.name, manifest.version), ctx.timeout_s)
+
+
+DEFAULT_BACKENDS: dict[str, Backend] = {"tensor": tensor_backend, "embedding": tensor_backend}

@@ -1,0 +1,105 @@
+"""Errors, mapped to HTTP once: every handler raises, this middleware answers.
+
+The body is always ``{"error": message, "hint": hint, "type": name}`` (the v2 protocol's
+``error`` field plus what to do about it). Unexpected exceptions are logged with their
+trace and answered 500 without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from llmos.errors import (
+    BadRequestError,
+    ConfigError,
+    InferenceTimeoutError,
+    KeyReleaseError,
+    LlmosError,
+    ModelLoadError,
+    NotFoundError,
+    NotReadyError,
+    PackFormatError,
+    PayloadTooLargeError,
+    QueueFullError,
+    WrongKeyError,
+)
+from llmos.serving.codec import dumps
+
+log = logging.getLogger(__name__)
+
+#: HTTP status of each domain error (the most derived class in an error's MRO wins).
+STATUS: Mapping[type[LlmosError], int] = {
+    BadRequestError: 400,
+    ConfigError: 400,
+    NotFoundError: 404,
+    PayloadTooLargeError: 413,
+    # The pack (not the request) is at fault: the server cannot process this model.
+    PackFormatError: 422,
+    WrongKeyError: 422,
+    ModelLoadError: 422,
+    NotReadyError: 503,
+    QueueFullError: 503,
+    KeyReleaseError: 503,
+    InferenceTimeoutError: 504,
+    LlmosError: 500,
+}
+
+_HTTP_HINTS = {
+    404: "see GET /v2 and /v2/repository/index for what this server offers",
+    405: "check the HTTP method (inference is POST .../infer)",
+    413: "send a smaller body, or raise server.max_body_bytes",
+}
+
+
+def status_of(exc: LlmosError, table: Mapping[type[LlmosError], int] = STATUS) -> int:
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]
+    return 500
+
+
+def json_error(status: int, message: str, hint: str, kind: str,
+               headers: Mapping[str, str] | None = None) -> web.Response:
+    body = dumps({"error": message, "hint": hint, "type": kind})
+    return web.Response(status=status, body=body, content_type="application/json",
+                        headers=headers)
+
+
+def error_response(exc: LlmosError,
+                   table: Mapping[type[LlmosError], int] = STATUS) -> web.Response:
+    headers = None
+    if isinstance(exc, QueueFullError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return json_error(status_of(exc, table), exc.message, exc.hint, type(exc).__name__, headers)
+
+
+def error_middleware(extra: Mapping[type[LlmosError], int] | None = None) -> Middleware:
+    """The middleware; ``extra`` adds or overrides statuses (an admin app's auth errors)."""
+    table = {**STATUS, **(extra or {})}
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except LlmosError as exc:
+            if status_of(exc, table) >= 500:
+                log.warning("%s %s: %s", request.method, request.path, exc)
+            return error_response(exc, table)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            kind = "PayloadTooLargeError" if exc.status == 413 else exc.reason.replace(" ", "")
+            message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") \
+                else f"{exc.reason}: {request.method} {request.path}"
+            return json_error(exc.status, message, _HTTP_HINTS.get(exc.status, ""), kind)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return json_error(500, "internal server error", "see the server log",
+                              "InternalError")
+
+    return errors
