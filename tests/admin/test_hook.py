@@ -1,0 +1,32 @@
+"""The supervisor's admin listener uses this app (``llmos.web.app.build_admin_app``), with
+settings from the configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmos.supervisor import Supervisor
+from llmos.systemd import Notifier
+from llmos.web.admin_state import ADMIN, AdminOptions
+from llmos.web.app import build_admin_app
+
+from .conftest import Packs, server_config
+
+
+def test_the_admin_listener_serves_this_console(packs: Packs, tmp_path: Path) -> None:
+    cfg = server_config(packs, tmp_path / "state", tmp_path / "packs")
+    app = build_admin_app(Supervisor(cfg, notifier=Notifier({})))
+    assert ADMIN in app
+    options = app[ADMIN].options
+    assert options.password_file == tmp_path / "state" / "admin-password"
+    assert options.packs_dir == tmp_path / "packs"
+    paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert {"/login", "/", "/api/overview", "/api/charts"} <= paths
+
+
+def test_options_follow_systemd_and_demo_mode(packs: Packs, tmp_path: Path) -> None:
+    cfg = server_config(packs, tmp_path / "state", tmp_path / "packs")
+    host = AdminOptions.from_config(cfg, environ={})
+    assert host.generate_password and not host.under_systemd
+    unit = AdminOptions.from_config(cfg, environ={"INVOCATION_ID": "abc"})
+    assert unit.under_systemd and not unit.generate_password
