@@ -148,6 +148,9 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
     Setting("timeout_s", _optional_positive_float, None,
             "per-request deadline (default: server.request_timeout_s)"),
     Setting("threads", _nonneg(int), 0, "intra-op threads of the runtime (0 = default)"),
+    Setting("prepack", _bool, False,
+            "let ONNX Runtime prepack weights: faster small batches, a second unpinned copy"),
+    Setting("spin", _bool, False, "let runtime worker threads busy-wait (only with spare cores)"),
     Setting("max_tokens", _positive(int), 512, "causal LMs: cap on generated tokens"),
     Setting("max_running", _positive(int), 8, "causal LMs: sequences decoded together"),
 )
@@ -165,6 +168,8 @@ class ModelConfig:
     queue_size: int = 256
     timeout_s: float | None = None
     threads: int = 0
+    prepack: bool = False
+    spin: bool = False
     max_tokens: int = 512
     max_running: int = 8
 

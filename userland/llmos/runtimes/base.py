@@ -22,6 +22,11 @@ class RuntimeOptions:
     device: str = "cpu"  # "cpu" or "cuda:N"
     intra_op_threads: int = 0  # 0 = the runtime's default
     inter_op_threads: int = 1
+    # ORT prepacks weights into a second, unpinned copy: faster small batches, twice the
+    # memory. Off by default: one resident, pinned copy is the appliance's contract.
+    prepack: bool = False
+    # Busy-waiting worker threads steal the core the event loop needs on small machines.
+    spin: bool = False
 
 
 class Runtime(Protocol):

@@ -75,7 +75,11 @@ def _session_options(options: RuntimeOptions) -> Any:
     so.intra_op_num_threads = max(options.intra_op_threads, 0)
     so.inter_op_num_threads = max(options.inter_op_threads, 0)
     so.log_severity_level = 3  # errors only; problems reach the caller as exceptions
-    so.add_session_config_entry("session.disable_prepacking", "1")
+    if not options.prepack:
+        so.add_session_config_entry("session.disable_prepacking", "1")
+    spin = "1" if options.spin else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     return so
 
 

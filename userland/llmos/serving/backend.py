@@ -55,7 +55,8 @@ RuntimeFactory = Callable[[Manifest, Mapping[str, memoryview], RuntimeOptions], 
 def runtime_options(cfg: ModelConfig) -> RuntimeOptions:
     # Device placement is the controllers' business; "any" without one means the CPU.
     device = "cpu" if cfg.device == "any" else cfg.device
-    return RuntimeOptions(device=device, intra_op_threads=cfg.threads)
+    return RuntimeOptions(device=device, intra_op_threads=cfg.threads, prepack=cfg.prepack,
+                          spin=cfg.spin)
 
 
 class TensorModel:
