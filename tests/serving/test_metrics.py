@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmos.serving.metrics import ServingMetrics
@@ -64,3 +67,63 @@ def test_openmetrics_on_request() -> None:
     body, content_type = ServingMetrics().render("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
+
+
+def test_placement_gauge_names_device_and_how_it_was_placed() -> None:
+    m = ServingMetrics()
+    m.model_status(ModelStatus("g", ModelState.READY, device="cuda:1", placement="placed"))
+    m.model_status(ModelStatus("f", ModelState.READY, device="cpu", placement="fallback"))
+    m.model_status(ModelStatus("u", ModelState.UNAVAILABLE, placement="unavailable"))
+    m.model_status(ModelStatus("new", ModelState.LOADING))  # not placed yet: no series
+    s = _samples(m)
+    placed = {k[1]: v for k, v in s.items() if k[0] == "llmos_model_placement"}
+    assert placed == {
+        (("device", "cuda:1"), ("model", "g"), ("placement", "placed")): 1,
+        (("device", "cpu"), ("model", "f"), ("placement", "fallback")): 1,
+        (("device", "none"), ("model", "u"), ("placement", "unavailable")): 1,
+    }
+
+
+@dataclass(frozen=True)
+class _Gauge:
+    name: str
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+def test_resources_are_read_at_scrape_time_as_gauges_and_fallbacks_as_counters() -> None:
+    m = ServingMetrics()
+    rss = [100.0]
+    fallbacks = [("hugepages", 3)]
+    m.watch_resources(
+        lambda: [_Gauge("llmos_process_resident_bytes", "RSS", (), rss[0]),
+                 _Gauge("llmos_model_memory_bytes", "weights", (("model", "a"),), 4096),
+                 _Gauge("llmos_model_memory_bytes", "weights", (("model", "b"),), 8192)],
+        lambda: fallbacks)
+    s = _samples(m)
+    assert s[("llmos_process_resident_bytes", ())] == 100
+    assert s[("llmos_model_memory_bytes", (("model", "a"),))] == 4096
+    assert s[("llmos_model_memory_bytes", (("model", "b"),))] == 8192
+    assert s[("llmos_memory_fallbacks_total", (("what", "hugepages"),))] == 3
+    rss[0], fallbacks[:] = 250.0, [("hugepages", 4), ("mlock", 1)]
+    s = _samples(m)
+    assert s[("llmos_process_resident_bytes", ())] == 250
+    assert s[("llmos_memory_fallbacks_total", (("what", "mlock"),))] == 1
+    body, _ = m.render(None)
+    assert b"# TYPE llmos_process_resident_bytes gauge" in body
+    assert b"# TYPE llmos_memory_fallbacks_total counter" in body
+
+
+def test_an_unreadable_proc_leaves_the_other_series(caplog: pytest.LogCaptureFixture) -> None:
+    m = ServingMetrics()
+
+    def broken() -> list[_Gauge]:
+        raise FileNotFoundError("/proc/meminfo")
+
+    m.watch_resources(broken, lambda: [("mlock", 2)])
+    m.model_status(ModelStatus("m", ModelState.READY))
+    s = _samples(m)
+    assert s[("llmos_model_state", (("model", "m"), ("state", "READY")))] == 1
+    assert s[("llmos_memory_fallbacks_total", (("what", "mlock"),))] == 2
+    assert "reading resource metrics failed" in caplog.text

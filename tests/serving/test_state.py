@@ -54,3 +54,26 @@ def test_status_transitions_reset_the_reason() -> None:
     loading = failed.to(ModelState.LOADING, now=5.0)
     assert (loading.state, loading.reason, loading.error_type, loading.version, loading.since) \
         == (ModelState.LOADING, "", "", "1", 5.0)
+
+
+def test_warnings_are_reasons_that_never_cost_readiness() -> None:
+    fallback = ModelStatus("f", ModelState.READY, reason="cuda:0 is absent; running on the CPU",
+                           device="cpu", placement="fallback")
+    h = assess(OK_KEY, [_m("a", ModelState.READY), fallback], starting=False,
+               warnings=["memory fallback (mlock): mlock failed; to fix: raise the limit"])
+    assert h.overall is Overall.READY and h.ready
+    assert h.reasons == (
+        "warning: model f runs on cpu: cuda:0 is absent; running on the CPU",
+        "warning: memory fallback (mlock): mlock failed; to fix: raise the limit")
+    assert h.summary().startswith("ready: 2/2 models serving; warning: model f runs on cpu")
+
+
+def test_status_shows_where_a_model_runs_and_its_memory() -> None:
+    st = ModelStatus("m", ModelState.READY, device="cuda:0", placement="placed",
+                     memory_bytes=4096)
+    doc = st.to_dict()
+    assert (doc["device"], doc["placement"], doc["memory_bytes"]) == ("cuda:0", "placed", 4096)
+    gone = st.to(ModelState.UNAVAILABLE, now=1.0, reason="cuda:0 is absent", device="",
+                 placement="unavailable", memory_bytes=0)
+    assert assess(OK_KEY, [gone], starting=False).reasons == (
+        "model m unavailable: cuda:0 is absent",)

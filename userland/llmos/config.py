@@ -130,6 +130,9 @@ SETTINGS: tuple[Setting, ...] = (
             "2 MiB hugepages to reserve at start (0 = use what the kernel has)"),
     Setting("memory.pin_weights", _bool, True,
             "keep decrypted weights in mlock'ed (and, where possible, hugepage) memory"),
+    Setting("devices.claim", _bool, True,
+            "claim accelerators: own their device nodes and turn NVIDIA persistence mode on "
+            "(false: use them as they are, e.g. a workstation's shared GPU)"),
     Setting("server.packs_dir", _path, Path("/usr/share/llmos/packs"),
             "where sealed packs are found and uploaded packs are stored", "--packs-dir"),
 )
@@ -239,7 +242,8 @@ def load(
                 continue
             if not isinstance(table, dict):
                 raise ConfigError(f"{origin}: top-level key {section!r} is not a section",
-                                  "settings live in [server], [keys], [memory]; models in [[models]]")
+                                  "settings live in [server], [keys], [admin], [memory], "
+                                  "[devices]; models in [[models]]")
             for name, raw in table.items():
                 key = f"{section}.{name}"
                 if key not in _BY_KEY:

@@ -1,8 +1,10 @@
 """What the supervisor knows about itself, as plain immutable data (no I/O).
 
-``ModelStatus`` is one model's state; ``KeyStatus`` says whether the fleet key was
-released; ``Health`` is derived from both by the pure ``assess`` function that /health,
-/v2/health/ready and the systemd STATUS= line all read.
+``ModelStatus`` is one model's state (and where it runs); ``KeyStatus`` says whether the
+fleet key was released; ``Health`` is derived from both by the pure ``assess`` function
+that /health, /v2/health/ready and the systemd STATUS= line all read. Warnings (a model on
+its CPU fallback, weights not pinned) are listed among the reasons but never make the
+server unready.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class ModelStatus:
     size_packed: int = 0  # compressed payload bytes (from the manifest)
     size_plain: int = 0  # plaintext bytes held in memory once loaded
     since: float = 0.0  # time.time() of the last state change
+    device: str = ""  # where it runs or would run ("cpu", "cuda:0"); "" when not placed
+    placement: str = ""  # "placed", "fallback" (CPU instead of its GPU), "unavailable"
+    memory_bytes: int = 0  # weight memory held now (pinned pool bytes while loaded)
 
     def to(self, state: ModelState, *, now: float, **changes: Any) -> ModelStatus:
         """The same model in another state; reason and error type reset unless given."""
@@ -61,6 +66,9 @@ class ModelStatus:
             "size_packed": self.size_packed,
             "size_plain": self.size_plain,
             "since": self.since,
+            "device": self.device,
+            "placement": self.placement,
+            "memory_bytes": self.memory_bytes,
         }
 
 
@@ -111,10 +119,12 @@ class Health:
         return head + ("; " + "; ".join(self.reasons) if self.reasons else "")
 
 
-def assess(key: KeyStatus, models: Iterable[ModelStatus], starting: bool) -> Health:
+def assess(key: KeyStatus, models: Iterable[ModelStatus], starting: bool,
+           warnings: Iterable[str] = ()) -> Health:
     """Derive the server's health from the key and every model's status.
 
-    ``starting`` is True until the supervisor's start-up pass has finished.
+    ``starting`` is True until the supervisor's start-up pass has finished. ``warnings``
+    (memory fallbacks, say) join the reasons, after the models', and change nothing else.
     """
     ms = tuple(models)
     reasons: list[str] = []
@@ -127,6 +137,9 @@ def assess(key: KeyStatus, models: Iterable[ModelStatus], starting: bool) -> Hea
             reasons.append(f"model {m.name} unavailable: {m.reason}")
         elif m.state is ModelState.UNLOADED:
             reasons.append(f"model {m.name} is unloaded")
+        elif m.state is ModelState.READY and m.placement == "fallback":
+            reasons.append(f"warning: model {m.name} runs on {m.device}: {m.reason}")
+    reasons.extend(f"warning: {w}" for w in warnings)
     loading = [m.name for m in ms if m.state is ModelState.LOADING]
     if loading:
         reasons.insert(0, "loading: " + ", ".join(loading))

@@ -11,12 +11,17 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmos import config
 from llmos.config import Config, ModelConfig, Setting
 
+if TYPE_CHECKING:
+    from llmos.supervisor import DeviceSources
+
 log = logging.getLogger(__name__)
+
+CUDA_ORDER, PCI_BUS_ID = "CUDA_DEVICE_ORDER", "PCI_BUS_ID"
 
 DEV_KEY_WARNING = """
 ************************************************************************
@@ -76,7 +81,30 @@ def demo_config(cfg: Config, folder: Path, *, keep_state_dir: bool = False) -> C
     return config.finalize(Config(values=values, models=models, source=None))
 
 
+def system_devices(cfg: Config) -> DeviceSources:
+    """This machine's accelerators: the udev inventory, a netlink monitor for hot-plug
+    (None where the sandbox forbids AF_NETLINK: logged), and the claimer if enabled."""
+    from llmos.hw.claim import Claimer
+    from llmos.hw.inventory import InventorySource
+    from llmos.hw.udev import UdevMonitor
+    from llmos.supervisor import DeviceSources
+
+    return DeviceSources(InventorySource(), UdevMonitor.try_open(),
+                         Claimer() if cfg["devices.claim"] else None)
+
+
+def _pci_bus_order() -> None:
+    """CUDA numbers GPUs fastest-first by default; placement numbers them in PCI order
+    (as nvidia-smi does). Set before anything imports a CUDA library."""
+    previous = os.environ.get(CUDA_ORDER)
+    if previous not in (None, PCI_BUS_ID):
+        log.warning("%s=%s overridden: placement numbers GPUs in PCI bus order", CUDA_ORDER,
+                    previous)
+    os.environ[CUDA_ORDER] = PCI_BUS_ID
+
+
 def run(args: argparse.Namespace) -> int:
+    _pci_bus_order()
     from llmos.hw.memory import MemoryPool
     from llmos.supervisor import Supervisor
     from llmos.web.server import run as serve
@@ -88,10 +116,7 @@ def run(args: argparse.Namespace) -> int:
         state_env = next(s.env for s in config.SETTINGS if s.key == "server.state_dir")
         state_given = overrides["server.state_dir"] is not None or state_env in os.environ
         cfg = demo_config(cfg, demo_dir(), keep_state_dir=state_given)
+    # The supervisor's start/stop reserve and close the pool, start and stop the devices.
     memory = MemoryPool(pin=cfg["memory.pin_weights"], hugepages=cfg["memory.hugepages"])
-    memory.reserve()
-    try:
-        asyncio.run(serve(Supervisor(cfg, memory=memory)))
-    finally:
-        memory.close()
+    asyncio.run(serve(Supervisor(cfg, memory=memory, devices=system_devices(cfg))))
     return 0

@@ -52,9 +52,9 @@ Backend = Callable[[ModelContext], Served]
 RuntimeFactory = Callable[[Manifest, Mapping[str, memoryview], RuntimeOptions], Runtime]
 
 
-def runtime_options(cfg: ModelConfig) -> RuntimeOptions:
-    # Device placement is the controllers' business; "any" without one means the CPU.
-    device = "cpu" if cfg.device == "any" else cfg.device
+def runtime_options(cfg: ModelConfig, device: str) -> RuntimeOptions:
+    """How to run ``cfg`` on ``device``: the placement's, never the config's own wish
+    ("cuda", "any"), which only the placement plan turns into a device."""
     return RuntimeOptions(device=device, intra_op_threads=cfg.threads, prepack=cfg.prepack,
                           spin=cfg.spin)
 

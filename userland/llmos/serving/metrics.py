@@ -12,21 +12,33 @@ prometheus_client appends ``_total`` to every series typed "counter", which woul
 those names, so the cumulative ``nv_*`` series are exposed untyped (they are monotonic).
 The hot path only adds to plain numbers; a collector reads them at scrape time. Beside
 them: request-latency and batch-size histograms, model state, load time and load
-failures under ``llmos_*``.
+failures under ``llmos_*``, where each model runs (``llmos_model_placement``), and the
+machine's resources (CPU, RAM, this process's resident and locked memory, hugepages,
+weight memory per model and per accelerator) read at scrape time from the reader the
+supervisor attaches with ``watch_resources``, plus the count of memory fallbacks.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric, UnknownMetricFamily
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from llmos.state import ModelState, ModelStatus
+
+log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                     1.0, 2.5, 5.0, 10.0, 30.0)
@@ -126,9 +138,64 @@ class _Collector(Collector):
                 load.add_metric((st.name,), st.load_time_s)
             if st.state is ModelState.READY:
                 size.add_metric((st.name,), st.size_plain)
+        placement = GaugeMetricFamily("llmos_model_placement",
+                                      "1 for the device each model runs (or would run) on "
+                                      "and how it got there: placed, fallback, unavailable",
+                                      labels=("model", "device", "placement"))
+        for st in statuses:
+            if st.placement:
+                placement.add_metric((st.name, st.device or "none", st.placement), 1.0)
         yield state
         yield load
         yield size
+        yield placement
+
+
+class Gauge(Protocol):
+    """One gauge value (``llmos.hw.resources.MetricSample``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def help(self) -> str: ...
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def value(self) -> float: ...
+
+
+GaugeReader = Callable[[], Iterable[Gauge]]
+FallbackReader = Callable[[], Iterable[tuple[str, int]]]  # (what fell back, how often)
+
+
+class _ResourceCollector(Collector):
+    """The machine's resources, read when scraped (a few /proc reads), as gauges."""
+
+    def __init__(self, gauges: GaugeReader, fallbacks: FallbackReader) -> None:
+        self._gauges = gauges
+        self._fallbacks = fallbacks
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            readings = list(self._gauges())
+        except OSError as exc:  # /proc unreadable: the other series still go out
+            log.warning("reading resource metrics failed: %s", exc)
+            readings = []
+        families: dict[str, GaugeMetricFamily] = {}
+        for g in readings:
+            fam = families.get(g.name)
+            if fam is None:
+                fam = families[g.name] = GaugeMetricFamily(g.name, g.help,
+                                                           labels=[k for k, _ in g.labels])
+            fam.add_metric([v for _, v in g.labels], g.value)
+        yield from families.values()
+        fallbacks = CounterMetricFamily(
+            "llmos_memory_fallbacks", "Weight buffers that did not get the memory asked for "
+            "(hugepages: normal pages used; mlock: not pinned; reserve: pool smaller)",
+            labels=("what",))
+        for what, count in self._fallbacks():
+            fallbacks.add_metric((what,), count)
+        yield fallbacks
 
 
 class ServingMetrics:
@@ -165,6 +232,10 @@ class ServingMetrics:
 
     def load_failed(self, name: str, error: str) -> None:
         self._load_failures.labels(name, error).inc()
+
+    def watch_resources(self, gauges: GaugeReader, fallbacks: FallbackReader) -> None:
+        """Export the machine's resources and the memory fallbacks (call once)."""
+        self.registry.register(_ResourceCollector(gauges, fallbacks))
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition for a scrape: (body, content type) per its Accept header."""
