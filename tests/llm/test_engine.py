@@ -1,0 +1,235 @@
+"""Continuous batching, scheduling and cancellation, on a small deterministic step runner.
+
+The runner keeps each slot's tokens (its "cache") and computes the next token from the
+whole history, so a request decoded in the wrong slot, or a slot moved wrongly when
+another sequence leaves, produces different tokens than the serial reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from llmos.errors import BadRequestError, QueueFullError
+from llmos.llm.engine import Engine, EngineLimits
+from llmos.llm.generation import GenerationRequest
+from llmos.llm.sampling import SamplingParams
+
+VOCAB = 40
+EOS = 0
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def next_token(history: Sequence[int]) -> int:
+    """Deterministic 'model': the next token depends on every token so far (never EOS)."""
+    return hash(tuple(history)) % (VOCAB - 1) + 1  # int tuples hash the same in every run
+
+
+def reference(prompt: Sequence[int], n: int) -> list[int]:
+    seq, out = list(prompt), []
+    for _ in range(n):
+        t = next_token(seq)
+        out.append(t)
+        seq.append(t)
+    return out
+
+
+def one_hot(token: int) -> np.ndarray:
+    row = np.zeros(VOCAB, np.float32)
+    row[token] = 1.0
+    return row
+
+
+class Runner:
+    """Slots hold token histories; every call is recorded."""
+
+    def __init__(self, slots: int, capacity: int = 64, delay_s: float = 0.0) -> None:
+        self.capacity = capacity
+        self.cache: list[list[int]] = [[] for _ in range(slots)]
+        self.rows_per_step: list[int] = []
+        self.delay_s = delay_s
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+        self.gate.wait()
+        self.cache[slot] = list(token_ids)
+        return one_hot(next_token(self.cache[slot]))
+
+    def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
+        self.gate.wait()
+        time.sleep(self.delay_s)
+        self.rows_per_step.append(len(tokens))
+        out = []
+        for slot, (tok, length) in enumerate(zip(tokens, lengths, strict=True)):
+            assert len(self.cache[slot]) == length, "slot holds the wrong sequence"
+            self.cache[slot].append(tok)
+            out.append(one_hot(next_token(self.cache[slot])))
+        return np.stack(out)
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        self.cache[dst] = list(self.cache[src][:length])
+
+
+def text(ids: Sequence[int]) -> str:
+    return "".join(chr(ord("a") + i % 26) for i in ids)
+
+
+def engine(runner: Runner, **limits: int) -> Engine:
+    return Engine(runner, text, frozenset(), EngineLimits(**limits), name="test")
+
+
+async def test_single_request_matches_the_serial_reference() -> None:
+    e = engine(Runner(2))
+    try:
+        done = await e.submit(GenerationRequest((3, 4, 5), 12, GREEDY)).collect()
+    finally:
+        e.close()
+    assert list(done.token_ids) == reference((3, 4, 5), 12)
+    assert done.text == text(done.token_ids)
+    assert (done.finish_reason, done.prompt_tokens, done.completion_tokens) == ("length", 3, 12)
+
+
+async def test_concurrent_requests_are_decoded_together_and_stay_correct() -> None:
+    runner = Runner(3)
+    e = engine(runner, max_running=3)
+    prompts = [(i + 1, 2 * i + 3) for i in range(7)]
+    lengths = [5, 17, 9, 23, 11, 3, 14]  # sequences leave at different steps: slots move
+    try:
+        results = await asyncio.gather(*(
+            e.submit(GenerationRequest(p, n, GREEDY)).collect()
+            for p, n in zip(prompts, lengths, strict=True)))
+    finally:
+        e.close()
+    for p, n, r in zip(prompts, lengths, results, strict=True):
+        assert list(r.token_ids) == reference(p, n)
+    assert max(runner.rows_per_step) == 3  # batched, never more than the slots
+    assert sum(runner.rows_per_step) == sum(n - 1 for n in lengths)  # every token decoded once
+    assert len(runner.rows_per_step) < 0.5 * sum(n - 1 for n in lengths)  # in fewer steps
+
+
+async def test_a_new_request_joins_a_running_one_between_steps() -> None:
+    runner = Runner(2, delay_s=0.002)
+    e = engine(runner, max_running=2)
+    try:
+        long = e.submit(GenerationRequest((1,), 60, GREEDY))
+        first = await long.__anext__()
+        assert first.finish_reason is None
+        short = await e.submit(GenerationRequest((2,), 3, GREEDY)).collect()
+        rest = [c async for c in long]
+    finally:
+        e.close()
+    assert rest[-1].finish_reason == "length"  # the long one was still running...
+    assert len(rest) > 10  # ...well after the short one finished
+    assert list(short.token_ids) == reference((2,), 3)
+
+
+async def test_cancel_frees_the_slot_for_a_waiting_request() -> None:
+    runner = Runner(1, delay_s=0.001)
+    e = engine(runner, max_running=1, queue_size=4)
+    try:
+        hog = e.submit(GenerationRequest((1,), 50_000, GREEDY))
+        await hog.__anext__()
+        waiting = e.submit(GenerationRequest((2,), 4, GREEDY))
+        await asyncio.sleep(0.05)
+        assert e.waiting == 1 and e.running == 1
+        hog.cancel()
+        done = await asyncio.wait_for(waiting.collect(), 10)
+    finally:
+        e.close()
+    assert list(done.token_ids) == reference((2,), 4)
+
+
+async def test_full_queue_refuses_and_too_long_prompt_is_a_bad_request() -> None:
+    runner = Runner(1, capacity=16)
+    runner.gate.clear()  # hold the worker: nothing finishes
+    e = engine(runner, max_running=1, queue_size=1)
+    try:
+        a = e.submit(GenerationRequest((1,), 4, GREEDY))
+        await asyncio.sleep(0.05)  # a is admitted (prefill blocked on the gate)
+        b = e.submit(GenerationRequest((2,), 4, GREEDY))
+        with pytest.raises(QueueFullError):
+            e.submit(GenerationRequest((3,), 4, GREEDY))
+        with pytest.raises(BadRequestError, match="16 tokens"):
+            e.submit(GenerationRequest(tuple(range(1, 17)), 4, GREEDY))
+        runner.gate.set()
+        assert len((await a.collect()).token_ids) == 4
+        assert len((await b.collect()).token_ids) == 4
+    finally:
+        runner.gate.set()
+        e.close()
+
+
+async def test_max_tokens_is_capped_by_the_limit_and_the_context() -> None:
+    e = engine(Runner(1, capacity=10), max_tokens=6)
+    try:
+        capped = await e.submit(GenerationRequest((1, 2), 100, GREEDY)).collect()
+        tight = await e.submit(GenerationRequest(tuple(range(1, 8)), None, GREEDY)).collect()
+    finally:
+        e.close()
+    assert capped.completion_tokens == 6
+    assert tight.completion_tokens == 3  # 7 prompt tokens + 3 = the context of 10
+
+
+async def test_eos_and_stop_sequences_end_with_stop() -> None:
+    prompt = (5,)
+    ref = reference(prompt, 8)
+    assert ref[3] not in ref[:3]
+    eos_engine = Engine(Runner(1), text, frozenset({ref[3]}), EngineLimits(), name="eos")
+    stop_engine = engine(Runner(1))
+    try:
+        by_eos = await eos_engine.submit(GenerationRequest(prompt, 8, GREEDY)).collect()
+        stop = text(ref[4:6])
+        by_stop = await stop_engine.submit(
+            GenerationRequest(prompt, 8, GREEDY, stop=(stop,))).collect()
+    finally:
+        eos_engine.close()
+        stop_engine.close()
+    assert (by_eos.finish_reason, by_eos.token_ids) == ("stop", tuple(ref[:4]))
+    assert by_eos.text == text(ref[:3])
+    assert by_stop.finish_reason == "stop"
+    assert by_stop.text == text(ref[:4])
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.states: list[tuple[int, int]] = []
+        self.first = 0
+        self.next = 0
+        self.done: list[tuple[int, int, str]] = []
+
+    def scheduled(self, running: int, waiting: int) -> None:
+        self.states.append((running, waiting))
+
+    def first_token(self, seconds: float) -> None:
+        self.first += 1
+
+    def next_token(self, seconds: float) -> None:
+        self.next += 1
+
+    def finished(self, seconds: float, prompt_tokens: int, generated_tokens: int,
+                 reason: str) -> None:
+        self.done.append((prompt_tokens, generated_tokens, reason))
+
+
+async def test_observer_sees_timings_counts_and_an_idle_engine_at_the_end() -> None:
+    rec = Recorder()
+    e = Engine(Runner(2), text, frozenset(), EngineLimits(max_running=2), rec, name="obs")
+    try:
+        await asyncio.gather(e.submit(GenerationRequest((1, 2), 5, GREEDY)).collect(),
+                             e.submit(GenerationRequest((3,), 3, GREEDY)).collect())
+        for _ in range(100):
+            if rec.states and rec.states[-1] == (0, 0):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        e.close()
+    assert (rec.first, rec.next) == (2, 4 + 2)
+    assert sorted(rec.done) == [(1, 3, "length"), (2, 5, "length")]
+    assert (2, 0) in rec.states  # both ran together
+    assert rec.states[-1] == (0, 0)  # the gauges do not stay at the last batch

@@ -1,0 +1,102 @@
+"""Parsing OpenAI requests: defaults, refusals naming the field, and response shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llmos.errors import BadRequestError
+from llmos.llm import openai_protocol as proto
+from llmos.llm.generation import Completion
+
+
+def test_completion_defaults_follow_openai() -> None:
+    req = proto.completion_request({"model": "m", "prompt": "Hi"})
+    p = req.params
+    assert req.prompt == "Hi"
+    assert p.max_tokens == proto.COMPLETIONS_DEFAULT_MAX_TOKENS
+    assert (p.sampling.temperature, p.sampling.top_p, p.sampling.seed) == (1.0, 1.0, None)
+    assert (p.stop, p.stream, p.include_usage) == ((), False, False)
+
+
+def test_completion_fields_are_read() -> None:
+    req = proto.completion_request({
+        "model": "m", "prompt": ["Hi"], "max_tokens": 5, "temperature": 0, "top_p": 0.5,
+        "seed": 3, "stop": "\n", "stream": True, "stream_options": {"include_usage": True},
+        "n": 1, "user": "ignored"})
+    p = req.params
+    assert (req.prompt, p.max_tokens, p.stop, p.stream, p.include_usage) == \
+        ("Hi", 5, ("\n",), True, True)
+    assert (p.sampling.temperature, p.sampling.top_p, p.sampling.seed) == (0.0, 0.5, 3)
+    assert proto.completion_request({"model": "m", "prompt": [1, 2, 3]}).prompt == (1, 2, 3)
+
+
+def test_chat_takes_max_completion_tokens_and_text_parts() -> None:
+    req = proto.chat_request({
+        "model": "m", "max_completion_tokens": 7,
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": [{"type": "text", "text": "a"},
+                                                  {"type": "text", "text": "b"}]}]})
+    assert req.params.max_tokens == 7
+    assert [(m.role, m.content) for m in req.messages] == [("system", "Be brief."),
+                                                          ("user", "ab")]
+    assert proto.chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}]}
+                              ).params.max_tokens is None
+
+
+@pytest.mark.parametrize(("doc", "field"), [
+    ({"prompt": "x"}, "model"),
+    ({"model": "m"}, "prompt"),
+    ({"model": "m", "prompt": ["a", "b"]}, "prompt"),
+    ({"model": "m", "prompt": "x", "n": 2}, "n"),
+    ({"model": "m", "prompt": "x", "max_tokens": 0}, "max_tokens"),
+    ({"model": "m", "prompt": "x", "max_tokens": "5"}, "max_tokens"),
+    ({"model": "m", "prompt": "x", "temperature": 3}, "temperature"),
+    ({"model": "m", "prompt": "x", "top_p": True}, "top_p"),
+    ({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"model": "m", "prompt": "x", "stop": [1]}, "stop"),
+    ({"model": "m", "prompt": "x", "stream": "yes"}, "stream"),
+    ({"model": "m", "prompt": "x", "logprobs": 2}, "logprobs"),
+    ({"model": "m", "prompt": "x", "echo": True}, "echo"),
+    ({"model": "m", "prompt": "x", "presence_penalty": 0.5}, "presence_penalty"),
+    ({"model": "m", "prompt": "x", "seed": 1.5}, "seed"),
+])
+def test_malformed_completion_names_the_field(doc: dict[str, Any], field: str) -> None:
+    with pytest.raises(proto.FieldError) as info:
+        proto.completion_request(doc)
+    assert info.value.param == field
+    assert field in info.value.message
+
+
+@pytest.mark.parametrize(("doc", "field"), [
+    ({"model": "m"}, "messages"),
+    ({"model": "m", "messages": []}, "messages"),
+    ({"model": "m", "messages": ["hi"]}, "messages[0]"),
+    ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+     "messages[0].content"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, "tools"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}],
+      "response_format": {"type": "json_object"}}, "response_format"),
+])
+def test_malformed_chat_names_the_field(doc: dict[str, Any], field: str) -> None:
+    with pytest.raises(proto.FieldError) as info:
+        proto.chat_request(doc)
+    assert info.value.param == field
+
+
+def test_body_must_be_a_json_object() -> None:
+    with pytest.raises(BadRequestError):
+        proto.parse_body(b"{nope")
+    with pytest.raises(BadRequestError):
+        proto.parse_body(b"[1, 2]")
+
+
+def test_response_shapes_carry_usage() -> None:
+    done = Completion("Paris.", (1, 2, 3), "stop", 10, 3)
+    chat = proto.chat_response("id", 1, "m", done)
+    assert chat["choices"][0]["message"] == {"role": "assistant", "content": "Paris."}
+    assert chat["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+    text = proto.completion_response("id", 1, "m", done)
+    assert (text["object"], text["choices"][0]["text"]) == ("text_completion", "Paris.")

@@ -1,0 +1,142 @@
+"""Runs the decoder graph on an ONNX Runtime session with the slot caches bound in place.
+
+The session object comes from ``llmos.runtimes.onnx.open_session``; this module only calls
+its ``io_binding``/``run_with_iobinding`` methods (no onnxruntime import). For each
+number of running rows one binding is prepared once: the cache arrays' prefixes as both
+``past`` inputs and ``present`` outputs, and small preallocated buffers for token ids,
+positions and lengths. A decode step then writes a few integers and runs, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from llmos.errors import BadRequestError
+from llmos.llm.architecture import (
+    INPUT_IDS,
+    LOGITS,
+    LOGITS_TO_KEEP,
+    POSITION_IDS,
+    SEQLENS_K,
+    TOTAL_SEQUENCE_LENGTH,
+    DecoderSpec,
+    past_names,
+    present_names,
+)
+from llmos.llm.kvcache import CacheLayout, KVCache
+
+
+class IOBinding(Protocol):
+    def bind_input(self, name: str, device_type: str, device_id: int, element_type: Any,
+                   shape: Sequence[int], buffer_ptr: int) -> None: ...
+
+    def bind_output(self, name: str, device_type: str = ..., device_id: int = ...,
+                    element_type: Any = ..., shape: Sequence[int] | None = ...,
+                    buffer_ptr: int | None = ...) -> None: ...
+
+
+class Session(Protocol):
+    """The part of ``onnxruntime.InferenceSession`` the decoder uses."""
+
+    def io_binding(self) -> Any: ...
+
+    def run_with_iobinding(self, iobinding: Any, run_options: Any = None) -> None: ...
+
+
+def _bind_in(b: IOBinding, name: str, a: np.ndarray, shape: Sequence[int] | None = None) -> None:
+    b.bind_input(name, "cpu", 0, a.dtype.type, list(a.shape if shape is None else shape),
+                 a.ctypes.data)
+
+
+def _bind_out(b: IOBinding, name: str, a: np.ndarray, shape: Sequence[int]) -> None:
+    b.bind_output(name, "cpu", 0, a.dtype.type, list(shape), a.ctypes.data)
+
+
+class Decoder:
+    """One session, its slot caches, and the buffers a step reads and writes.
+
+    Thread-confined: only the engine's worker thread calls it.
+    """
+
+    def __init__(self, session: Session, spec: DecoderSpec, slots: int, capacity: int) -> None:
+        self.session = session
+        self.spec = spec
+        self.layout = CacheLayout.of(spec, slots, capacity)
+        self.cache = KVCache(self.layout)
+        self._tokens = np.zeros((slots, 1), np.int64)
+        self._positions = np.zeros((slots, 1), np.int64)
+        self._seqlens = np.zeros(slots, np.int32)
+        self._total = np.zeros((), np.int32)
+        self._keep_one = np.ones(1, np.int64)
+        self._logits = np.zeros((slots, 1, spec.vocab_size), np.float32)
+        self._bindings: dict[int, Any] = {}
+
+    @property
+    def capacity(self) -> int:
+        return self.layout.capacity
+
+    def _bind_caches(self, b: IOBinding, start: int, stop: int) -> None:
+        shape = (stop - start, *self.layout.slot_shape)
+        for layer, kind, array in self.cache.arrays():
+            view = array[start:stop]
+            index = 0 if kind == "key" else 1
+            _bind_in(b, past_names(layer)[index], view, shape)
+            _bind_out(b, present_names(layer)[index], view, shape)
+
+    def _decode_binding(self, rows: int) -> Any:
+        b = self._bindings.get(rows)
+        if b is None:
+            b = self.session.io_binding()
+            _bind_in(b, INPUT_IDS, self._tokens, (rows, 1))
+            _bind_in(b, POSITION_IDS, self._positions, (rows, 1))
+            _bind_in(b, SEQLENS_K, self._seqlens, (rows,))
+            _bind_in(b, TOTAL_SEQUENCE_LENGTH, self._total, ())
+            _bind_in(b, LOGITS_TO_KEEP, self._keep_one)
+            _bind_out(b, LOGITS, self._logits, (rows, 1, self.spec.vocab_size))
+            self._bind_caches(b, 0, rows)
+            self._bindings[rows] = b
+        return b
+
+    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+        """Fill an empty ``slot`` with a prompt; logits of its last position [V] (a copy)."""
+        n = len(token_ids)
+        if n == 0:
+            raise BadRequestError("the prompt is empty", "send at least one token of text")
+        total = n
+        if total > self.capacity:
+            raise BadRequestError(
+                f"{total} tokens do not fit the context of {self.capacity} tokens",
+                "shorten the prompt or lower max_tokens")
+        ids = np.asarray(token_ids, np.int64).reshape(1, n)
+        positions = np.arange(total, dtype=np.int64).reshape(1, n)
+        seqlens = np.array([total - 1], np.int32)
+        total_len = np.array(total, np.int32)
+        logits = np.empty((1, 1, self.spec.vocab_size), np.float32)
+        b = self.session.io_binding()
+        _bind_in(b, INPUT_IDS, ids)
+        _bind_in(b, POSITION_IDS, positions)
+        _bind_in(b, SEQLENS_K, seqlens)
+        _bind_in(b, TOTAL_SEQUENCE_LENGTH, total_len)
+        _bind_in(b, LOGITS_TO_KEEP, self._keep_one)
+        _bind_out(b, LOGITS, logits, logits.shape)
+        self._bind_caches(b, slot, slot + 1)
+        self.session.run_with_iobinding(b)
+        row: np.ndarray = logits[0, 0]
+        return row
+
+    def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
+        """One step for rows ``0..n-1``: row i appends ``tokens[i]`` after ``lengths[i]``
+        cached tokens. Returns logits [n, V] (a view, valid until the next step)."""
+        rows = len(tokens)
+        self._tokens[:rows, 0] = tokens
+        self._positions[:rows, 0] = lengths
+        self._seqlens[:rows] = lengths
+        self._total[...] = max(lengths) + 1
+        self.session.run_with_iobinding(self._decode_binding(rows))
+        return self._logits[:rows, 0]
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        self.cache.move(src, dst, length)

@@ -1,0 +1,268 @@
+"""The OpenAI completions and chat-completions wire format (pure: dicts in, dicts out).
+
+Requests are validated field by field; a malformed one raises ``FieldError`` (a
+``BadRequestError`` that names the field, answered 400). Fields this server does not
+implement are refused when they would change the answer (``n`` > 1, ``logprobs``,
+``echo``, penalties, tools...) and ignored when they would not (``user``, ``metadata``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llmos.errors import BadRequestError
+from llmos.llm.chat import ROLES, Message
+from llmos.llm.generation import Chunk, Completion
+from llmos.llm.sampling import SamplingParams
+
+MAX_STOP = 4
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+
+
+class FieldError(BadRequestError):
+    """A request field is missing or malformed."""
+
+    def __init__(self, param: str, message: str, hint: str = "") -> None:
+        super().__init__(f"{param}: {message}", hint or "see the OpenAI API reference")
+        self.param = param
+
+
+@dataclass(frozen=True)
+class CompletionParams:
+    """What both endpoints share once parsed."""
+
+    model: str
+    max_tokens: int | None  # None: up to the server's cap and the context
+    sampling: SamplingParams
+    stop: tuple[str, ...]
+    stream: bool
+    include_usage: bool  # stream_options.include_usage
+    ignore_eos: bool = False  # vLLM's extension, for benchmarks
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    params: CompletionParams
+    prompt: str | tuple[int, ...]  # text, or token ids
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    params: CompletionParams
+    messages: tuple[Message, ...]
+
+
+def parse_body(body: bytes) -> Mapping[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"request body is not valid JSON: {exc}",
+                              "send a JSON object") from None
+    if not isinstance(doc, dict):
+        raise BadRequestError("request body must be a JSON object",
+                              "send {\"model\": ..., ...}")
+    return doc
+
+
+def _number(doc: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    v = doc.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise FieldError(key, f"must be a number, got {json.dumps(v)}")
+    if not lo <= v <= hi:
+        raise FieldError(key, f"must be between {lo} and {hi}, got {v}")
+    return float(v)
+
+
+def _int(doc: Mapping[str, Any], key: str, lo: int | None = None) -> int | None:
+    v = doc.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise FieldError(key, f"must be an integer, got {json.dumps(v)}")
+    if lo is not None and v < lo:
+        raise FieldError(key, f"must be >= {lo}, got {v}")
+    return v
+
+
+def _bool(doc: Mapping[str, Any], key: str) -> bool:
+    v = doc.get(key, False)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise FieldError(key, f"must be true or false, got {json.dumps(v)}")
+    return v
+
+
+def _stop(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    v = doc.get("stop")
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+        raise FieldError("stop", "must be a non-empty string or a list of them")
+    if len(v) > MAX_STOP:
+        raise FieldError("stop", f"at most {MAX_STOP} stop sequences, got {len(v)}")
+    return tuple(v)
+
+
+def _refuse(doc: Mapping[str, Any], key: str, allowed: tuple[Any, ...], what: str) -> None:
+    if key in doc and doc[key] not in allowed:
+        raise FieldError(key, f"{what} is not supported by this server, got "
+                         f"{json.dumps(doc[key])}", f"leave {key!r} out")
+
+
+def _params(doc: Mapping[str, Any], max_tokens_key: tuple[str, ...],
+            default_max_tokens: int | None) -> CompletionParams:
+    model = doc.get("model")
+    if not isinstance(model, str) or not model:
+        raise FieldError("model", "is required and must be a string",
+                         "GET /v1/models lists the models")
+    n = _int(doc, "n", 1)
+    if n not in (None, 1):
+        raise FieldError("n", f"only n=1 is supported, got {n}", "send one request per choice")
+    _refuse(doc, "best_of", (None, 1), "best_of > 1")
+    _refuse(doc, "presence_penalty", (None, 0, 0.0), "presence_penalty")
+    _refuse(doc, "frequency_penalty", (None, 0, 0.0), "frequency_penalty")
+    _refuse(doc, "logit_bias", (None, {}), "logit_bias")
+    max_tokens: int | None = default_max_tokens
+    for key in max_tokens_key:
+        given = _int(doc, key, 1)
+        if given is not None:
+            max_tokens = given
+            break
+    top_k = _int(doc, "top_k", -1)
+    seed = _int(doc, "seed")
+    sampling = SamplingParams(
+        temperature=_number(doc, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(doc, "top_p", 1.0, 0.0, 1.0) or 1e-9,
+        top_k=0 if top_k is None or top_k < 0 else top_k,
+        seed=seed,
+    )
+    options = doc.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise FieldError("stream_options", "must be an object")
+    include_usage = _bool(options or {}, "include_usage")
+    return CompletionParams(model, max_tokens, sampling, _stop(doc), _bool(doc, "stream"),
+                            include_usage, _bool(doc, "ignore_eos"))
+
+
+def completion_request(doc: Mapping[str, Any]) -> CompletionRequest:
+    _refuse(doc, "echo", (None, False), "echo")
+    _refuse(doc, "logprobs", (None,), "logprobs")
+    _refuse(doc, "suffix", (None, ""), "suffix")
+    params = _params(doc, ("max_tokens",), COMPLETIONS_DEFAULT_MAX_TOKENS)
+    prompt = doc.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]  # a batch of one
+    if isinstance(prompt, str):
+        return CompletionRequest(params, prompt)
+    if isinstance(prompt, list) and prompt and all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
+        return CompletionRequest(params, tuple(prompt))
+    raise FieldError("prompt", "must be a string (or a list of token ids); batches of prompts "
+                     "are not supported", "send one prompt per request")
+
+
+def _content(index: int, raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, list):
+        parts: list[str] = []
+        for part in raw:
+            if not isinstance(part, dict) or part.get("type") != "text" \
+                    or not isinstance(part.get("text"), str):
+                raise FieldError(f"messages[{index}].content",
+                                 "only text parts ({\"type\": \"text\", \"text\": ...}) are "
+                                 "supported")
+            parts.append(part["text"])
+        return "".join(parts)
+    if raw is None:
+        return ""
+    raise FieldError(f"messages[{index}].content", "must be a string or a list of text parts")
+
+
+def chat_request(doc: Mapping[str, Any]) -> ChatRequest:
+    _refuse(doc, "logprobs", (None, False), "logprobs")
+    _refuse(doc, "tools", (None, []), "tools")
+    _refuse(doc, "functions", (None, []), "functions")
+    fmt = doc.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
+        raise FieldError("response_format", "only {\"type\": \"text\"} is supported")
+    params = _params(doc, ("max_completion_tokens", "max_tokens"), None)
+    raw = doc.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise FieldError("messages", "is required: a non-empty list of {role, content}")
+    messages: list[Message] = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise FieldError(f"messages[{i}]", "must be an object with role and content")
+        role = m.get("role")
+        if role not in ROLES:
+            raise FieldError(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}, "
+                             f"got {json.dumps(role)}")
+        messages.append(Message(role, _content(i, m.get("content"))))
+    return ChatRequest(params, tuple(messages))
+
+
+# --- responses ------------------------------------------------------------------------
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def completion_response(rid: str, created: int, model: str, done: Completion) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": done.text, "logprobs": None,
+                     "finish_reason": done.finish_reason}],
+        "usage": usage(done.prompt_tokens, done.completion_tokens),
+    }
+
+
+def completion_chunk(rid: str, created: int, model: str, chunk: Chunk) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": chunk.text, "logprobs": None,
+                     "finish_reason": chunk.finish_reason}],
+    }
+
+
+def chat_response(rid: str, created: int, model: str, done: Completion) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text},
+                     "logprobs": None, "finish_reason": done.finish_reason}],
+        "usage": usage(done.prompt_tokens, done.completion_tokens),
+    }
+
+
+def chat_chunk(rid: str, created: int, model: str, delta: Mapping[str, str],
+               finish_reason: str | None) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": dict(delta), "logprobs": None,
+                     "finish_reason": finish_reason}],
+    }
+
+
+def usage_chunk(rid: str, created: int, model: str, obj: str, prompt_tokens: int,
+                completion_tokens: int) -> dict[str, Any]:
+    """The last chunk of a stream when ``stream_options.include_usage`` is set."""
+    return {"id": rid, "object": obj, "created": created, "model": model, "choices": [],
+            "usage": usage(prompt_tokens, completion_tokens)}
+
+
+def model_card(name: str, created: int, context_length: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "llmos",
+            "max_model_len": context_length}
