@@ -17,7 +17,7 @@ DEMO     := $(BUILD)/demo
 FLEETKEY := $(KEYS)/fleet.key
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv keys demo-packs serve test test-fast lint image run bench clean
+.PHONY: help deps venv keys demo-packs serve test test-fast test-boot lint image image-nvidia run bench clean
 
 help:
 	@echo "make run        build the image (demo models sealed in) and boot it in QEMU with swtpm"
@@ -64,12 +64,46 @@ serve: $(STAMPS)/venv
 test-fast: $(STAMPS)/venv
 	$(PY) -m pytest -m "not boot" $(PYTEST_ARGS)
 
-test: deps $(STAMPS)/venv demo-packs
+test: deps $(STAMPS)/venv demo-packs image
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# QEMU boot tests only (tests/boot; the image is built first, never by the tests).
+test-boot: deps $(STAMPS)/venv demo-packs image
+	$(PY) -m pytest -m boot tests/boot $(PYTEST_ARGS)
 
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check userland tests bench
 	$(VENV)/bin/mypy
+
+# --- benchmarks ----------------------------------------------------------------------
+# Side by side with the peers (FastAPI, MLServer, llama-cpp-python, onnxruntime-genai),
+# each in its own venv under build/bench-venvs/ (made once; a peer that fails to install
+# is reported, not fatal). The load comes from wrk. BENCH_ARGS="--duration 3 --only tensor"
+# gives a quick run; results land in bench/results/ and the README's bench markers.
+BENCH_VENVS := $(BUILD)/bench-venvs
+BENCH_ARGS  ?=
+bench: $(STAMPS)/venv demo-packs
+	@command -v wrk >/dev/null && command -v openssl >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq wrk openssl; }
+	$(PY) -m bench.venvs --root $(BENCH_VENVS)
+	$(PY) -m bench.run --demo $(DEMO) --key $(FLEETKEY) --venvs $(BENCH_VENVS) $(BENCH_ARGS)
+
+# --- the appliance image and the VM ----------------------------------------------------
+# image/build.sh rebuilds only when its inputs changed (hash of image/, the userland, the
+# wheel pins, the packs); mkosi's incremental cache keeps the installed packages.
+image: deps $(STAMPS)/venv demo-packs
+	PY=$(PY) bash image/build.sh default
+
+# Hardware image with the NVIDIA driver and onnxruntime-gpu (not part of make test).
+image-nvidia: deps $(STAMPS)/venv demo-packs
+	PY=$(PY) bash image/build.sh nvidia
+
+# Boot the image in QEMU with a persistent swtpm (state in build/vm/run/). RUN_ARGS:
+# --console (serial console on this terminal), --reset (new disk and TPM), --api-port N.
+# LLMOS_ACCEL=kvm|tcg skips the KVM probe.
+RUN_ARGS ?=
+run: image
+	PYTHONPATH=image $(PY) -m llmos_vm.run $(RUN_ARGS)
 
 clean:
 	rm -rf $(BUILD)

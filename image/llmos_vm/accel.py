@@ -1,0 +1,71 @@
+"""KVM where it works, TCG otherwise.
+
+``/dev/kvm`` existing proves little: on some hosts QEMU aborts at start (an MSR it cannot
+set) or the guest hangs. So the probe boots a real, tiny guest: a 512-byte boot sector
+that writes to QEMU's isa-debug-exit port, which ends QEMU with a known status. It takes
+well under a second where KVM works, and fails fast or times out where it does not.
+``LLMOS_ACCEL=kvm|tcg`` skips the probe.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from llmos_vm.errors import VmError
+
+log = logging.getLogger(__name__)
+
+EXIT_PORT = 0xF4
+EXIT_VALUE = 0x31
+EXPECTED_STATUS = (EXIT_VALUE << 1) | 1  # isa-debug-exit ends QEMU with (value << 1) | 1
+PROBE_TIMEOUT_S = 10.0
+
+
+def boot_sector() -> bytes:
+    """mov dx, EXIT_PORT; mov al, EXIT_VALUE; out dx, al; hlt; jmp $-1 -- then the signature."""
+    code = bytes([0xBA, EXIT_PORT, 0x00, 0xB0, EXIT_VALUE, 0xEE, 0xF4, 0xEB, 0xFD])
+    return code + b"\0" * (510 - len(code)) + b"\x55\xaa"
+
+
+def cpu_for(accel: str) -> str:
+    return "host" if accel == "kvm" else "max"
+
+
+def probe(accel: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Does a guest run to completion under ``accel``?"""
+    with tempfile.TemporaryDirectory(prefix="llmos-accel-") as tmp:
+        disk = Path(tmp) / "probe.img"
+        disk.write_bytes(boot_sector())
+        os.truncate(disk, 1 << 20)  # SeaBIOS wants more than one sector
+        cmd = ["qemu-system-x86_64", "-machine", f"q35,accel={accel}", "-cpu", cpu_for(accel),
+               "-m", "64", "-nodefaults", "-display", "none", "-no-reboot",
+               "-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x04",
+               "-drive", f"file={disk},format=raw,if=ide"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            log.info("%s probe: no exit within %.0f s", accel, timeout_s)
+            return False
+    if done.returncode != EXPECTED_STATUS:
+        log.info("%s probe: exit %d: %s", accel, done.returncode,
+                 done.stderr.decode(errors="replace").strip()[-300:])
+    return done.returncode == EXPECTED_STATUS
+
+
+@functools.cache
+def choose() -> str:
+    """``kvm`` or ``tcg``: LLMOS_ACCEL if set, else KVM if it passes the probe."""
+    wanted = os.environ.get("LLMOS_ACCEL", "auto").lower()
+    if wanted in ("kvm", "tcg"):
+        return wanted
+    if wanted != "auto":
+        raise VmError(f"LLMOS_ACCEL={wanted!r} is not kvm, tcg or auto", "unset it or fix it")
+    if os.access("/dev/kvm", os.R_OK | os.W_OK) and probe("kvm"):
+        return "kvm"
+    log.info("KVM unavailable or not working here; using TCG (emulation, slow)")
+    return "tcg"

@@ -1,0 +1,49 @@
+"""Disks: a qcow2 overlay per VM (the built image stays pristine) and byte scans."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from llmos_vm.errors import VmError
+
+CHUNK = 16 << 20
+
+
+def image_format(path: Path) -> str:
+    return "qcow2" if path.suffix == ".qcow2" else "raw"
+
+
+def create_overlay(base: Path, overlay: Path) -> None:
+    """A copy-on-write qcow2 on top of ``base`` (the raw image, or another VM's overlay:
+    the same disk in a second machine); the guest's writes go to it, never to ``base``."""
+    overlay.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format(base),
+                           "-b", str(base.resolve()), str(overlay)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise VmError(f"qemu-img could not create {overlay}: {done.stderr.strip()}",
+                      "is qemu-utils installed and the image built (make image)?")
+
+
+def find_all(path: Path, needles: Iterable[bytes]) -> Iterator[tuple[bytes, int]]:
+    """(needle, offset) for every occurrence of any needle in the file, streamed in chunks
+    that overlap by the longest needle, so matches across chunk borders are found too."""
+    wanted = [n for n in needles if n]
+    if not wanted:
+        return
+    overlap = max(len(n) for n in wanted) - 1
+    with path.open("rb") as f:
+        tail = b""
+        base = 0  # file offset of buf[0]
+        while chunk := f.read(CHUNK):
+            buf = tail + chunk
+            for n in wanted:
+                start = buf.find(n)
+                while start != -1:
+                    if start + len(n) > len(tail):  # not already reported from the last buffer
+                        yield n, base + start
+                    start = buf.find(n, start + 1)
+            tail = buf[-overlap:] if overlap else b""
+            base += len(buf) - len(tail)

@@ -1,0 +1,68 @@
+"""The QEMU command line of an LLM OS VM (pure: a configuration in, argv out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmos_vm.accel import cpu_for
+from llmos_vm.credentials import smbios_option
+from llmos_vm.disk import image_format
+
+
+@dataclass(frozen=True)
+class Forward:
+    """host 127.0.0.1:host_port -> guest guest_port (QEMU user networking)."""
+
+    host_port: int
+    guest_port: int
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    disk: Path  # qcow2 overlay (or raw image), attached as NVMe
+    ovmf_code: Path
+    ovmf_vars: Path  # this VM's writable copy
+    tpm_socket: Path  # swtpm control socket
+    qmp_socket: Path
+    serial_log: Path | None  # None: the serial console on this terminal
+    accel: str = "tcg"
+    memory_mib: int = 2048
+    cpus: int = 2
+    forwards: tuple[Forward, ...] = ()
+    smbios: tuple[str, ...] = field(default_factory=tuple)  # type 11 strings
+
+
+def argv(cfg: VmConfig) -> list[str]:
+    """q35, no VGA (the framebuffer console costs ~20 s under TCG), serial console only."""
+    fwd = "".join(f",hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in cfg.forwards)
+    cmd = [
+        "qemu-system-x86_64",
+        "-machine", f"q35,accel={cfg.accel}",
+        "-cpu", cpu_for(cfg.accel),
+        "-smp", str(cfg.cpus),
+        "-m", f"{cfg.memory_mib}M",
+        "-vga", "none",
+        "-nographic",
+        "-nodefaults",
+        "-no-reboot",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={cfg.ovmf_code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={cfg.ovmf_vars}",
+        "-chardev", f"socket,id=chrtpm,path={cfg.tpm_socket}",
+        "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+        "-device", "tpm-crb,tpmdev=tpm0",
+        # NVMe: the default profile's kernel has it built in (no initrd needed).
+        "-drive", f"if=none,id=disk0,file={cfg.disk},format={image_format(cfg.disk)},"
+                  "discard=unmap",
+        "-device", "nvme,drive=disk0,serial=llmos-disk0",
+        "-netdev", f"user,id=net0{fwd}",
+        # romfile=: no iPXE option ROM; the firmware has no network boot to prepare.
+        "-device", "virtio-net-pci,netdev=net0,romfile=",
+        "-device", "virtio-rng-pci",
+        "-qmp", f"unix:{cfg.qmp_socket},server=on,wait=off",
+        "-monitor", "none",
+        "-serial", f"file:{cfg.serial_log}" if cfg.serial_log else "stdio",
+    ]
+    for s in cfg.smbios:
+        cmd += ["-smbios", smbios_option(s)]
+    return cmd

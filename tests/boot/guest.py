@@ -1,0 +1,55 @@
+"""Talking to the booted appliance over its forwarded ports (through llmos_vm.http)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from llmos_vm import http
+from llmos_vm.machine import Boot
+
+# Under TCG on two shared cores the first boot (enrollment, decrypting and warming the
+# packs, the LLM included) takes a few minutes; the limits leave room for a slow CI host.
+SETTLE_TIMEOUT_S = 20 * 60.0
+REQUEST_TIMEOUT_S = 300.0
+
+
+def settled_health(boot: Boot, api: str) -> dict[str, Any]:
+    """/health once start-up is over (status no longer 'starting'), as JSON."""
+
+    def probe() -> dict[str, Any] | None:
+        reply = http.request(f"{api}/health", timeout_s=10)
+        if reply is None or reply.status not in (200, 503):
+            return None
+        doc: dict[str, Any] = reply.json()
+        return None if doc.get("status") == "starting" else doc
+
+    return boot.wait_until(probe, timeout_s=SETTLE_TIMEOUT_S, interval_s=2.0,
+                           what="settled /health (status other than 'starting')")
+
+
+def embeddings(api: str, model: str, texts: list[str]) -> np.ndarray:
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)],
+                        "data": texts}]}
+    reply = http.request(f"{api}/v2/models/{model}/infer", body, timeout_s=REQUEST_TIMEOUT_S)
+    assert reply is not None, "no answer from the v2 infer endpoint"
+    assert reply.status == 200, reply.body[:500]
+    out = reply.json()["outputs"][0]
+    assert out["name"] == "embedding" and out["datatype"] == "FP32", out
+    return np.array(out["data"], dtype=np.float32).reshape(out["shape"])
+
+
+def chat(api: str, model: str, question: str, max_tokens: int) -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": question}],
+            "max_tokens": max_tokens, "temperature": 0, "seed": 1}
+    reply = http.request(f"{api}/v1/chat/completions", body, timeout_s=REQUEST_TIMEOUT_S)
+    assert reply is not None, "no answer from /v1/chat/completions"
+    assert reply.status == 200, reply.body[:500]
+    doc: dict[str, Any] = reply.json()
+    return doc
+
+
+def boot_report(boot: Boot) -> dict[str, str]:
+    """The fields of the guest's one-line boot report (llmos-boot-report.service)."""
+    line = boot.wait_console(r"llmos-boot: multi-user [^\n]*", timeout_s=SETTLE_TIMEOUT_S)
+    return dict(f.split("=", 1) for f in line.group(0).split()[2:] if "=" in f)

@@ -1,0 +1,186 @@
+"""The host-side VM tooling and the image build helpers, without booting the image.
+
+Fast (no image needed): credentials, the QEMU command line, the accelerator probe, the
+plaintext scanner, pack staging, the wheel pins, OVMF and swtpm state handling.
+"""
+
+from __future__ import annotations
+
+import base64
+import tomllib
+from pathlib import Path
+
+import pytest
+import stage_packs
+import wheel_pins
+from llmos_vm import accel, credentials, disk, ovmf, qemu
+from llmos_vm.errors import VmError
+from llmos_vm.swtpm import Swtpm, TpmState
+from stage_packs import PackInfo
+
+from llmos import config
+
+
+def test_binary_credential_round_trips_any_bytes() -> None:
+    value = bytes(range(256))
+    text = credentials.credential("llmos-provision-key", value)
+    prefix, _, encoded = text.partition("=")
+    assert prefix == "io.systemd.credential.binary:llmos-provision-key"
+    assert base64.b64decode(encoded) == value
+
+
+def test_credential_names_are_checked() -> None:
+    with pytest.raises(ValueError):
+        credentials.credential("bad name=x", b"")
+
+
+def test_smbios_option_escapes_commas() -> None:
+    opt = credentials.smbios_option(credentials.kernel_cmdline_extra("a=1,2", "b"))
+    assert opt == "type=11,value=io.systemd.stub.kernel-cmdline-extra=a=1,,2 b"
+
+
+def _config(**kw: object) -> qemu.VmConfig:
+    base: dict[str, object] = dict(
+        disk=Path("/vm/disk.qcow2"), ovmf_code=Path("/fw/CODE.fd"),
+        ovmf_vars=Path("/vm/VARS.fd"), tpm_socket=Path("/vm/tpm/swtpm.sock"),
+        qmp_socket=Path("/vm/qmp.sock"), serial_log=Path("/vm/console.log"))
+    base.update(kw)
+    return qemu.VmConfig(**base)  # type: ignore[arg-type]
+
+
+def test_qemu_command_line_is_headless_q35_with_tpm_nvme_and_forwards() -> None:
+    argv = qemu.argv(_config(forwards=(qemu.Forward(18000, 8000),),
+                             smbios=("io.systemd.credential:x=1",)))
+    joined = " ".join(argv)
+    assert argv[argv.index("-machine") + 1] == "q35,accel=tcg"
+    assert argv[argv.index("-cpu") + 1] == "max"
+    assert "-vga none" in joined and "-nographic" in argv
+    assert "tpm-crb,tpmdev=tpm0" in argv and "socket,id=chrtpm,path=/vm/tpm/swtpm.sock" in argv
+    assert "file=/vm/disk.qcow2,format=qcow2" in joined and "nvme,drive=disk0" in joined
+    assert "hostfwd=tcp:127.0.0.1:18000-:8000" in joined
+    assert argv[argv.index("-smbios") + 1] == "type=11,value=io.systemd.credential:x=1"
+    assert argv[argv.index("-serial") + 1] == "file:/vm/console.log"
+    assert "readonly=on,file=/fw/CODE.fd" in joined
+
+
+def test_qemu_uses_the_host_cpu_under_kvm_and_stdio_without_a_log() -> None:
+    argv = qemu.argv(_config(accel="kvm", serial_log=None, disk=Path("/x/llmos.raw")))
+    assert argv[argv.index("-cpu") + 1] == "host"
+    assert argv[argv.index("-serial") + 1] == "stdio"
+    assert "format=raw" in " ".join(argv)
+
+
+def test_probe_boot_sector_is_a_valid_mbr_that_writes_the_exit_value() -> None:
+    sector = accel.boot_sector()
+    assert len(sector) == 512 and sector.endswith(b"\x55\xaa")
+    assert bytes([0xB0, accel.EXIT_VALUE, 0xEE]) in sector  # mov al, value; out dx, al
+
+
+def test_tcg_probe_runs_a_guest_to_completion() -> None:
+    assert accel.probe("tcg", timeout_s=60)
+
+
+def test_find_all_reports_every_match_once_across_chunk_borders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(disk, "CHUNK", 100)
+    needle = bytes(range(1, 41))
+    data = bytearray(1000)
+    for pos in (0, 80, 190, 960):  # 80 and 190 straddle chunk borders
+        data[pos:pos + len(needle)] = needle
+    path = tmp_path / "disk.img"
+    path.write_bytes(bytes(data))
+    found = sorted(off for _, off in disk.find_all(path, [needle, b"absent-needle"]))
+    assert found == [0, 80, 190, 960]
+
+
+def test_find_all_finds_nothing_in_clean_data(tmp_path: Path) -> None:
+    path = tmp_path / "clean.img"
+    path.write_bytes(b"\0" * 4096)
+    assert list(disk.find_all(path, [b"\x01" * 64])) == []
+
+
+def _info(name: str, size: int, runtime: str = "onnx") -> PackInfo:
+    return PackInfo(Path(f"/demo/{name}.sealed"), name, runtime, size)
+
+
+def test_hugepages_hold_every_pack_page_rounded_plus_headroom() -> None:
+    mib = 1024 * 1024
+    packs = [_info("a", 2 * mib), _info("b", 2 * mib + 1)]
+    # a: 1 page + 1; b: 2 pages + 1; + headroom
+    assert stage_packs.hugepages_for(packs) == 2 + 3 + stage_packs.HEADROOM_PAGES
+
+
+def test_select_keeps_list_order_and_refuses_missing_or_foreign_packs() -> None:
+    have = [_info("minilm", 1), _info("smollm2", 1), _info("torchy", 1, "torchscript")]
+    assert [p.name for p in stage_packs.select(have, ["smollm2", "minilm"])] == \
+        ["smollm2", "minilm"]
+    with pytest.raises(SystemExit, match="no sealed pack"):
+        stage_packs.select(have, ["nope"])
+    with pytest.raises(SystemExit, match="runtime the image lacks"):
+        stage_packs.select(have, ["torchy"])
+
+
+def test_rendered_config_is_valid_for_the_supervisor(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(stage_packs.render([_info("minilm", 1), _info("smollm2", 1)]))
+    cfg = config.load(path, environ={})
+    assert cfg["keys.provider"] == "tpm2" and cfg["keys.tpm2_pcrs"] == "7"
+    assert cfg["server.host"] == "0.0.0.0" and cfg["server.port"] == 8000
+    assert [m.name for m in cfg.models] == ["minilm", "smollm2"]
+    assert cfg.models[0].pack == Path("/usr/share/llmos/packs/minilm.sealed")
+
+
+def test_pack_list_ignores_comments(tmp_path: Path) -> None:
+    path = tmp_path / "packs.list"
+    path.write_text("# header\nminilm  # the encoder\n\n  smollm2\n")
+    assert stage_packs.read_list(path) == ["minilm", "smollm2"]
+
+
+def test_nvidia_requirements_swap_onnxruntime_for_the_gpu_build() -> None:
+    proj = {"dependencies": ["numpy>=1", "onnxruntime>=1.18"]}
+    assert wheel_pins.runtime("default", proj) == ["numpy>=1", "onnxruntime>=1.18"]
+    assert wheel_pins.runtime("nvidia", proj) == \
+        ["numpy>=1", "onnxruntime-gpu[cuda,cudnn]>=1.18"]
+
+
+def test_lock_check_sees_unpinned_dependencies() -> None:
+    lock = "# c\nnumpy==2 --hash=sha256:00\nPrometheus_Client==1 --hash=sha256:00\n"
+    assert wheel_pins.pinned(lock) == {"numpy", "prometheus-client"}
+
+
+def test_the_committed_lock_pins_every_runtime_dependency() -> None:
+    lock = Path(wheel_pins.__file__).with_name("wheels.lock").read_text()
+    wanted = {wheel_pins.name_of(d) for d in wheel_pins.runtime("default",
+                                                                    wheel_pins.project())}
+    assert wanted <= wheel_pins.pinned(lock), "run image/lock-wheels.sh"
+
+
+def test_ovmf_table_parses_and_vars_are_copied_once(tmp_path: Path) -> None:
+    assert ovmf.candidates(), "firmware/ovmf.toml lists no firmware"
+    code, template = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
+    code.write_bytes(b"code")
+    template.write_bytes(b"pristine")
+    fw = ovmf.find([ovmf.Ovmf(tmp_path / "missing.fd", template), ovmf.Ovmf(code, template)])
+    assert fw.code == code
+    mine = ovmf.vars_for_vm(fw, tmp_path / "vm" / "VARS.fd")
+    mine.write_bytes(b"written by the guest")
+    assert ovmf.vars_for_vm(fw, mine).read_bytes() == b"written by the guest"
+    assert template.read_bytes() == b"pristine"
+    with pytest.raises(VmError):
+        ovmf.find([ovmf.Ovmf(tmp_path / "a", tmp_path / "b")])
+
+
+def test_swtpm_state_is_manufactured_once_and_served(tmp_path: Path) -> None:
+    state = TpmState(tmp_path / "tpm")
+    with Swtpm(state) as tpm:
+        assert state.manufactured() and state.socket.exists()
+        tpm.stop(timeout_s=0.5)  # no QEMU ever connects: it is terminated
+    before = (state.directory / "tpm2-00.permall").read_bytes()
+    with Swtpm(state) as tpm:
+        tpm.stop(timeout_s=0.5)
+    assert (state.directory / "tpm2-00.permall").read_bytes() == before
+
+
+def test_ovmf_table_is_toml_with_code_and_vars() -> None:
+    table = tomllib.loads(ovmf.TABLE.read_text())
+    assert all({"code", "vars"} <= set(e) for e in table["ovmf"])
