@@ -1,0 +1,176 @@
+"""Boot figures of the appliance image: boot-to-ready against the boot floor, and its size.
+
+    python -m bench.boot_time [--repeat 3] [--accel tcg] [--zstd-level 12]
+
+One VM (build/bench-boot/, made fresh) boots first with the fleet key as provisioning
+credential (its enrollment boot, reported apart), then ``--repeat`` times each:
+
+- *ready*: an ordinary boot; the time from starting QEMU until ``/v2/health/ready``
+  answers 200 on the forwarded port (every model loaded and warm);
+- *floor*: the same disk and TPM with the supervisor masked (``systemd.mask=llmos.service``
+  appended to the kernel command line by systemd-stub from an SMBIOS type 11 string,
+  ``io.systemd.stub.kernel-cmdline-extra``); the time until the guest's boot report line
+  (multi-user.target reached) appears on the serial console.
+
+Both clocks start when QEMU starts, so firmware, kernel and userspace count alike. The ratio
+is median(ready) / median(floor). Sizes: the raw image, and zstd-compressed at the given
+level; "without models" subtracts the sealed packs (encrypted, so incompressible).
+Results: bench/results/boot.json and a table on stdout. Under TCG every figure scales with
+the host's free CPU: the host's load average is recorded with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "image"))
+
+from llmos_vm import credentials, http, ovmf  # noqa: E402
+from llmos_vm.machine import Boot, VmDir  # noqa: E402
+from llmos_vm.qemu import Forward  # noqa: E402
+from stage_packs import read_list  # noqa: E402
+
+log = logging.getLogger("bench.boot_time")
+
+REPORT_LINE = "llmos-boot: multi-user"
+MASK = "systemd.mask=llmos.service"
+TIMEOUT_S = 30 * 60.0
+POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class BootSample:
+    label: str
+    ready_s: float | None  # QEMU start -> /v2/health/ready 200 (None: not waited for)
+    report_s: float  # QEMU start -> the boot report line on the console
+    guest_uptime_s: float  # the guest's own clock at the report line (no firmware)
+    supervisor: str  # the supervisor's unit state in the report
+
+
+def _report_fields(console: str) -> dict[str, str] | None:
+    for line in console.splitlines():
+        if REPORT_LINE in line:
+            tail = line[line.index(REPORT_LINE) + len(REPORT_LINE):]
+            return dict(f.split("=", 1) for f in tail.split() if "=" in f)
+    return None
+
+
+def measure(vm: VmDir, label: str, smbios: Sequence[str], api_port: int, accel: str,
+            want_ready: bool) -> BootSample:
+    """Boot once, poll for readiness and the report line, power down."""
+    api = f"http://127.0.0.1:{api_port}"
+    with Boot(vm, label=label, smbios=smbios, forwards=[Forward(api_port, 8000)],
+              accelerator=accel) as boot:
+        ready_s: float | None = None
+        report: tuple[float, dict[str, str]] | None = None
+        deadline = time.monotonic() + TIMEOUT_S
+        while (report is None or (want_ready and ready_s is None)):
+            if not boot.running() or time.monotonic() > deadline:
+                raise SystemExit(f"boot {label}: no {'readiness' if report else 'report'} "
+                                 f"after {boot.elapsed():.0f} s; console tail:\n"
+                                 f"{boot.console_tail()}")
+            now = boot.elapsed()
+            if want_ready and ready_s is None:
+                reply = http.request(f"{api}/v2/health/ready", timeout_s=2)
+                if reply is not None and reply.status == 200:
+                    ready_s = now
+            if report is None and (fields := _report_fields(boot.console())) is not None:
+                report = (now, fields)
+            time.sleep(POLL_S)
+    assert report is not None
+    sample = BootSample(label, ready_s, report[0], float(report[1].get("uptime", "nan")),
+                        report[1].get("supervisor", "?"))
+    log.info("%s", sample)
+    return sample
+
+
+def zstd_size(path: Path, level: int) -> int:
+    """Bytes of ``path`` compressed by zstd (streamed; nothing written)."""
+    proc = subprocess.Popen(["zstd", "-q", "-T0", f"-{level}", "-c", str(path)],
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    total = 0
+    while chunk := proc.stdout.read(1 << 20):
+        total += len(chunk)
+    if proc.wait() != 0:
+        raise SystemExit(f"zstd failed on {path}")
+    return total
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--image", type=Path, default=ROOT / "build/image/llmos.raw")
+    p.add_argument("--key", type=Path, default=ROOT / "build/keys/fleet.key")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--accel", default="tcg", choices=("tcg", "kvm"))
+    p.add_argument("--zstd-level", type=int, default=12)
+    p.add_argument("--api-port", type=int, default=18500)
+    p.add_argument("--out", type=Path, default=ROOT / "bench/results/boot.json")
+    args = p.parse_args(argv)
+
+    load_before = os.getloadavg()
+    vm = VmDir(ROOT / "build/bench-boot")
+    shutil.rmtree(vm.root, ignore_errors=True)
+    vm.prepare(args.image, ovmf.find())
+    key = credentials.credential("llmos-provision-key", args.key.read_bytes())
+    first = measure(vm, "enroll", [key], args.api_port, args.accel, want_ready=True)
+    ready, floor = [], []
+    for i in range(args.repeat):
+        ready.append(measure(vm, f"ready-{i}", [], args.api_port, args.accel, True))
+        floor.append(measure(vm, f"floor-{i}", [credentials.kernel_cmdline_extra(MASK)],
+                             args.api_port, args.accel, False))
+    if any(s.supervisor == "active" for s in floor):
+        raise SystemExit("the floor boots ran the supervisor: systemd-stub ignored the "
+                         "SMBIOS kernel-cmdline-extra string")
+    if any(s.supervisor != "active" for s in ready):
+        raise SystemExit("a ready boot's supervisor was not active")
+
+    ready_s = statistics.median(s.ready_s for s in ready if s.ready_s is not None)
+    floor_s = statistics.median(s.report_s for s in floor)
+    packs = [ROOT / "build/demo" / f"{n}.sealed" for n in read_list(ROOT / "image/packs.list")]
+    packs_bytes = sum(p.stat().st_size for p in packs)
+    raw = args.image.stat().st_size
+    compressed = zstd_size(args.image, args.zstd_level)
+    result = {
+        "accel": args.accel, "host": platform.node(), "host_cpus": os.cpu_count(),
+        "cpus_guest": 2, "host_loadavg_before_after": [round(load_before[0], 2),
+                                                       round(os.getloadavg()[0], 2)],
+        "boot_to_ready_s": round(ready_s, 1), "floor_multi_user_s": round(floor_s, 1),
+        "ratio": round(ready_s / floor_s, 2),
+        "first_boot_to_ready_s": first.ready_s and round(first.ready_s, 1),
+        "samples": [asdict(s) for s in (first, *ready, *floor)],
+        "image_raw_bytes": raw, "image_zstd_bytes": compressed, "zstd_level": args.zstd_level,
+        "packs_bytes": packs_bytes, "image_zstd_without_models_bytes": compressed - packs_bytes,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    mb = 1e6
+    sys.stdout.write(
+        f"\n| boot ({args.accel}) | seconds |\n|---|---|\n"
+        f"| first boot (enrollment) to ready | {first.ready_s:.1f} |\n"
+        f"| boot to ready (median of {args.repeat}) | {ready_s:.1f} |\n"
+        f"| boot to multi-user, supervisor masked | {floor_s:.1f} |\n"
+        f"| ratio | {ready_s / floor_s:.2f} |\n\n"
+        f"| image | MB |\n|---|---|\n| raw | {raw / mb:.0f} |\n"
+        f"| zstd -{args.zstd_level} | {compressed / mb:.0f} |\n"
+        f"| zstd, without the sealed packs ({packs_bytes / mb:.0f} MB) | "
+        f"{(compressed - packs_bytes) / mb:.0f} |\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The contestants users would pick instead of LLM OS, written the way they would write them."""

@@ -1,0 +1,184 @@
+"""Results (the JSON document ``bench.run`` writes) -> a markdown report (pure: no I/O).
+
+The issue-2 targets are checked here, once: LLM OS v2 infer against raw ``session.run`` in
+process at >= 0.9x the requests/s at concurrency 8 and 32 and < 1 ms added p50 latency at
+concurrency 1; a sealed load at <= 1.15x a plaintext load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+RAW = "raw onnxruntime (in process)"  # contestant names, shared with bench.tensor
+LLMOS = "llmos"
+RATIO_TARGET = 0.9
+ADDED_P50_TARGET_MS = 1.0
+LOAD_RATIO_TARGET = 1.15
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def _by_key(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], Mapping[str, Any]]:
+    return {(str(r["contestant"]), int(r["concurrency"])): r for r in rows}
+
+
+def issue2(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """LLM OS against the in-process limit, per concurrency where both were measured."""
+    table = _by_key(rows)
+    out = []
+    for c in sorted({int(r["concurrency"]) for r in rows}):
+        ours, raw = table.get((LLMOS, c)), table.get((RAW, c))
+        if ours is None or raw is None or not raw["rps"]:
+            continue
+        ratio = float(ours["rps"]) / float(raw["rps"])
+        added = float(ours["p50_ms"]) - float(raw["p50_ms"])
+        if c == 1:
+            target, met = f"< {ADDED_P50_TARGET_MS:g} ms added p50", added < ADDED_P50_TARGET_MS
+        else:
+            target, met = f">= {RATIO_TARGET:g}x req/s", ratio >= RATIO_TARGET
+        out.append({"concurrency": c, "llmos_rps": ours["rps"], "raw_rps": raw["rps"],
+                    "ratio": ratio, "added_p50_ms": added, "target": target, "met": met})
+    return out
+
+
+def _tensor(doc: Mapping[str, Any]) -> list[str]:
+    if "error" in doc:
+        return [f"Not measured: {doc['error']}", ""]
+    rows = doc["rows"]
+    levels = sorted({int(r["concurrency"]) for r in rows})
+    names = list(dict.fromkeys(str(r["contestant"]) for r in rows))
+    table = _by_key(rows)
+    model = doc["model"]
+    lines = [f"Model `{model['name']}`: the same ONNX file for every contestant "
+             f"({model['onnx_bytes'] / 1e6:.1f} MB, sha256 `{model['sha256'][:12]}`), one "
+             f"sentence per request ({doc['body_bytes']} B body). Cells: requests/s "
+             "(p50 / p99 latency, ms).", "",
+             "| contestant | " + " | ".join(f"concurrency {c}" for c in levels) + " |",
+             "|---|" + "---:|" * len(levels)]
+    for name in names:
+        cells = []
+        for c in levels:
+            r = table.get((name, c))
+            cells.append("-" if r is None else
+                         f"{r['rps']:.0f} ({r['p50_ms']:.1f} / {r['p99_ms']:.1f})"
+                         + (f", {r['errors']} errors" if r["errors"] else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    checks = issue2(rows)
+    if checks:
+        lines += ["LLM OS v2 infer against raw `session.run` in process:", "",
+                  "| concurrency | LLM OS req/s | raw req/s | ratio | added p50 | target | |",
+                  "|---:|---:|---:|---:|---:|---|---|"]
+        lines += [f"| {x['concurrency']} | {x['llmos_rps']:.0f} | {x['raw_rps']:.0f} | "
+                  f"{x['ratio']:.2f}x | {x['added_p50_ms']:+.2f} ms | {x['target']} | "
+                  f"{_verdict(x['met'])} |" for x in checks]
+        lines.append("")
+    return lines
+
+
+def _sealed(doc: Mapping[str, Any]) -> list[str]:
+    if "error" in doc:
+        return [f"Not measured: {doc['error']}", ""]
+    ratio = float(doc["load_ratio"])
+    return [
+        f"Model `{doc['model']}` ({doc['plain_onnx_bytes'] / 1e6:.1f} MB ONNX, "
+        f"{doc['sealed_bytes'] / 1e6:.1f} MB sealed); median of {doc['repeat']} loads each.", "",
+        "| load | ms | ratio |", "|---|---:|---:|",
+        f"| plaintext ONNX: `InferenceSession(path)` | {doc['plain_load_ms']:.1f} | 1.00x |",
+        f"| sealed: decrypt + decompress + load ({doc['sealed_loader']}) | "
+        f"{doc['sealed_load_ms']:.1f} | {ratio:.2f}x |",
+        f"| of which decrypt + decompress + sha256 (`open_payload`) | "
+        f"{doc['sealed_open_ms']:.1f} | |",
+        f"| of which decrypt alone (AES-256-GCM chunks, verified) | "
+        f"{doc['sealed_decrypt_ms']:.1f} | |", "",
+        f"Sealed load target <= {LOAD_RATIO_TARGET:g}x: {_verdict(ratio <= LOAD_RATIO_TARGET)}.",
+        "",
+        "| AES-256-GCM decrypt | MB/s |", "|---|---:|",
+        f"| vault chunks ({doc['decrypt_pack']}, {doc['decrypt_pack_bytes'] / 1e6:.0f} MB, "
+        f"{doc['chunk_size'] // 1024} KiB chunks) | {doc['vault_decrypt_mb_s']:.0f} |",
+        f"| `openssl speed -evp aes-256-gcm -decrypt` (same chunk size) | "
+        f"{doc['openssl_decrypt_mb_s']:.0f} |",
+        f"| `openssl speed -evp aes-256-gcm` (encrypt, for reference) | "
+        f"{doc['openssl_encrypt_mb_s']:.0f} |", "",
+        f"The vault decrypts at {doc['decrypt_vs_openssl']:.2f}x openssl's rate.", ""]
+
+
+def _llm(doc: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    rows = doc.get("rows", [])
+    if rows:
+        keys = [k for k in ("ttft_ms", "decode_tok_s", "total_s", "tokens") if
+                any(k in r for r in rows)]
+        heads = {"ttft_ms": "TTFT ms", "decode_tok_s": "decode tokens/s",
+                 "total_s": "total s", "tokens": "tokens"}
+        lines += ["| contestant | " + " | ".join(heads[k] for k in keys) +
+                  " | measured | weights |",
+                  "|---|" + "---:|" * len(keys) + "---|---|"]
+        for r in rows:
+            cells = [f"{r[k]:.1f}" if isinstance(r.get(k), float) else str(r.get(k, "-"))
+                     for k in keys]
+            lines.append(f"| {r['contestant']} | " + " | ".join(cells) +
+                         f" | {r.get('how', '')} | {r.get('weights', '')} |")
+        lines.append("")
+    if "prompt" in doc:
+        lines += [f"Greedy decoding of up to {doc['max_tokens']} tokens for the chat prompt "
+                  f"\"{doc['prompt']}\"; medians of {rows[0].get('runs', 1) if rows else 0} "
+                  "runs after a warm-up. TTFT over HTTP includes the request; in process it "
+                  "does not.", ""]
+    if "error" in doc:
+        lines += [f"Not measured: {doc['error']}", ""]
+    return lines
+
+
+def _notes(results: Mapping[str, Any]) -> list[str]:
+    notes = {**results.get("tensor", {}).get("notes", {}), **results.get("llm", {}).get("notes",
+                                                                                      {})}
+    if not notes:
+        return []
+    return ["### Not measured, and why", "", *(f"- **{k}**: {v}" for k, v in notes.items()), ""]
+
+
+def _machine(results: Mapping[str, Any]) -> list[str]:
+    m = results["machine"]
+    s = results["settings"]
+    lines = ["### Machine, versions and settings", "",
+             f"- CPU: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; kernel "
+             f"{m['kernel']}; Python {m['python']}",
+             f"- load generator: {m['wrk']}, {s['wrk_threads']} thread, "
+             f"{s['duration_s']} s measured after {s['warmup_s']} s warm-up per run, "
+             f"{s.get('rounds', 1)} interleaved rounds per concurrency (rates over all "
+             "rounds, medians of the rounds' percentiles), concurrency "
+             f"{', '.join(str(c) for c in s['concurrency'])}; it shares the cores with "
+             "the servers", f"- {m['openssl']}"]
+    busy = {k: v["load_avg_before"] for k, v in results.items()
+            if isinstance(v, dict) and "load_avg_before" in v}
+    if busy:
+        lines.append("- 1-minute load average before each section (other work on the machine "
+                     "skews figures): " + ", ".join(f"{k} {v:.2f}" for k, v in busy.items()))
+    for env, versions in results.get("versions", {}).items():
+        if versions:
+            lines.append(f"- {env}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    for name, how in results.get("tensor", {}).get("settings", {}).items():
+        lines.append(f"- {name}: {how}")
+    for name, how in results.get("llm", {}).get("settings", {}).items():
+        lines.append(f"- {name}: {how}")
+    lines.append(f"- generated {results['generated']} by `make bench`")
+    return [*lines, ""]
+
+
+def render(results: Mapping[str, Any], chart: str = "chart.png") -> str:
+    """The report: tensor model, sealed load, LLM, what was not measured, the machine.
+
+    ``chart`` is the PNG's path relative to where the markdown will live.
+    """
+    not_run = {"error": "not run (see --only)"}
+    lines = ["### Tensor model: requests/s and latency", "",
+             *_tensor(results.get("tensor", not_run)),
+             "### Sealed load", "", *_sealed(results.get("sealed", not_run))]
+    if "llm" in results:
+        lines += ["### LLM: time to first token and decode speed", "", *_llm(results["llm"])]
+    lines += [*_notes(results), *_machine(results), f"![benchmark chart]({chart})", ""]
+    return "\n".join(lines)

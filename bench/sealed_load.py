@@ -1,0 +1,128 @@
+"""What sealing costs at load time, and how fast the vault decrypts against ``openssl speed``.
+
+- load: authenticate + decrypt + decompress + create the session from a sealed pack, against
+  ``onnxruntime.InferenceSession(path)`` on the plaintext reference file (the median of
+  several loads each; the page cache is warm for both).
+- decrypt: the vault's verified AES-256-GCM chunks per second (the largest demo pack),
+  against ``openssl speed -evp aes-256-gcm -decrypt`` with the vault's chunk size.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from llmos.pack.container import split_files
+from llmos.vault.kek import Kek
+from llmos.vault.keyfile import read_keyfile
+from llmos.vault.sealed import SealedPack, open_payload
+
+log = logging.getLogger(__name__)
+
+
+def median_seconds(action: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def parse_openssl_speed(output: str) -> float:
+    """Bytes per second from ``openssl speed -mr`` (its ``+F:`` line; pure)."""
+    for line in output.splitlines():
+        m = re.match(r"^\+F:\d+:[^:]+:([0-9.]+)", line)
+        if m:
+            return float(m.group(1))
+    raise ValueError(f"no +F: line in openssl speed output: {output[-500:]!r}")
+
+
+def openssl_speed(chunk_size: int, seconds: int, decrypt: bool) -> float:
+    argv = ["openssl", "speed", "-mr", "-elapsed", "-seconds", str(seconds), "-bytes",
+            str(chunk_size), "-evp", "aes-256-gcm", *(["-decrypt"] if decrypt else [])]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds * 10)
+    return parse_openssl_speed(proc.stdout + proc.stderr)
+
+
+def _runtime_loader() -> tuple[str, Callable[[Any, Any], object]]:
+    """LLM OS's own loader when it is there; else a session from the decrypted bytes."""
+    try:
+        from llmos.runtimes.base import RuntimeOptions
+        from llmos.runtimes.loader import load_runtime
+    except ImportError:
+        def from_bytes(manifest: Any, files: Any) -> object:
+            return ort.InferenceSession(bytes(files[manifest.entrypoint]),
+                                        providers=["CPUExecutionProvider"])
+        return "onnxruntime.InferenceSession(decrypted bytes)", from_bytes
+
+    def llmos_loader(manifest: Any, files: Any) -> object:
+        rt = load_runtime(manifest, files, RuntimeOptions())
+        rt.close()
+        return rt
+    return "llmos.runtimes.loader.load_runtime", llmos_loader
+
+
+def _sealed_load(path: Path, kek: Kek, load: Callable[[Any, Any], object]) -> None:
+    pack = SealedPack.open(path)
+    load(pack.manifest, split_files(pack.manifest, open_payload(pack, kek)))
+
+
+def _open_only(path: Path, kek: Kek) -> None:
+    pack = SealedPack.open(path)
+    open_payload(pack, kek)
+
+
+def _decrypt_only(path: Path, kek: Kek) -> None:
+    for _ in SealedPack.open(path).chunks(kek):
+        pass
+
+
+def run(sealed: Path, plain_onnx: Path, key: Path, all_packs: list[Path],
+        repeat: int = 5, openssl_seconds: int = 3) -> dict[str, Any]:
+    kek = read_keyfile(key)
+    how, load = _runtime_loader()
+    _sealed_load(sealed, kek, load)  # warm the page cache and the libraries
+    ort.InferenceSession(str(plain_onnx), providers=["CPUExecutionProvider"])
+    plain_s = median_seconds(lambda: ort.InferenceSession(
+        str(plain_onnx), providers=["CPUExecutionProvider"]), repeat)
+    sealed_s = median_seconds(lambda: _sealed_load(sealed, kek, load), repeat)
+    decrypt_s = median_seconds(lambda: _decrypt_only(sealed, kek), repeat)
+    open_s = median_seconds(lambda: _open_only(sealed, kek), repeat)
+    manifest = SealedPack.open(sealed).manifest
+    log.info("load: plain %.1f ms, sealed %.1f ms (%s)", plain_s * 1e3, sealed_s * 1e3, how)
+
+    biggest = max(all_packs, key=lambda p: p.stat().st_size)
+    big = SealedPack.open(biggest)
+    big_decrypt_s = median_seconds(lambda: _decrypt_only(biggest, kek), 3)
+    vault_bps = big.header.payload_size / big_decrypt_s
+    openssl_dec = openssl_speed(big.header.chunk_size, openssl_seconds, decrypt=True)
+    openssl_enc = openssl_speed(big.header.chunk_size, openssl_seconds, decrypt=False)
+    return {
+        "model": manifest.name,
+        "plain_onnx_bytes": plain_onnx.stat().st_size,
+        "sealed_bytes": sealed.stat().st_size,
+        "payload_plain_bytes": manifest.size_plain,
+        "plain_load_ms": plain_s * 1e3,
+        "sealed_load_ms": sealed_s * 1e3,
+        "sealed_decrypt_ms": decrypt_s * 1e3,
+        "sealed_open_ms": open_s * 1e3,
+        "load_ratio": sealed_s / plain_s,
+        "sealed_loader": how,
+        "repeat": repeat,
+        "decrypt_pack": biggest.name,
+        "decrypt_pack_bytes": big.header.payload_size,
+        "chunk_size": big.header.chunk_size,
+        "vault_decrypt_mb_s": vault_bps / 1e6,
+        "openssl_decrypt_mb_s": openssl_dec / 1e6,
+        "openssl_encrypt_mb_s": openssl_enc / 1e6,
+        "decrypt_vs_openssl": vault_bps / openssl_dec,
+    }

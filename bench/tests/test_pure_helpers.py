@@ -1,0 +1,79 @@
+"""The small pure functions of the tensor, sealed-load and LLM sections."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bench import generation, sealed_load, tensor
+from bench.model_folder import ModelFolderError, embedder_settings
+from bench.peers.embedder import _pool
+from llmos.pack.manifest import FileEntry, Manifest, TensorSpec
+
+
+def test_request_body_is_a_v2_bytes_tensor() -> None:
+    doc = json.loads(tensor.request_body("text", ["a", "b"]))
+    assert doc == {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2],
+                               "data": ["a", "b"]}]}
+
+
+def test_first_output_is_shaped_and_cosine_compares() -> None:
+    answer = json.dumps({"outputs": [{"name": "embedding", "datatype": "FP32",
+                                      "shape": [1, 3], "data": [1.0, 0.0, 0.0]}]}).encode()
+    vec = tensor.first_output(answer)
+    assert vec.shape == (1, 3)
+    assert tensor.cosine(vec, np.array([[2.0, 0.0, 0.0]])) == pytest.approx(1.0)
+    assert tensor.cosine(vec, np.array([[0.0, 1.0, 0.0]])) == pytest.approx(0.0)
+    assert math.isnan(tensor.cosine(vec, np.zeros((1, 3))))
+
+
+def test_openssl_speed_machine_readable_line() -> None:
+    out = "+DT:AES-256-GCM:3:1048576\n+R:900:AES-256-GCM:3.0\n+H:1048576\n" \
+          "+F:25:AES-256-GCM:314572800.00\n"
+    assert sealed_load.parse_openssl_speed(out) == 314572800.0
+    with pytest.raises(ValueError):
+        sealed_load.parse_openssl_speed("Doing aes-256-gcm for 3s\n")
+
+
+def test_llm_runs_summarise_to_medians() -> None:
+    runs = [{"ttft_ms": 30.0, "decode_tok_s": 90.0, "tokens": 128},
+            {"ttft_ms": 10.0, "decode_tok_s": 100.0, "tokens": 128},
+            {"ttft_ms": 20.0, "decode_tok_s": 80.0, "tokens": 120}]
+    assert generation.summarize(runs) == {"ttft_ms": 20.0, "decode_tok_s": 90.0,
+                                          "tokens": 128, "runs": 3}
+
+
+def _manifest(extra: dict[str, object]) -> Manifest:
+    return Manifest(name="m", version="1", kind="embedding", runtime="onnx",
+                    inputs=(TensorSpec("text", "BYTES", (-1,)),),
+                    outputs=(TensorSpec("embedding", "FP32", (-1, 4)),),
+                    files=(FileEntry("model.onnx", 1, "0" * 64),), sha256="0" * 64,
+                    size_plain=1, size_packed=1, extra=extra)
+
+
+def test_embedder_settings_follow_the_pack() -> None:
+    m = _manifest({"embedding": {"tokenizer": "tokenizer.json", "max_length": 128, "dim": 4}})
+    assert embedder_settings(m, threads=2) == {"max_length": 128, "pooling": "none",
+                                               "normalize": False, "intra_op_threads": 2}
+    with pytest.raises(ModelFolderError):
+        embedder_settings(_manifest({}), threads=0)
+
+
+def test_mean_pooling_ignores_padding() -> None:
+    hidden = np.array([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]], dtype=np.float32)
+    mask = np.array([[1, 1, 0]])
+    assert _pool(hidden, mask, "mean").tolist() == [[2.0, 2.0]]
+    assert _pool(hidden, mask, "cls").tolist() == [[1.0, 1.0]]
+    pooled = np.ones((1, 2), dtype=np.float32)
+    assert _pool(pooled, mask, "mean") is pooled  # the graph pooled already
+
+
+def test_rotation_gives_each_contestant_the_first_slot() -> None:
+    names = ["a", "b", "c"]
+    firsts = {tensor.rotated(names, i)[0] for i in range(3)}
+    assert firsts == {"a", "b", "c"}
+    assert sorted(tensor.rotated(names, 5)) == names
+    assert tensor.rotated([], 2) == []
