@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _ANSI = re.compile(r"\x1b\[[0-9;?=]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
-POWERDOWN_TIMEOUT_S = 120.0
+POWERDOWN_TIMEOUT_S = 180.0
+PRESS_INTERVAL_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,14 @@ class Boot:
         log.debug("%s", " ".join(argv))
         self.started_at = time.monotonic()
         try:
+            # With the console in a file, QEMU gets its own session: a Ctrl-C on the
+            # terminal reaches only us, and we power the guest down cleanly. With the
+            # console on the terminal, QEMU owns it (raw mode: Ctrl-C goes to the guest;
+            # Ctrl-A c opens QEMU's monitor, where system_powerdown shuts down cleanly).
+            on_terminal = self.serial_log is None
             self._proc = subprocess.Popen(
-                argv, stdin=None if self.serial_log is None else subprocess.DEVNULL)
+                argv, stdin=None if on_terminal else subprocess.DEVNULL,
+                start_new_session=not on_terminal)
         except OSError as exc:
             self._swtpm.stop(timeout_s=0)
             raise VmError(f"cannot start QEMU: {exc}", "apt-get install qemu-system-x86") from exc
@@ -133,22 +140,32 @@ class Boot:
         return time.monotonic() - self.started_at
 
     def powerdown(self, timeout_s: float = POWERDOWN_TIMEOUT_S) -> bool:
-        """ACPI power button, then wait for QEMU to exit. False (and QEMU killed) if the
-        guest did not power off in time."""
+        """Press the ACPI power button until QEMU exits. False (and QEMU killed) if the
+        guest did not power off in time.
+
+        The button is pressed again every PRESS_INTERVAL_S: a press that comes before
+        systemd-logind watches the button (just after boot) is lost, and once the guest
+        is shutting down further presses change nothing."""
         assert self._proc is not None
-        try:
-            with Qmp(self.vm.qmp_socket) as q:
-                q.execute("system_powerdown")
-        except VmError as exc:
-            log.warning("ACPI power-down request failed: %s", exc.message)
-        try:
-            self._proc.wait(timeout=timeout_s)
-            self.clean_shutdown = self._proc.returncode == 0
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + timeout_s
+        while self._proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with Qmp(self.vm.qmp_socket) as q:
+                    q.execute("system_powerdown")
+            except VmError as exc:
+                log.debug("ACPI power-down request: %s", exc.message)
+            try:
+                self._proc.wait(timeout=min(PRESS_INTERVAL_S,
+                                            max(0.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                continue
+        if self._proc.poll() is None:
             log.warning("guest did not power off within %.0f s; killing QEMU", timeout_s)
             self._proc.kill()
             self._proc.wait()
             self.clean_shutdown = False
+        else:
+            self.clean_shutdown = self._proc.returncode == 0
         return self.clean_shutdown
 
     # --- observing the guest -----------------------------------------------------------

@@ -61,7 +61,8 @@ def argv(cfg: VmConfig) -> list[str]:
         "-device", "virtio-rng-pci",
         "-qmp", f"unix:{cfg.qmp_socket},server=on,wait=off",
         "-monitor", "none",
-        "-serial", f"file:{cfg.serial_log}" if cfg.serial_log else "stdio",
+        # On the terminal, the serial console shares it with QEMU's monitor (Ctrl-A c).
+        "-serial", f"file:{cfg.serial_log}" if cfg.serial_log else "mon:stdio",
     ]
     for s in cfg.smbios:
         cmd += ["-smbios", smbios_option(s)]

@@ -149,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 while not stop.is_set() and boot.running():
                     stop.wait(1.0)
             log.info("powering down")
+        if boot.clean_shutdown is False:
+            log.warning("the guest did not power off cleanly; its TPM may count a "
+                        "dictionary-attack strike")
         return 0
     except LlmosError as exc:
         log.error("%s", exc.message)

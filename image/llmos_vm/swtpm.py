@@ -76,7 +76,9 @@ class Swtpm:
                               f"{done.stdout.strip()} {done.stderr.strip()}",
                               "apt-get install swtpm-tools; check /etc/swtpm_setup.conf")
         self.state.socket.unlink(missing_ok=True)
-        self._proc = subprocess.Popen(argv(self.state), stdin=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C on the terminal must not kill the TPM under the guest.
+        self._proc = subprocess.Popen(argv(self.state), stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self.state.socket.exists():
             if self._proc.poll() is not None or time.monotonic() > deadline:

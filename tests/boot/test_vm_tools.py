@@ -66,7 +66,7 @@ def test_qemu_command_line_is_headless_q35_with_tpm_nvme_and_forwards() -> None:
 def test_qemu_uses_the_host_cpu_under_kvm_and_stdio_without_a_log() -> None:
     argv = qemu.argv(_config(accel="kvm", serial_log=None, disk=Path("/x/llmos.raw")))
     assert argv[argv.index("-cpu") + 1] == "host"
-    assert argv[argv.index("-serial") + 1] == "stdio"
+    assert argv[argv.index("-serial") + 1] == "mon:stdio"
     assert "format=raw" in " ".join(argv)
 
 

@@ -1,0 +1,57 @@
+"""Files on the EFI system partition of a raw disk image, without mounting it (mtools).
+
+What a person does by hand on hardware (copy ``llmos/provision.key`` onto the ESP of the
+flashed disk), done to an image file: used by the boot tests of ESP provisioning.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+from llmos_vm.errors import VmError
+
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise VmError(f"{argv[0]} failed: {done.stderr.strip() or done.stdout.strip()}",
+                      "apt-get install mtools util-linux; is the file a raw disk image?")
+    return done.stdout
+
+
+def offset(image: Path) -> int:
+    """Byte offset of the ESP inside the raw image (from its GPT)."""
+    table = json.loads(_run(["sfdisk", "--json", str(image)]))["partitiontable"]
+    for part in table["partitions"]:
+        if part["type"].upper() == ESP_TYPE:
+            return int(part["start"]) * int(table.get("sectorsize", 512))
+    raise VmError(f"{image} has no EFI system partition", "is it an LLM OS image?")
+
+
+def _target(image: Path) -> str:
+    return f"{image}@@{offset(image)}"
+
+
+def put(image: Path, dest: str, data: bytes) -> None:
+    """Write ``data`` to ``dest`` (e.g. "llmos/provision.key") on the image's ESP."""
+    target = _target(image)
+    parts = dest.strip("/").split("/")
+    for i in range(1, len(parts)):
+        directory = "::/" + "/".join(parts[:i])
+        if not exists(image, "/".join(parts[:i])):
+            _run(["mmd", "-i", target, directory])
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        _run(["mcopy", "-o", "-i", target, f.name, "::/" + "/".join(parts)])
+
+
+def exists(image: Path, path: str) -> bool:
+    done = subprocess.run(["mdir", "-b", "-i", _target(image), "::/" + path.strip("/")],
+                          capture_output=True, text=True, check=False)
+    return done.returncode == 0
