@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from llmos_vm import http
 from llmos_vm.machine import Boot
+from prometheus_client.parser import text_string_to_metric_families
 
 # Under TCG on two shared cores the first boot (enrollment, decrypting and warming the
 # packs, the LLM included) takes a few minutes; the limits leave room for a slow CI host.
@@ -47,6 +48,18 @@ def chat(api: str, model: str, question: str, max_tokens: int) -> dict[str, Any]
     assert reply.status == 200, reply.body[:500]
     doc: dict[str, Any] = reply.json()
     return doc
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metrics(api: str) -> Samples:
+    """The guest's /metrics, by (name, sorted labels)."""
+    reply = http.request(f"{api}/metrics", timeout_s=REQUEST_TIMEOUT_S)
+    assert reply is not None and reply.status == 200, "no answer from /metrics"
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(reply.body.decode())
+            for s in fam.samples}
 
 
 def boot_report(boot: Boot) -> dict[str, str]:

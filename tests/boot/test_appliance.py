@@ -3,22 +3,27 @@
 One VM ("a") boots twice: first with the fleet key as provisioning credential (it seals the
 key to its TPM), then without it (the TPM alone releases the key). The same disk then boots
 in a second machine ("c": a fresh TPM), which must serve nothing and say why without
-crash-looping. Last, every disk image involved is searched for the models' plaintext.
+crash-looping. A third machine ("e") is provisioned as hardware is: the key file on the
+ESP of the flashed disk, deleted once sealed. Last, every disk image involved is searched
+for the models' plaintext.
 Each boot runs all of its checks while it is up; the tests run in this order.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from llmos_vm import credentials, http, ovmf
+from llmos_vm import credentials, esp, http, ovmf
 from llmos_vm.disk import find_all
 from llmos_vm.machine import Boot, VmDir
 from llmos_vm.qemu import Forward
 from stage_packs import read_list
+
+from llmos.vault.sealed import SealedPack
 
 from . import guest, reference
 from .conftest import DEMO, ROOT, free_port
@@ -77,6 +82,42 @@ def _assert_serving(health: dict[str, object]) -> None:
     assert isinstance(key, dict) and key["released"] is True and key["provider"] == "tpm2", key
 
 
+def _plain_sizes() -> dict[str, int]:
+    """Plaintext weight bytes of every pack the image serves, by model name."""
+    manifests = [SealedPack.open(DEMO / f"{stem}.sealed").manifest
+                 for stem in read_list(ROOT / "image" / "packs.list")]
+    return {m.name: m.size_plain for m in manifests}
+
+
+def _assert_weights_pinned_on_hugepages(api: str) -> None:
+    """The kernel command line reserved a pool; the decrypted weights fill it, nothing else.
+
+    Hugetlb pages cannot be swapped, and the kernel leaves them out of VmLck (mlock skips
+    hugetlb mappings): weights on hugepages are pinned without showing there. VmLck covers
+    whatever the pool had to place on normal pages, so every weight byte is pinned one way
+    or the other, and here (a pool sized for the packs at build time) all are hugepages.
+    """
+    m = guest.metrics(api)
+    plain = _plain_sizes()
+    page = 2 * 1024 * 1024
+    total, free = m[("llmos_hugepages_total", ())], m[("llmos_hugepages_free", ())]
+    assert total >= sum(-(-n // page) for n in plain.values()), "hugepages not reserved"
+    on_hugepages = 0.0
+    for name, size in plain.items():
+        label = (("model", name),)
+        held = m[("llmos_model_memory_bytes", label)]
+        assert size <= held < size + page, f"{name}: {held} bytes held for {size} of weights"
+        assert m[("llmos_model_hugepage_bytes", label)] == held, \
+            f"{name}: weights not on hugepages ({m[('llmos_model_locked_bytes', label)]} " \
+            "bytes on mlock'ed normal pages instead)"
+        on_hugepages += held
+    # HugePages_Free dropped by exactly the loaded weights (page-rounded): no other user.
+    assert (total - free) * page == on_hugepages, (total, free, on_hugepages)
+    # Anything pinned outside the pool shows in VmLck (here: nothing had to be).
+    locked = sum(v for (n, _), v in m.items() if n == "llmos_model_locked_bytes")
+    assert m[("llmos_process_locked_bytes", ())] >= locked
+
+
 def test_first_boot_seals_the_key_and_serves(vm_a: Vm, fleet_key: Path,
                                              reference_embeddings: np.ndarray) -> None:
     smbios = (credentials.credential("llmos-provision-key", fleet_key.read_bytes()),
@@ -89,6 +130,7 @@ def test_first_boot_seals_the_key_and_serves(vm_a: Vm, fleet_key: Path,
         assert guest.boot_report(boot)["supervisor"] == "active"
         assert "login:" not in boot.console(), "a login prompt on the console"
         _assert_embeddings_match(vm_a.api, reference_embeddings)
+        _assert_weights_pinned_on_hugepages(vm_a.api)
 
         # --- the LLM (smollm2 pack, OpenAI API): one greedy chat completion answers ------
         answer = guest.chat(vm_a.api, CHAT_MODEL, "What is the capital of France?",
@@ -109,6 +151,7 @@ def test_second_boot_releases_the_key_from_the_tpm_alone(
         _assert_serving(health)
         assert "sealing the fleet key" not in boot.console(), "enrollment ran again"
         _assert_embeddings_match(vm_a.api, reference_embeddings)
+        _assert_weights_pinned_on_hugepages(vm_a.api)
     assert boot.clean_shutdown, "the guest did not power off on the ACPI request"
 
 
@@ -136,13 +179,40 @@ def test_same_disk_with_another_tpm_serves_nothing_and_does_not_crash_loop(
     assert boot.clean_shutdown, "the guest did not power off on the ACPI request"
 
 
+def test_hardware_provisioning_from_a_key_file_on_the_esp(
+        lab: Path, image: Path, fleet_key: Path, reference_embeddings: np.ndarray) -> None:
+    """As on hardware: the key file copied onto the flashed disk's ESP, no credential."""
+    (lab / "e").mkdir()
+    flashed = lab / "e" / "flashed.raw"
+    subprocess.run(["cp", "--sparse=always", str(image), str(flashed)], check=True)
+    esp.put(flashed, "llmos/provision.key", fleet_key.read_bytes())
+    vm_e = Vm(lab / "e", flashed)
+    with vm_e.boot("5-esp-key") as boot:
+        health = guest.settled_health(boot, vm_e.api)
+        _assert_serving(health)
+        assert "llmos/provision.key to the TPM (the file is deleted)" in boot.console()
+        _assert_embeddings_match(vm_e.api, reference_embeddings)
+    assert boot.clean_shutdown, "the guest did not power off on the ACPI request"
+
+    after = lab / "e" / "after.raw"  # the disk as the guest left it
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(vm_e.dir.disk), str(after)],
+                   check=True)
+    try:
+        assert esp.exists(after, "EFI"), "not looking at the ESP"
+        assert not esp.exists(after, "llmos/provision.key"), "the key file is still there"
+        assert not list(find_all(after, [fleet_key.read_bytes()])), \
+            "the key file's bytes are still on the disk"
+    finally:
+        after.unlink()
+
+
 def test_no_plaintext_model_bytes_on_any_disk(vm_a: Vm, lab: Path, image: Path,
                                              fleet_key: Path) -> None:
     names = read_list(ROOT / "image" / "packs.list")
     fragments = [f for name in names
                  for f in reference.plaintext_fragments(DEMO / f"{name}.sealed", fleet_key)]
     assert len(fragments) >= 4 * len(names), "too few distinctive plaintext fragments"
-    disks = [image, vm_a.dir.disk, lab / "c" / "disk.qcow2"]
+    disks = [image, vm_a.dir.disk, lab / "c" / "disk.qcow2", lab / "e" / "disk.qcow2"]
     assert all(d.is_file() for d in disks), "the boot tests above did not all run"
     for disk in disks:
         hits = list(find_all(disk, fragments))
