@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,8 @@ def load_pack(pack: Path) -> tuple[Manifest, dict[str, memoryview]]:
 
 
 def prepacking() -> bool:
-    return "prepack_weights" in {f.name for f in fields(RuntimeOptions)}
+    """Whether the LLM's sessions prepack their weights (as the server does by default)."""
+    return with_prepacking(RuntimeOptions()).prepack is True
 
 
 def prompt_ids(lm: LanguageModel, n: int = PROMPT_TOKENS) -> tuple[int, ...]:
@@ -107,10 +108,15 @@ def prompt_ids(lm: LanguageModel, n: int = PROMPT_TOKENS) -> tuple[int, ...]:
 class RawLoop:
     """The least a decode loop can do with this graph: bound caches, run, argmax."""
 
-    def __init__(self, session: Any, spec: DecoderSpec, capacity: int) -> None:
+    def __init__(self, session: Any, spec: DecoderSpec, capacity: int,
+                 max_batch: int = max(CONCURRENCY)) -> None:
         self.session, self.spec, self.capacity = session, spec, capacity
+        # Allocated (and paged in) once, as the engine's slot caches are: the graph reads
+        # only each row's first seqlens_k + 1 positions, so stale values do no harm.
+        self.caches = [np.ones((max_batch, spec.num_kv_heads, capacity, spec.head_dim),
+                               np.float32) for _ in range(2 * spec.num_layers)]
 
-    def _binding(self, caches: list[np.ndarray], rows: slice, feeds: Mapping[str, np.ndarray],
+    def bind(self, caches: list[np.ndarray], rows: slice, feeds: Mapping[str, np.ndarray],
                  logits: np.ndarray) -> Any:
         b = self.session.io_binding()
         for name, a in feeds.items():
@@ -131,8 +137,7 @@ class RawLoop:
         """``batch`` copies of the prompt: seconds to the first token of row 0, seconds
         for everything, seconds of the decode steps (after every prefill)."""
         s = self.spec
-        caches = [np.zeros((batch, s.num_kv_heads, self.capacity, s.head_dim), np.float32)
-                  for _ in range(2 * s.num_layers)]
+        caches = self.caches
         n = len(prompt)
         keep = np.ones(1, np.int64)
         started = time.perf_counter()
@@ -144,7 +149,7 @@ class RawLoop:
                      POSITION_IDS: np.arange(n, dtype=np.int64)[None],
                      SEQLENS_K: np.array([n - 1], np.int32),
                      TOTAL_SEQUENCE_LENGTH: np.array(n, np.int32), LOGITS_TO_KEEP: keep}
-            self.session.run_with_iobinding(self._binding(caches, slice(row, row + 1), feeds,
+            self.session.run_with_iobinding(self.bind(caches, slice(row, row + 1), feeds,
                                                           logits))
             first.append(int(logits[0, 0].argmax()))
             if row == 0:
@@ -156,7 +161,7 @@ class RawLoop:
         logits = np.zeros((batch, 1, s.vocab_size), np.float32)
         feeds = {INPUT_IDS: tokens, POSITION_IDS: positions, SEQLENS_K: seqlens,
                  TOTAL_SEQUENCE_LENGTH: total, LOGITS_TO_KEEP: keep}
-        binding = self._binding(caches, slice(0, batch), feeds, logits)
+        binding = self.bind(caches, slice(0, batch), feeds, logits)
         decoding = time.perf_counter()
         for _ in range(new_tokens - 1):
             self.session.run_with_iobinding(binding)
@@ -230,14 +235,12 @@ class HFGenerate:
 
 
 def measure_hf(hf: HFGenerate, prompt: Sequence[int], new_tokens: int) -> Timing:
-    """Prefill of a batch of c is estimated as c single prefills (transformers has no
-    separate decode phase to time from outside ``generate``)."""
+    """No decoding-phase figure: ``generate`` cannot be timed from outside per phase."""
     ttft = hf.seconds(prompt, 1, 1)
     whole = hf.seconds(prompt, new_tokens, 1)
     batched = {c: hf.seconds(prompt, new_tokens, c) for c in CONCURRENCY}
     return Timing(ttft, (new_tokens - 1) / max(whole - ttft, 1e-9),
-                  {c: c * new_tokens / t for c, t in batched.items()},
-                  {c: c * (new_tokens - 1) / max(t - c * ttft, 1e-9) for c, t in batched.items()})
+                  {c: c * new_tokens / t for c, t in batched.items()}, {})
 
 
 # ------------------------------------------------------------------------------ runs
@@ -246,7 +249,8 @@ def median(timings: Sequence[Timing]) -> Timing:
     return Timing(statistics.median(t.ttft_s for t in timings),
                   statistics.median(t.decode_tok_s for t in timings),
                   {c: statistics.median(t.aggregate[c] for t in timings) for c in CONCURRENCY},
-                  {c: statistics.median(t.decoding[c] for t in timings) for c in CONCURRENCY})
+                  {c: statistics.median(t.decoding[c] for t in timings)
+                   for c in CONCURRENCY if all(c in t.decoding for t in timings)})
 
 
 @dataclass(frozen=True)
@@ -279,17 +283,18 @@ def run(pack_name: str, new_tokens: int, repeat: int, demo: Path,
         "raw onnxruntime loop": lambda: measure_raw(raw, prompt, new_tokens),
         "LLM OS engine": lambda: measure_engine(lm, prompt, new_tokens),
     }
-    if hf is not None:
-        contestants["transformers generate"] = lambda: measure_hf(hf, prompt, new_tokens)
     load_before = os.getloadavg()[0]
-    for measure in contestants.values():  # warm-up
-        raw.run(prompt, 4, 1)
-        measure()
+    raw.run(prompt, 4, 1)  # warm-up: sessions, binding shapes, cache pages
+    asyncio.run(_engine_run(lm, prompt, 4, max(CONCURRENCY)))
     runs: dict[str, list[Timing]] = {name: [] for name in contestants}
     for i in range(repeat):
         for name, measure in contestants.items():
             runs[name].append(measure())
             log.info("run %d/%d %s: %s", i + 1, repeat, name, runs[name][-1])
+    if hf is not None:  # an order of magnitude slower: one run, after a short warm-up
+        hf.seconds(prompt, 2, 1)
+        runs["transformers generate"] = [measure_hf(hf, prompt, new_tokens)]
+        log.info("transformers generate: %s", runs["transformers generate"][0])
     lm.close()
     return Results(pack_name, manifest.quantization, new_tokens, repeat,
                    {name: median(t) for name, t in runs.items()}, load_before,
@@ -306,15 +311,18 @@ def report(r: Results) -> str:
         [f"decoding tok/s @{c}" for c in CONCURRENCY if c > 1]
     lines = [f"# LLM engine: {r.pack} ({r.quantization}) side by side", "",
              f"{PROMPT_TOKENS}-token prompt, {r.new_tokens} generated tokens (greedy, EOS "
-             f"ignored), {THREADS} threads each, medians of {r.repeat} interleaved runs after "
-             f"a warm-up. Load average {r.load_before:.1f} before, {r.load_after:.1f} after "
+             f"ignored), {THREADS} threads each; onnxruntime contestants: medians of {r.repeat} "
+             "interleaved runs after a warm-up, transformers: one run. Aggregate: all "
+             "tokens over the wall time from submission (the prefills included); decoding: "
+             "tokens/s once every request has its first token. "
+             f"Load average {r.load_before:.1f} before, {r.load_after:.1f} after "
              f"({os.cpu_count()} cores; other work on the machine skews every figure). "
              f"onnxruntime weight prepacking: {'on' if r.prepacked else 'OFF (slower)'}.", "",
              "| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
     for name, t in r.timings.items():
         cells = [f"{t.ttft_s * 1000:.0f}", f"{t.decode_tok_s:.1f}"] + \
             [f"{t.aggregate[c]:.1f}" for c in CONCURRENCY] + \
-            [f"{t.decoding[c]:.1f}" for c in CONCURRENCY if c > 1]
+            [f"{t.decoding[c]:.1f}" if c in t.decoding else "-" for c in CONCURRENCY if c > 1]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     top = max(CONCURRENCY)
     checks = [

@@ -151,8 +151,9 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
     Setting("timeout_s", _optional_positive_float, None,
             "per-request deadline (default: server.request_timeout_s)"),
     Setting("threads", _nonneg(int), 0, "intra-op threads of the runtime (0 = default)"),
-    Setting("prepack", _bool, False,
-            "let ONNX Runtime prepack weights: faster small batches, a second unpinned copy"),
+    Setting("prepack", _optional_bool, None,
+            "let ONNX Runtime prepack weights into a second, unpinned copy (default: on for "
+            "causal LMs, whose int8/int4 decoding is ~45x faster with it; off otherwise)"),
     Setting("spin", _bool, False, "let runtime worker threads busy-wait (only with spare cores)"),
     Setting("max_tokens", _positive(int), 512, "causal LMs: cap on generated tokens"),
     Setting("max_running", _positive(int), 8, "causal LMs: sequences decoded together"),
@@ -171,7 +172,7 @@ class ModelConfig:
     queue_size: int = 256
     timeout_s: float | None = None
     threads: int = 0
-    prepack: bool = False
+    prepack: bool | None = None  # None: the model kind's default
     spin: bool = False
     max_tokens: int = 512
     max_running: int = 8

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from llmos.errors import BadRequestError, PackFormatError
 from llmos.llm.chat import ChatTemplate, Message
@@ -65,12 +64,14 @@ def _text(manifest: Manifest, files: Mapping[str, memoryview], name: str) -> byt
 
 
 def with_prepacking(options: RuntimeOptions) -> RuntimeOptions:
-    """Ask for ONNX Runtime's prepacked weights: decoding runs 2x (int8) to 25x (int4)
-    faster with them, at the price of a second, unpinned copy of the matrices."""
-    if "prepack_weights" in {f.name for f in dataclasses.fields(options)}:
-        flags: dict[str, Any] = {"prepack_weights": True}
-        return dataclasses.replace(options, **flags)
-    log.warning("this build's ONNX adapter cannot prepack weights: decoding will be slow")
+    """Prepacked weights unless the model's config said no: without them onnxruntime
+    dequantises every 8- or 4-bit weight block on every step, and decoding is ~45x slower
+    (bench/llm_bench.py); the price is a second, unpinned copy of the matrices."""
+    if options.prepack is None:
+        return dataclasses.replace(options, prepack=True)
+    if not options.prepack:
+        log.warning("weight prepacking is off for this model (prepack = false): decoding "
+                    "will be ~45x slower")
     return options
 
 

@@ -22,9 +22,10 @@ class RuntimeOptions:
     device: str = "cpu"  # "cpu" or "cuda:N"
     intra_op_threads: int = 0  # 0 = the runtime's default
     inter_op_threads: int = 1
-    # ORT prepacks weights into a second, unpinned copy: faster small batches, twice the
-    # memory. Off by default: one resident, pinned copy is the appliance's contract.
-    prepack: bool = False
+    # ORT prepacks weights into a second, unpinned copy: faster kernels, twice the memory.
+    # None: the model kind decides (the ONNX adapter reads it as off: one resident, pinned
+    # copy is the appliance's contract; causal LMs turn it on, see llmos.llm.model).
+    prepack: bool | None = None
     # Busy-waiting worker threads steal the core the event loop needs on small machines.
     spin: bool = False
 

@@ -1,0 +1,34 @@
+"""Causal LMs prepack their weights unless the model's config says no (llmos.llm.model)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from llmos import config
+from llmos.llm.model import with_prepacking
+from llmos.runtimes.base import RuntimeOptions
+from llmos.serving.backend import runtime_options
+
+
+def test_unset_means_prepacked_for_a_causal_lm() -> None:
+    assert with_prepacking(RuntimeOptions()).prepack is True
+
+
+def test_an_explicit_choice_is_kept_and_off_is_not_silent(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert with_prepacking(RuntimeOptions(prepack=True)).prepack is True
+    with caplog.at_level(logging.WARNING, logger="llmos.llm.model"):
+        assert with_prepacking(RuntimeOptions(prepack=False)).prepack is False
+    assert "45x slower" in caplog.text
+
+
+def test_the_model_config_reaches_the_runtime_options(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[models]]\nname = "a"\npack = "/p/a.sealed"\n\n'
+                    '[[models]]\nname = "b"\npack = "/p/b.sealed"\nprepack = false\n')
+    a, b = config.load(path, environ={}).models
+    assert runtime_options(a, "cpu").prepack is None  # the model kind decides
+    assert runtime_options(b, "cpu").prepack is False
