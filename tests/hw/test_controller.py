@@ -204,3 +204,31 @@ async def test_reconciler_follows_configuration_edits() -> None:
     await rec.set_models([_m("b", "any")])
     assert registry.ready == {"b": "cuda:0"}
     assert registry.calls[-1] == "drain a"
+
+
+class SlowRegistry(Registry):
+    """Loads take a while; records which loads were under way together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loading: set[str] = set()
+        self.overlap: set[frozenset[str]] = set()
+
+    async def load(self, placement: Placement) -> None:
+        self.loading.add(placement.model)
+        self.overlap.add(frozenset(self.loading))
+        await asyncio.sleep(0.05)
+        self.loading.discard(placement.model)
+        await super().load(placement)
+
+
+async def test_models_load_at_once_after_the_drains() -> None:
+    registry = SlowRegistry()
+    rec = Reconciler([_m("a", "cuda:0"), _m("b", "cpu"), _m("c", "cpu")], registry)
+    await rec(Inventory((_gpu(GPU0, 0),)))
+    assert frozenset({"a", "b", "c"}) in registry.overlap  # none queued behind another
+    assert registry.ready == {"a": "cuda:0", "b": "cpu", "c": "cpu"}
+
+    registry.calls.clear()
+    await rec.set_models([_m("b", "cpu"), _m("c", "cpu"), _m("d", "cpu")])
+    assert registry.calls == ["drain a", "load d cpu"]  # the drain before any load

@@ -153,7 +153,8 @@ async def test_hot_plug_drains_and_reloads_and_readiness_follows(start: Start) -
                               world, backends={"tensor": stand_in})
     assert sup.devices is not None
     assert (await ready(client, "on-gpu"))[0] == 200
-    assert stand_in.devices == ["cuda:0", "cpu"]  # the runtime was asked for the placement's
+    # The runtime was asked for the placement's devices (both models load at once).
+    assert sorted(stand_in.devices) == ["cpu", "cuda:0"]
     _, h = await health(client)
     assert h["status"] == "ready"
     assert (h["models"]["on-gpu"]["device"], h["models"]["on-gpu"]["placement"]) == \
@@ -178,7 +179,8 @@ async def test_hot_plug_drains_and_reloads_and_readiness_follows(start: Start) -
     assert (await ready(client, "on-gpu"))[0] == 200 and await infer(client, "on-gpu") == 200
     _, h = await health(client)
     assert h["status"] == "ready" and h["models"]["on-gpu"]["device"] == "cuda:0"
-    assert stand_in.devices == ["cuda:0", "cpu", "cuda:0"]  # on-cpu was never reloaded
+    assert sorted(stand_in.devices[:2]) == ["cpu", "cuda:0"]
+    assert stand_in.devices[2:] == ["cuda:0"]  # on-cpu was never reloaded
     actions = [(e.action, e.device) for e in sup.devices.history()]
     assert ("removed", GPU_ADDRESS) in actions and ("added", GPU_ADDRESS) in actions
 

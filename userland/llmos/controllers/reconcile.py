@@ -65,8 +65,13 @@ class Reconciler:
             new = plan(inventory, self._models, self._plan)
             actions = diff(self._plan, new)
             self._plan = new
-            for action in actions:
+            # Drains first (they free devices and memory), then every load at once: each
+            # model loads in its own worker thread, so a small model is not queued behind
+            # a large one, and decrypting one overlaps with building another's session.
+            drains = [a for a in actions if a.kind is ActionKind.DRAIN]
+            for action in drains:
                 await self._apply(action)
+            await asyncio.gather(*(self._apply(a) for a in actions if a not in drains))
 
     async def set_models(self, models: Iterable[ModelConfig]) -> None:
         """A configuration change: reconcile again against the last inventory."""
