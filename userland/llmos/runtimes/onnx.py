@@ -39,7 +39,7 @@ from llmos.runtimes.embedding import (
     EmbeddingConfig,
     EmbeddingRuntime,
 )
-from llmos.runtimes.validation import check_inputs, is_batchable
+from llmos.runtimes.validation import Signed, check_inputs
 from llmos.text.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def _from_output(array: Any) -> np.ndarray:
     return encoded
 
 
-class OnnxRuntime:
+class OnnxRuntime(Signed):
     """A ``tensor`` pack: the public inputs and outputs are the graph's."""
 
     def __init__(self, manifest: Manifest, session: Any) -> None:
@@ -170,18 +170,6 @@ class OnnxRuntime:
         self._inputs = manifest.inputs
         self._outputs = manifest.outputs
         self._output_names = [s.name for s in manifest.outputs]
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
-
-    @property
-    def batchable(self) -> bool:
-        return is_batchable(self._inputs, self._outputs)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._session is None:

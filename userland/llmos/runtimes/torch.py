@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from llmos.errors import ModelLoadError, PackFormatError
-from llmos.pack.manifest import Manifest, TensorSpec
+from llmos.pack.manifest import Manifest
 from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.runtimes.device import Device, parse_device
 from llmos.runtimes.embedding import EmbeddingConfig, EmbeddingRuntime
-from llmos.runtimes.validation import check_inputs, is_batchable
+from llmos.runtimes.validation import Signed, check_inputs
 from llmos.text.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _load_module(torch: ModuleType, manifest: Manifest, files: Mapping[str, memo
     return module.eval()
 
 
-class TorchRuntime:
+class TorchRuntime(Signed):
     """A ``tensor`` pack run by a TorchScript module."""
 
     def __init__(self, manifest: Manifest, torch: ModuleType, module: Any,
@@ -79,18 +79,6 @@ class TorchRuntime:
         self._device = str(device)
         self._inputs = manifest.inputs
         self._outputs = manifest.outputs
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
-
-    @property
-    def batchable(self) -> bool:
-        return is_batchable(self._inputs, self._outputs)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._module is None:

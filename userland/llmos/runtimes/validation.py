@@ -66,3 +66,23 @@ def is_batchable(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) ->
     """True when every input and output has a dynamic leading (batch) dimension."""
     specs = (*inputs, *outputs)
     return bool(specs) and all(len(s.shape) >= 1 and s.shape[0] < 0 for s in specs)
+
+
+class Signed:
+    """The signature part of a ``Runtime``: a runtime sets ``_inputs`` and ``_outputs``
+    from its manifest and inherits the three properties."""
+
+    _inputs: tuple[TensorSpec, ...]
+    _outputs: tuple[TensorSpec, ...]
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    @property
+    def batchable(self) -> bool:
+        return is_batchable(self._inputs, self._outputs)
