@@ -54,7 +54,7 @@ def test_bad_magic_and_truncation_are_named() -> None:
     with pytest.raises(PackFormatError, match="truncated"):
         container.decode(blob[:20])
     m, compressed = container.decode(blob)
-    with pytest.raises(PackFormatError, match="truncated|decompress"):
+    with pytest.raises(PackFormatError, match=r"truncated|decompress"):
         container.decompress_into([compressed[: len(compressed) // 2]], m)
 
 
