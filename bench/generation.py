@@ -56,7 +56,8 @@ class LlmSetup:
     max_tokens: int = MAX_TOKENS
     repeat: int = REPEAT
     # llm_bench.py's transformers contestant (float32, batches of 1, 4 and 8) takes minutes
-    # per measurement on two cores; one run after its warm-up keeps 'make bench' short.
+    # per measurement on two cores; one run after its warm-up keeps 'make bench' shorter.
+    # 0 leaves llm_bench.py out.
     helper_repeat: int = 1
 
 
@@ -175,6 +176,9 @@ def ortgenai(setup: LlmSetup, python: Path) -> dict[str, Any]:
 
 def _helper_bench(setup: LlmSetup) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Rows from the LLM helper's ``bench/llm_bench.py`` when it is there."""
+    if setup.helper_repeat < 1:
+        return [], {"llm_bench": "bench/llm_bench.py left out (--skip-llm-bench); "
+                                 "run 'python -m bench.llm_bench' for its figures"}
     if not (ROOT / "bench" / "llm_bench.py").is_file():
         return [], {"llm_bench": "bench/llm_bench.py is not there; its rows are missing"}
     module = importlib.import_module("bench.llm_bench")

@@ -6,7 +6,8 @@ in non-overlapping windows, each read from an empty cache, with the packs' own g
 (``logits_to_keep`` = the window) on onnxruntime. transformers on the float32 weights
 gives the reference figure the float32 pack must match.
 
-Variants: float32, int8 (dynamic), int4 (weight-only blocks of 32), and float32 with
+Variants: float32; int8 as served (8-bit weight blocks, int8 compute) and classic dynamic
+int8 (one activation scale per tensor); int4 (weight blocks of 32); float32 with
 unstructured magnitude pruning of the projection matrices at 30 % and 50 % sparsity
 (the zeros only pay off once zstd compresses the pack). Results:
 ``bench/results/llm_quality.md``.
@@ -53,15 +54,20 @@ CORPUS = Path("/usr/share/games/fortunes/literature")
 class Variant:
     label: str
     pack: str  # demo pack name
+    method: str  # llmos.llm.compress method
     builder: SmolLM2 | None = None  # None: one of the demo variants
 
 
 VARIANTS = (
-    Variant("float32", "smollm2-fp32"),
-    Variant("int8 dynamic, down projections 8-bit blocks (served)", "smollm2"),
-    Variant("int4 weight-only, blocks of 32", "smollm2-int4"),
-    Variant("float32, 30 % magnitude-pruned", "smollm2-pruned30", SmolLM2("none", 0.3, level=3)),
-    Variant("float32, 50 % magnitude-pruned", "smollm2-pruned50", SmolLM2("none", 0.5, level=3)),
+    Variant("float32", "smollm2-fp32", "none"),
+    Variant("int8: 8-bit weight blocks, int8 compute (served)", "smollm2", "int8"),
+    Variant("int8: classic dynamic, one activation scale per tensor", "smollm2-int8-dynamic",
+            "int8-dynamic"),
+    Variant("int4: 4-bit weight blocks", "smollm2-int4", "int4"),
+    Variant("float32, 30 % magnitude-pruned", "smollm2-pruned30", "none-pruned30",
+            SmolLM2("none", 0.3, level=3)),
+    Variant("float32, 50 % magnitude-pruned", "smollm2-pruned50", "none-pruned50",
+            SmolLM2("none", 0.5, level=3)),
 )
 
 
@@ -110,7 +116,7 @@ def onnx_perplexity(loop: RawLoop, chunks: Sequence[Sequence[int]]) -> float:
                  SEQLENS_K: np.array([n - 1], np.int32),
                  TOTAL_SEQUENCE_LENGTH: np.array(n, np.int32),
                  LOGITS_TO_KEEP: np.array([n], np.int64)}
-        loop.session.run_with_iobinding(loop._binding(caches, slice(0, 1), feeds, logits))
+        loop.session.run_with_iobinding(loop.bind(caches, slice(0, 1), feeds, logits))
         total += nll(logits[0, :-1], np.asarray(chunk[1:]))
         count += n - 1
     return math.exp(total / count)
@@ -131,9 +137,9 @@ def hf_perplexity(folder: Path, chunks: Sequence[Sequence[int]]) -> float:
     return math.exp(total / count)
 
 
-def export_seconds(work: Path, quantization: str) -> float | None:
+def export_seconds(work: Path, method: str) -> float | None:
     """How long the cached export took when it was made (its export.json)."""
-    for meta in sorted((work / "smollm2").glob(f"*-{quantization}-*/export.json")):
+    for meta in sorted((work / "smollm2").glob(f"*-{method}-[0-9a-f]*/export.json")):
         seconds = json.loads(meta.read_text()).get("seconds")
         return float(seconds) if seconds else None
     return None
@@ -147,13 +153,11 @@ def measure(variant: Variant, demo: Path, chunks: Sequence[Sequence[int]]) -> Ro
     info = LLMInfo.of(manifest.extra)
     session = open_session(manifest, files, with_prepacking(RuntimeOptions(
         intra_op_threads=THREADS)))
-    ppl = onnx_perplexity(RawLoop(session, info.decoder, info.context_length), chunks)
+    ppl = onnx_perplexity(RawLoop(session, info.decoder, info.context_length, 0), chunks)
     level = (variant.builder.level if variant.builder else
              {"smollm2-fp32": 3}.get(variant.pack, 12))
-    quant = manifest.quantization
-    tag = "pruned" if quant == "pruned" else quant
-    row = Row(variant.label, quant, ppl, manifest.size_plain, manifest.size_packed, level,
-              export_seconds(demo / "work", tag) if quant != "pruned" else None)
+    row = Row(variant.label, manifest.quantization, ppl, manifest.size_plain,
+              manifest.size_packed, level, export_seconds(demo / "work", variant.method))
     log.info("%s: perplexity %.3f, %.1f MB packed", variant.label, ppl, row.size_packed / 1e6)
     return row
 
@@ -177,7 +181,7 @@ def report(rows: Sequence[Row], reference: float | None, tokens: int, size: int)
                   f"(the float32 pack differs by {abs(rows[0].perplexity - reference):.4f})."]
     exports = [(r.label, r.export_s) for r in rows if r.export_s]
     if exports:
-        lines += ["", "Export time (GGUF already dequantised, 2 cores, other work running): " +
+        lines += ["", "Export time (GGUF dequantised once before; 2 cores, other work running): " +
                   ", ".join(f"{label} {s:.0f} s" for label, s in exports) + "."]
     lines += ["", "Pruned variants zero the smallest-magnitude weights of every attention and "
               "MLP projection (embeddings and norms untouched) and stay float32; they only "

@@ -50,6 +50,8 @@ class Options:
     rounds: int
     llm_tokens: int
     llm_repeat: int
+    llm_helper: bool
+    merge: bool
     readme: Path | None
 
 
@@ -96,7 +98,8 @@ def _sealed(opts: Options) -> dict[str, Any]:
 def _llm(opts: Options) -> dict[str, Any]:
     return generation.run(generation.LlmSetup(opts.demo, opts.key, opts.venv_root,
                                               opts.scratch / "llm", opts.llm_tokens,
-                                              opts.llm_repeat))
+                                              opts.llm_repeat,
+                                              helper_repeat=1 if opts.llm_helper else 0))
 
 
 def _write(results: dict[str, Any], opts: Options) -> None:
@@ -116,8 +119,20 @@ def _write(results: dict[str, Any], opts: Options) -> None:
     log.info("results in %s", opts.out)
 
 
+def _previous(opts: Options) -> dict[str, Any]:
+    """The sections of the last run (kept by ``--merge``), or nothing."""
+    doc = opts.out / "results.json"
+    if not (opts.merge and doc.is_file()):
+        return {}
+    old: dict[str, Any] = json.loads(doc.read_text())
+    return {k: v for k, v in old.items() if k in SECTIONS}
+
+
 def run(opts: Options) -> dict[str, Any]:
+    """Each section in turn; the report is written after every one, so a run that is cut
+    short still leaves what it measured."""
     results: dict[str, Any] = {
+        **_previous(opts),
         "generated": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine.describe(),
         "versions": _versions(opts),
@@ -128,7 +143,7 @@ def run(opts: Options) -> dict[str, Any]:
     steps = {"tensor": _tensor, "sealed": _sealed, "llm": _llm}
     for name in opts.sections:
         results[name] = _guarded(name, lambda step=steps[name]: step(opts))  # type: ignore[misc]
-    _write(results, opts)
+        _write(results, opts)
     return results
 
 
@@ -149,6 +164,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="tokens generated per LLM run")
     p.add_argument("--llm-repeat", type=int, default=generation.REPEAT,
                    help="LLM runs per contestant (medians reported)")
+    p.add_argument("--skip-llm-bench", action="store_true",
+                   help="leave out bench/llm_bench.py (it has its own CLI; it is slow)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the sections of the last results.json that this run skips")
     p.add_argument("--readme", default=str(ROOT / "README.md"),
                    help="README whose bench markers get the table ('' for none)")
     a = p.parse_args(argv)
@@ -158,6 +177,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    sections=tuple(a.only), concurrency=tuple(a.concurrency),
                    load=wrk.WrkSettings(duration_s=a.duration, warmup_s=a.warmup),
                    rounds=a.rounds, llm_tokens=a.llm_tokens, llm_repeat=a.llm_repeat,
+                   llm_helper=not a.skip_llm_bench, merge=a.merge,
                    readme=Path(a.readme) if a.readme else None)
 
 

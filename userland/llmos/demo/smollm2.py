@@ -5,9 +5,11 @@ dependencies compile llama.cpp), only found. The export dequantises it once into
 ``work/`` (a plain Hugging Face folder), builds the ONNX decoder with its KV cache and
 compresses it:
 
-``smollm2``        int8 dynamic quantisation (served by default)
-``smollm2-fp32``   float32, the reference the tests compare with transformers
-``smollm2-int4``   4-bit weight-only blocks (MatMulNBits)
+``smollm2``              int8: 8-bit weight blocks, int8 compute (served by default)
+``smollm2-fp32``         float32, the reference the tests compare with transformers
+``smollm2-int4``         4-bit weight blocks
+``smollm2-int8-dynamic`` classic dynamic int8 (one activation scale per tensor), for
+                         comparison (see ``llmos.llm.compress`` and bench/llm_quality.py)
 
 Packs are reproducible: the same GGUF, tools and code give a byte-identical pack.
 """
@@ -63,7 +65,7 @@ def _sources() -> dict[str, str]:
 class SmolLM2:
     """A DemoBuilder (``llmos.demo.catalog``) for one SmolLM2 variant."""
 
-    quantization: str  # none | int8 | int4
+    quantization: str  # one of llmos.llm.compress.METHODS
     sparsity: float = 0.0
     context_length: int = CONTEXT_LENGTH
     level: int = 12  # zstd level
@@ -90,8 +92,10 @@ BUILDER = SmolLM2("int8")
 # level 12 for about the same size.
 FP32 = SmolLM2("none", level=3)
 INT4 = SmolLM2("int4")
+INT8_DYNAMIC = SmolLM2("int8-dynamic")  # for comparison: see llmos.llm.compress
 
-VARIANTS = {"smollm2": "BUILDER", "smollm2-fp32": "FP32", "smollm2-int4": "INT4"}
+VARIANTS = {"smollm2": "BUILDER", "smollm2-fp32": "FP32", "smollm2-int4": "INT4",
+            "smollm2-int8-dynamic": "INT8_DYNAMIC"}
 
 
 def plain_pack(name: str, out: Path, builder: SmolLM2 | None = None) -> Path:

@@ -44,7 +44,7 @@ EXPORT_CODE = (checkpoint, onnx_graph, compress, prune)
 
 @dataclass(frozen=True)
 class ExportOptions:
-    quantization: str = "int8"  # none | int8 | int4
+    quantization: str = "int8"  # one of llmos.llm.compress.METHODS
     sparsity: float = 0.0  # magnitude pruning of the projections before quantising
     context_length: int = 2048  # tokens per sequence the server preallocates
 
@@ -61,7 +61,7 @@ class ExportOptions:
         """The manifest's ``quantization`` field for these options."""
         if self.quantization == "none" and self.sparsity > 0:
             return "pruned"
-        return self.quantization
+        return compress.manifest_name(self.quantization)
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def export(source: Path, options: ExportOptions, cache_dir: Path) -> ExportedLM:
         sparsity=options.sparsity,
     )
     seconds = time.perf_counter() - started
-    log.info("exported %s (%s) in %.0f s", source.name, options.manifest_quantization, seconds)
+    log.info("exported %s (%s) in %.0f s", source.name, options.quantization, seconds)
     return ExportedLM(model, files, info, source.name, seconds)
 
 
@@ -130,9 +130,9 @@ def _fingerprint(source: Path, options: ExportOptions) -> str:
 def export_cached(source: Path, options: ExportOptions, cache_dir: Path) -> ExportedLM:
     """``export``, or the stored result of the same export under ``cache_dir`` (an older
     export of the same source and options, by older code, is removed)."""
-    kind = options.manifest_quantization
+    kind = options.quantization
     if options.sparsity:
-        kind += f"{round(options.sparsity * 100)}"
+        kind += f"-pruned{round(options.sparsity * 100)}"
     prefix = f"{source.stem}-{kind}-"
     slot = cache_dir / f"{prefix}{_fingerprint(source, options)}"
     done = slot / "export.json"
