@@ -239,10 +239,21 @@ async def test_repository_index_unload_and_load(start_app: Start, packs: Packs,
 async def test_no_key_keeps_serving_health(start_app: Start, packs: Packs,
                                            tmp_path: Path) -> None:
     path = standard_config(packs, tmp_path, keyfile=str(tmp_path / "missing.key"))
-    client, _ = await start_app(path)
+    client, sup = await start_app(path)
     doc = await wait_settled(client)
+    since = {name: m["since"] for name, m in doc["models"].items()}
+    for _ in range(500):  # until the start-up pass (placing every model) is over
+        if sup.health().settled:
+            break
+        await asyncio.sleep(0.01)
     r = await client.get("/health")
     assert r.status == 503 and doc["status"] == "unavailable"
+    # Placing the models after the key failed (as start-up does, maybe after a client
+    # looked) changes nothing a client sees: state and 'since' stand (a moving stamp
+    # would read as a restart).
+    await sup.place(sup.reconciler.plan.by_model()["alpha"])
+    r = await client.get("/health")
+    assert {name: m["since"] for name, m in (await r.json())["models"].items()} == since
     assert doc["key"]["released"] is False
     assert any("fleet key unavailable" in reason and "missing.key" in reason
                for reason in doc["reasons"])
