@@ -506,7 +506,8 @@ class Supervisor:
             elif self._key.released is False and entry.status.error_type == "KeyReleaseError":
                 # Already unavailable for want of the key (start-up said so): only where it
                 # would run is new; its state and 'since' stand.
-                self._set(entry, replace(entry.status, **_where(placement)))
+                self._set(entry, replace(entry.status, device=placement.device or "",
+                                         placement=placement.state.value))
             elif self._key.released is False:
                 self._set(entry, entry.status.to(ModelState.UNAVAILABLE, now=time.time(),
                                                  reason=self._key.reason,
