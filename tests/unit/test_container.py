@@ -66,6 +66,19 @@ def test_checksum_mismatch_is_refused() -> None:
         container.decompress_into([compressed], wrong)
 
 
+def test_more_data_than_the_manifest_and_a_corrupt_stream_are_refused() -> None:
+    m, blob = _pack({"model.onnx": bytes(range(256)) * 40})
+    _, compressed = container.decode(blob)
+    _, other_blob = _pack({"model.onnx": b"p" * 4000})
+    # A second frame behind the first: more plaintext than the manifest accounts for.
+    with pytest.raises(PackFormatError, match="larger than its manifest"):
+        container.decompress_into([compressed, container.decode(other_blob)[1]], m)
+    garbled = bytearray(compressed)
+    garbled[len(garbled) // 2:] = bytes(len(garbled) - len(garbled) // 2)
+    with pytest.raises(PackFormatError, match=r"does not decompress|truncated|sha256"):
+        container.decompress_into([bytes(garbled)], m)
+
+
 def test_manifest_validation() -> None:
     m, _ = _pack({"model.onnx": b"x"})
     d = m.to_dict()
