@@ -58,6 +58,10 @@ class BootSample:
     report_s: float  # QEMU start -> the boot report line on the console
     guest_uptime_s: float  # the guest's own clock at the report line (no firmware)
     supervisor: str  # the supervisor's unit state in the report
+    # The guest's clock when systemd started the supervisor and when it sent READY=1
+    # (0: never; None: an image whose report does not say).
+    supervisor_start_s: float | None = None
+    supervisor_ready_s: float | None = None
 
 
 def _report_fields(console: str) -> dict[str, str] | None:
@@ -91,10 +95,16 @@ def measure(vm: VmDir, label: str, smbios: Sequence[str], api_port: int, accel: 
                 report = (now, fields)
             time.sleep(POLL_S)
     assert report is not None
-    sample = BootSample(label, ready_s, report[0], float(report[1].get("uptime", "nan")),
-                        report[1].get("supervisor", "?"))
+    fields = report[1]
+    sample = BootSample(label, ready_s, report[0], float(fields.get("uptime", "nan")),
+                        fields.get("supervisor", "?"), _seconds(fields, "supervisor_start"),
+                        _seconds(fields, "supervisor_ready"))
     log.info("%s", sample)
     return sample
+
+
+def _seconds(fields: dict[str, str], key: str) -> float | None:
+    return float(fields[key]) if key in fields else None
 
 
 def zstd_size(path: Path, level: int) -> int:
