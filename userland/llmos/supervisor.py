@@ -340,8 +340,11 @@ class Supervisor:
         if backend is None:
             raise ModelLoadError(f"no serving backend for {manifest.kind!r} packs in this build",
                                  f"serve it with a build that supports {manifest.kind} models")
+        started = time.perf_counter()
         payload = (open_payload(sealed, kek) if self._memory is None
                    else open_payload(sealed, kek, self._memory.allocator(cfg.name)))
+        log.info("model %s: decrypted, decompressed and verified in %.2f s", cfg.name,
+                 time.perf_counter() - started)
         timeout_s = cfg.timeout_s or float(self.config["server.request_timeout_s"])
         ctx = ModelContext(cfg, manifest, split_files(manifest, payload), self.metrics,
                            runtime_options(cfg, device), timeout_s)

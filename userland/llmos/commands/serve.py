@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,13 @@ def _pci_bus_order() -> None:
     os.environ[CUDA_ORDER] = PCI_BUS_ID
 
 
+def _process_age() -> float:
+    """Seconds since this process started (its imports and set-up, at start)."""
+    import psutil
+
+    return max(0.0, time.time() - float(psutil.Process().create_time()))
+
+
 def run(args: argparse.Namespace) -> int:
     _pci_bus_order()
     from llmos.hw.memory import MemoryPool
@@ -118,5 +126,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = demo_config(cfg, demo_dir(), keep_state_dir=state_given)
     # The supervisor's start/stop reserve and close the pool, start and stop the devices.
     memory = MemoryPool(pin=cfg["memory.pin_weights"], hugepages=cfg["memory.hugepages"])
-    asyncio.run(serve(Supervisor(cfg, memory=memory, devices=system_devices(cfg))))
+    devices = system_devices(cfg)
+    log.info("supervisor code loaded %.2f s after the process started", _process_age())
+    asyncio.run(serve(Supervisor(cfg, memory=memory, devices=devices)))
     return 0
