@@ -76,10 +76,11 @@ def _toml(v: Any) -> str:
 
 def write_config(path: Path, keyfile: Path, models: Sequence[Mapping[str, Any]],
                  **sections: Mapping[str, Any]) -> Path:
-    """A configuration serving ``models`` on any free ports with a development key."""
+    """A configuration serving ``models`` on any free ports with a development key; the
+    tests load and unload over the API (server.repository_control)."""
     tables: dict[str, dict[str, Any]] = {
         "server": {"host": "127.0.0.1", "port": 0, "admin_port": 0,
-                   "state_dir": str(path.parent / "state")},
+                   "state_dir": str(path.parent / "state"), "repository_control": True},
         "keys": {"provider": "keyfile", "keyfile": str(keyfile), "allow_dev_key": True},
     }
     for section, values in sections.items():

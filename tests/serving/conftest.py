@@ -75,12 +75,14 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]],
 MAX_BODY = 256 * 1024
 
 
-def standard_config(packs: Packs, tmp_path: Path, **keys: Any) -> Path:
+def standard_config(packs: Packs, tmp_path: Path, control: bool = True, **keys: Any) -> Path:
+    """The serving tests' configuration; ``keys`` go to [keys], ``control`` is
+    server.repository_control (load/unload over the API)."""
     return write_config(
         tmp_path / "llmos.toml",
         {"server": {"host": "127.0.0.1", "port": 0, "admin_port": 0,
                     "max_body_bytes": MAX_BODY, "state_dir": str(tmp_path / "state"),
-                    "packs_dir": str(packs.dir)},
+                    "packs_dir": str(packs.dir), "repository_control": control},
          "keys": {"provider": "keyfile", "keyfile": str(packs.keyfile), "allow_dev_key": True,
                   **keys}},
         [{"name": "alpha", "pack": "alpha.llmos", "max_queue_delay_ms": 1.0},

@@ -236,6 +236,19 @@ async def test_repository_index_unload_and_load(start_app: Start, packs: Packs,
     assert r.status == 404
 
 
+async def test_load_and_unload_over_the_api_are_off_by_default(
+        start_app: Start, packs: Packs, tmp_path: Path) -> None:
+    client, _ = await start_app(standard_config(packs, tmp_path, control=False))
+    await wait_settled(client)
+    for action in ("unload", "load"):
+        r = await client.post(f"/v2/repository/models/alpha/{action}")
+        doc = await r.json()
+        assert r.status == 403 and doc["type"] == "ForbiddenError", doc
+        assert "turned off" in doc["error"] and "admin page" in doc["hint"], doc
+    assert (await client.get("/v2/models/alpha/ready")).status == 200  # nothing changed
+    assert (await client.post("/v2/repository/index")).status == 200  # reading is allowed
+
+
 async def test_no_key_keeps_serving_health(start_app: Start, packs: Packs,
                                            tmp_path: Path) -> None:
     path = standard_config(packs, tmp_path, keyfile=str(tmp_path / "missing.key"))

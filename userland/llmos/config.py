@@ -95,6 +95,9 @@ SETTINGS: tuple[Setting, ...] = (
             "--admin-port"),
     Setting("server.max_body_bytes", _positive(int), 16 * 1024 * 1024,
             "largest request body accepted (413 above)"),
+    Setting("server.repository_control", _bool, False,
+            "allow model load/unload (POST /v2/repository/models/NAME/load|unload) on the "
+            "API listener, unauthenticated; off: only the admin page loads and unloads"),
     Setting("server.request_timeout_s", _positive(float), 30.0,
             "deadline of one inference request (504 after)"),
     Setting("server.state_dir", _path, Path("/var/lib/llmos"),

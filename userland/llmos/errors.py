@@ -51,6 +51,10 @@ class NotFoundError(LlmosError):
     """Unknown model or version."""
 
 
+class ForbiddenError(LlmosError):
+    """The request is understood but this listener does not allow it (by configuration)."""
+
+
 class NotReadyError(LlmosError):
     """The model exists but cannot serve now (loading, failed, unloaded, device gone)."""
 

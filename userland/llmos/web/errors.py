@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 from llmos.errors import (
     BadRequestError,
     ConfigError,
+    ForbiddenError,
     InferenceTimeoutError,
     KeyReleaseError,
     LlmosError,
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 STATUS: Mapping[type[LlmosError], int] = {
     BadRequestError: 400,
     ConfigError: 400,
+    ForbiddenError: 403,
     NotFoundError: 404,
     PayloadTooLargeError: 413,
     # The pack (not the request) is at fault: the server cannot process this model.

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from llmos import __version__
-from llmos.errors import BadRequestError
+from llmos.errors import BadRequestError, ForbiddenError
 from llmos.pack.manifest import TensorSpec
 from llmos.serving import codec
 from llmos.serving.backend import PLATFORMS
@@ -116,13 +116,23 @@ async def repository_index(request: web.Request) -> web.Response:
     return _json(rows)
 
 
+def _check_control(request: web.Request) -> None:
+    if not request.app[SUPERVISOR].config["server.repository_control"]:
+        raise ForbiddenError(
+            "loading and unloading models is turned off on the inference API",
+            "use the admin page (it authenticates), or set server.repository_control = "
+            "true where everyone who reaches this port may load and unload models")
+
+
 async def repository_load(request: web.Request) -> web.Response:
+    _check_control(request)
     await _optional_json(request)
     st = await request.app[SUPERVISOR].load(request.match_info["model"])
     return _json(st.to_dict())
 
 
 async def repository_unload(request: web.Request) -> web.Response:
+    _check_control(request)
     await _optional_json(request)
     st = await request.app[SUPERVISOR].unload(request.match_info["model"])
     return _json(st.to_dict())
