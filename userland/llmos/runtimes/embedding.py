@@ -18,7 +18,7 @@ import numpy as np
 
 from llmos.errors import BadRequestError, ModelLoadError, PackFormatError
 from llmos.pack.manifest import Manifest, TensorSpec
-from llmos.runtimes.validation import check_inputs
+from llmos.runtimes.validation import Signed, check_inputs
 from llmos.text.tokenizer import TextTokenizer
 
 TEXT = "text"
@@ -81,8 +81,9 @@ def _text(index: int, value: object) -> str:
                           "not a string", "send BYTES elements (strings)")
 
 
-class EmbeddingRuntime:
-    """A Runtime for embedding packs, over any encoder."""
+class EmbeddingRuntime(Signed):
+    """A Runtime for embedding packs, over any encoder (batchable: texts [-1] in,
+    embeddings [-1, dim] out)."""
 
     def __init__(self, tokenizer: TextTokenizer, encode: Encoder, dim: int,
                  release: Callable[[], None]) -> None:
@@ -92,18 +93,6 @@ class EmbeddingRuntime:
         self._release = release
         self._inputs = public_inputs()
         self._outputs = public_outputs(dim)
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
-
-    @property
-    def batchable(self) -> bool:
-        return True
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [_text(i, v) for i, v in enumerate(check_inputs(self._inputs, inputs)[TEXT])]
