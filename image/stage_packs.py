@@ -32,7 +32,7 @@ IMAGE_BLOB = "/var/lib/llmos/fleet-key.tpm2"
 API_PORT = 8000
 ADMIN_PORT = 8001
 # PCR 7 (Secure Boot policy: state, PK/KEK/db/dbx) survives kernel and image updates,
-# which PCRs 4/11 do not; see image/README-section.md.
+# which PCRs 4/11 do not; see README.md, "Why PCR 7".
 PCRS = "7"
 
 
