@@ -92,9 +92,11 @@ def _plain_sizes() -> dict[str, int]:
 def _assert_weights_pinned_on_hugepages(api: str) -> None:
     """The kernel command line reserved a pool; the decrypted weights fill it, nothing else.
 
-    Hugetlb pages cannot be swapped, and the kernel leaves them out of VmLck (mlock skips
-    hugetlb mappings): weights on hugepages are pinned without showing there. VmLck covers
-    whatever the pool had to place on normal pages, so every weight byte is pinned one way
+    Each pack is decrypted into one hugepage mapping, within a page of its plaintext size.
+    The LLM then gives back the pages of the matrices onnxruntime keeps prepacked (it never
+    reads them again): they return to HugePages_Free. Hugetlb pages cannot be swapped, and
+    the kernel leaves them out of VmLck (mlock skips hugetlb mappings): VmLck covers whatever
+    the pool had to place on normal pages, so every weight byte it holds is pinned one way
     or the other, and here (a pool sized for the packs at build time) all are hugepages.
     """
     m = guest.metrics(api)
@@ -106,12 +108,16 @@ def _assert_weights_pinned_on_hugepages(api: str) -> None:
     for name, size in plain.items():
         label = (("model", name),)
         held = m[("llmos_model_memory_bytes", label)]
-        assert size <= held < size + page, f"{name}: {held} bytes held for {size} of weights"
+        released = m[("llmos_model_released_bytes", label)]
+        assert size <= held + released < size + page, \
+            f"{name}: {held} + {released} bytes mapped for {size} of weights"
         assert m[("llmos_model_hugepage_bytes", label)] == held, \
             f"{name}: weights not on hugepages ({m[('llmos_model_locked_bytes', label)]} " \
             "bytes on mlock'ed normal pages instead)"
         on_hugepages += held
-    # HugePages_Free dropped by exactly the loaded weights (page-rounded): no other user.
+    assert m[("llmos_model_released_bytes", (("model", CHAT_MODEL),))] > plain[CHAT_MODEL] / 2, \
+        "the LLM kept the plaintext of the matrices onnxruntime holds prepacked"
+    # HugePages_Free dropped by exactly the weights held (page-rounded): no other user.
     assert (total - free) * page == on_hugepages, (total, free, on_hugepages)
     # Anything pinned outside the pool shows in VmLck (here: nothing had to be).
     locked = sum(v for (n, _), v in m.items() if n == "llmos_model_locked_bytes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import mmap
 import os
 import resource
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from llmos.hw.meminfo import locked_bytes, parse_kv, read_hugepages
-from llmos.hw.memory import HUGEPAGES_SYSFS, Fallback, MemoryPool
+from llmos.hw.memory import HUGEPAGES_SYSFS, Fallback, MemoryPool, whole_pages
 from llmos.pack import container
 from llmos.pack.manifest import Manifest
 
@@ -201,3 +202,49 @@ def test_hugepage_path_takes_pages_from_the_pool(spare_hugepages: int) -> None:
     del view
     pool.free("llm")
     assert read_hugepages().free == before.free
+
+
+def test_whole_pages_keeps_partial_pages_at_the_edges() -> None:
+    page = 4096
+    # Two touching spans join; the partial pages at both ends of the union stay.
+    assert whole_pages([(100, 5000), (5000, 3 * page + 10)], page) == [(page, 3 * page)]
+    assert whole_pages([(0, page - 1)], page) == []
+    assert whole_pages([(2 * page, 4 * page), (0, page)], page) == [(0, page),
+                                                                     (2 * page, 4 * page)]
+
+
+def test_release_gives_pages_back_and_keeps_the_rest() -> None:
+    page = mmap.PAGESIZE
+    pool = MemoryPool(pin=True)
+    view = pool.alloc("llm", 8 * page)
+    view[:] = b"\x07" * (8 * page)
+    (record,) = pool.buffers()
+    locked_before = locked_bytes()
+    # Two adjacent tensors from the middle of page 1 to the middle of page 5.
+    parts = [view[page + 100:3 * page], view[3 * page:5 * page + 100]]
+    assert pool.release("other", parts) == 0  # not its buffers
+    assert pool.release("llm", parts) == 3 * page  # pages 2, 3 and 4
+    assert bytes(view[2 * page:5 * page]) == bytes(3 * page)  # dropped: reads as zeros
+    assert set(bytes(view[:2 * page])) == {7} and set(bytes(view[5 * page:])) == {7}
+    usage = pool.usage()[0]
+    assert (usage.bytes, usage.released_bytes) == (5 * page, 3 * page)
+    if record.locked:
+        assert locked_before - locked_bytes() == 3 * page  # VmLck follows
+        assert usage.locked_bytes == 5 * page
+    del view, parts
+    pool.free("llm")
+
+
+def test_release_returns_hugepages_to_the_pool(spare_hugepages: int) -> None:
+    pool = MemoryPool(pin=True, hugepages=spare_hugepages)
+    pool.reserve()
+    view = pool.alloc("llm", 4 * MIB)
+    (record,) = pool.buffers()
+    if not record.hugepages:
+        pytest.fail("no hugepages although the pool was reserved")
+    during = read_hugepages()
+    assert pool.release("llm", [view[MIB:4 * MIB]]) == 2 * MIB  # the second 2 MiB page
+    assert read_hugepages().free == during.free + 1
+    assert pool.usage()[0].hugepage_bytes == 2 * MIB
+    del view
+    pool.free("llm")

@@ -347,7 +347,9 @@ class Supervisor:
                  time.perf_counter() - started)
         timeout_s = cfg.timeout_s or float(self.config["server.request_timeout_s"])
         ctx = ModelContext(cfg, manifest, split_files(manifest, payload), self.metrics,
-                           runtime_options(cfg, device), timeout_s)
+                           runtime_options(cfg, device), timeout_s,
+                           **({} if self._memory is None
+                              else {"release": self._memory.releaser(cfg.name)}))
         try:
             served = backend(ctx)
         except LlmosError:

@@ -5,7 +5,10 @@ hugetlb pages (``MAP_HUGETLB``) when enough are free, else normal pages that are
 ``mlock``'ed when weights are pinned. Either way the mapping is excluded from core dumps
 (plaintext weights must not reach the disk). ``pool.allocator(owner)`` is the ``alloc``
 argument of ``llmos.pack.container.decompress_into``; ``pool.free(owner)`` unlocks and
-unmaps everything that owner holds when its model unloads.
+unmaps everything that owner holds when its model unloads. ``pool.release(owner, views)``
+gives back the whole pages under parts of a buffer the runtime no longer reads (weights it
+has copied into its own prepacked form): their plaintext is dropped, the pages return to the
+kernel (or to the hugepage pool), and a later read of them would see zeros.
 
 A fallback (no hugepages, no mlock) is never silent: it is logged, kept in
 ``pool.fallbacks()`` with the reason and the fix, and passed to ``on_fallback``
@@ -56,15 +59,21 @@ class BufferRecord:
     mapped_bytes: int  # mapped (rounded up to the page size)
     hugepages: bool  # hugetlb pages: never swapped, not counted in VmLck
     locked: bool  # mlock'ed normal pages (counted in VmLck)
+    released: int = 0  # bytes of whole pages given back (``MemoryPool.release``)
+
+    @property
+    def held_bytes(self) -> int:
+        return self.mapped_bytes - self.released
 
 
 @dataclass(frozen=True)
 class OwnerUsage:
     owner: str
     buffers: int
-    bytes: int  # mapped
+    bytes: int  # mapped and not released: what the model holds
     hugepage_bytes: int
     locked_bytes: int
+    released_bytes: int = 0  # given back once the runtime kept its own copy
 
 
 @dataclass
@@ -76,6 +85,27 @@ class _Buffer:
 
 def _round_up(n: int, unit: int) -> int:
     return (max(n, 1) + unit - 1) // unit * unit
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, overlapping or touching [start, end) spans joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def whole_pages(spans: list[tuple[int, int]], page: int) -> list[tuple[int, int]]:
+    """The whole ``page``-aligned pages inside the union of ``spans`` (pure)."""
+    pages = []
+    for start, end in _merged(spans):
+        first, last = _round_up(start, page) if start % page else start, end // page * page
+        if last > first:
+            pages.append((first, last))
+    return pages
 
 
 def _libc() -> ctypes.CDLL:
@@ -92,6 +122,15 @@ _LIBC = _libc()
 
 def _address(mm: mmap.mmap) -> int:
     anchor = ctypes.c_char.from_buffer(mm)  # a temporary export, dropped at once
+    try:
+        return ctypes.addressof(anchor)
+    finally:
+        del anchor
+
+
+def _view_address(view: memoryview) -> int:
+    """The address of a writable view's first byte."""
+    anchor = ctypes.c_char.from_buffer(view)
     try:
         return ctypes.addressof(anchor)
     finally:
@@ -224,6 +263,39 @@ class MemoryPool:
             return self.alloc(owner, nbytes)
         return alloc
 
+    def release(self, owner: str, views: list[memoryview]) -> int:
+        """Give back the whole pages under ``views`` (parts of ``owner``'s buffers that
+        nothing reads any more); the bytes released. Partial pages at the edges stay."""
+        page_of_hugepages = read_hugepages(self._meminfo).page_bytes
+        released = 0
+        with self._lock:
+            for buf in self._buffers.get(owner, []):
+                end = buf.address + buf.record.mapped_bytes
+                spans = []
+                for view in views:
+                    start = _view_address(view)
+                    if buf.address <= start < end:
+                        spans.append((start - buf.address, start - buf.address + view.nbytes))
+                page = page_of_hugepages if buf.record.hugepages else PAGE
+                got = 0
+                for first, last in whole_pages(spans, page):
+                    if buf.record.locked:
+                        _LIBC.munlock(buf.address + first, last - first)
+                    buf.mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+                    got += last - first
+                buf.record = replace(buf.record, released=buf.record.released + got)
+                released += got
+        if released:
+            log.info("%s: released %d bytes of weights the runtime keeps in its own form",
+                     owner, released)
+        return released
+
+    def releaser(self, owner: str) -> Callable[[list[memoryview]], int]:
+        """``release`` bound to one owner (what a backend gets)."""
+        def release(views: list[memoryview]) -> int:
+            return self.release(owner, views)
+        return release
+
     def free(self, owner: str) -> int:
         """Unlock and unmap every buffer of ``owner``; the bytes released."""
         with self._lock:
@@ -257,7 +329,8 @@ class MemoryPool:
         for r in self.buffers():
             u = by_owner.get(r.owner) or OwnerUsage(r.owner, 0, 0, 0, 0)
             by_owner[r.owner] = replace(
-                u, buffers=u.buffers + 1, bytes=u.bytes + r.mapped_bytes,
-                hugepage_bytes=u.hugepage_bytes + (r.mapped_bytes if r.hugepages else 0),
-                locked_bytes=u.locked_bytes + (r.mapped_bytes if r.locked else 0))
+                u, buffers=u.buffers + 1, bytes=u.bytes + r.held_bytes,
+                hugepage_bytes=u.hugepage_bytes + (r.held_bytes if r.hugepages else 0),
+                locked_bytes=u.locked_bytes + (r.held_bytes if r.locked else 0),
+                released_bytes=u.released_bytes + r.released)
         return tuple(by_owner[k] for k in sorted(by_owner))

@@ -109,6 +109,8 @@ def metric_samples(snap: ResourceSnapshot) -> tuple[MetricSample, ...]:
                  m.hugepage_bytes, model=m.owner)
         out += g("llmos_model_locked_bytes", "Weight memory of a model mlock'ed",
                  m.locked_bytes, model=m.owner)
+        out += g("llmos_model_released_bytes", "Decrypted weight memory given back once the "
+                 "runtime kept its own (prepacked) copy", m.released_bytes, model=m.owner)
     for a in snap.accelerators:
         out += g("llmos_accelerator_memory_total_bytes", "Accelerator memory", a.total_bytes,
                  device=a.device, address=a.address)

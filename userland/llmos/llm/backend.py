@@ -24,4 +24,5 @@ def causal_lm_backend(ctx: ModelContext) -> LanguageModel:
     limits = EngineLimits(max_running=cfg.max_running, queue_size=cfg.queue_size,
                           max_tokens=cfg.max_tokens)
     observer = metrics_for(ctx.metrics.registry).observer(cfg.name)
-    return load_language_model(ctx.manifest, ctx.files, ctx.options, limits, observer, cfg.name)
+    return load_language_model(ctx.manifest, ctx.files, ctx.options, limits, observer, cfg.name,
+                               release=ctx.release)

@@ -43,6 +43,9 @@ class LLMInfo:
     chat_template: str | None = CHAT_TEMPLATE_FILE  # file name inside the pack, if any
     tokenizer: str = TOKENIZER_FILE
     sparsity: float = 0.0
+    # Weights only MatMulNBits reads as blocks and scales: once onnxruntime has prepacked
+    # them it never reads the originals again, so their pages can be released.
+    prepacked: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class LLMInfo:
             "chat_template": self.chat_template,
             "tokenizer": self.tokenizer,
             "sparsity": self.sparsity,
+            "prepacked": list(self.prepacked),
         }
 
     @classmethod
@@ -68,6 +72,7 @@ class LLMInfo:
                 chat_template=d.get("chat_template"),
                 tokenizer=str(d.get("tokenizer", TOKENIZER_FILE)),
                 sparsity=float(d.get("sparsity", 0.0)),
+                prepacked=tuple(str(n) for n in d.get("prepacked", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PackFormatError(f"malformed causal-lm description in the manifest: {exc!r}",

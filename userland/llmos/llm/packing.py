@@ -9,6 +9,13 @@ tokenizer, chat template and generation config ride along as files; the manifest
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+from dataclasses import replace
+
+import onnx
+import onnx.numpy_helper
+
 from llmos.llm.export import ExportedLM
 from llmos.llm.packinfo import EXTRA_KEY
 from llmos.pack.onnx_build import signature, split_weights
@@ -18,14 +25,44 @@ from llmos.pack.weights import EXTRA_KEY as WEIGHTS_KEY
 KIND = "causal-lm"
 
 
+# MatMulNBits on the CPU prepacks its inputs 1 and 2 (weight blocks, scales) and never reads
+# them again; its zero points (input 3) are still read by the 4-bit kernels.
+PREPACKED_OP = "MatMulNBits"
+PREPACKED_INPUTS = (1, 2)
+
+
+def prepacked_weights(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Initializers read only as prepacked inputs of MatMulNBits nodes (sorted).
+
+    One whose bytes equal another initializer's is left out: onnxruntime may merge equal
+    constants (SmolLM2's tied embedding: the 4-bit lm_head blocks are the embedding table's
+    bytes), and the other reader would then read the released pages."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    packed: set[str] = set()
+    elsewhere: set[str] = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            prepacked = node.op_type == PREPACKED_OP and i in PREPACKED_INPUTS
+            (packed if prepacked else elsewhere).add(name)
+    only_packed = (packed - elsewhere) & set(initializers)
+    digests = Counter(_digest(t) for t in initializers.values())
+    return tuple(sorted(n for n in only_packed if digests[_digest(initializers[n])] == 1))
+
+
+def _digest(tensor: onnx.TensorProto) -> str:
+    raw = onnx.numpy_helper.to_array(tensor).tobytes()
+    return hashlib.sha256(f"{tensor.data_type}:{len(raw)}:".encode() + raw).hexdigest()
+
+
 def build(exported: ExportedLM, name: str, quantization: str, version: str = "1",
           level: int = 12) -> BuiltPack:
     """The pack of an exported LM (``quantization`` is the manifest's field)."""
+    info = replace(exported.info, prepacked=prepacked_weights(exported.model))
     graph, weights, table = split_weights(exported.model)
     inputs, outputs = signature(exported.model)
     spec = PackSpec(name=name, version=version, kind=KIND, quantization=quantization,
                     source=exported.source, level=level)
     files = {ONNX_ENTRYPOINT: graph, table.file: weights, **exported.files}
-    extra = {EXTRA_KEY: exported.info.to_dict(), WEIGHTS_KEY: table.to_extra()}
+    extra = {EXTRA_KEY: info.to_dict(), WEIGHTS_KEY: table.to_extra()}
     return assemble(spec, runtime="onnx", entrypoint=ONNX_ENTRYPOINT, files=files,
                     inputs=inputs, outputs=outputs, extra=extra)

@@ -38,6 +38,9 @@ class ModelContext:
     metrics: ServingMetrics
     options: RuntimeOptions
     timeout_s: float  # per-request deadline (the model's, else the server's)
+    # Gives back the whole pages under parts of ``files`` the runtime no longer reads
+    # (``MemoryPool.release``); the bytes released. Without a pool: nothing to give back.
+    release: Callable[[list[memoryview]], int] = lambda views: 0
 
 
 class Served(Protocol):

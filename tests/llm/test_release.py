@@ -1,0 +1,95 @@
+"""Once onnxruntime has prepacked the LLM's matrices, their decrypted pages go back.
+
+The claim behind ``LLMInfo.prepacked``: onnxruntime never reads the originals of what it
+prepacked. The pages are released (read as zeros from then on) and the model must answer
+exactly as one that kept them. What the model then holds in all is measured in a real
+server (tests/integration_hw/test_demo_memory.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from llmos.hw.memory import MemoryPool
+from llmos.llm.chat import Message
+from llmos.llm.generation import GenerationRequest
+from llmos.llm.model import LanguageModel, load_language_model
+from llmos.llm.packinfo import LLMInfo
+from llmos.llm.sampling import SamplingParams
+from llmos.pack import container
+from llmos.runtimes.base import RuntimeOptions
+
+from .conftest import TEST_LIMITS, THREADS, PackPath
+
+QUESTIONS = ("Name the capital of France.", "Write one sentence about the sea.")
+
+
+async def _answers(lm: LanguageModel) -> list[str]:
+    out = []
+    for q in QUESTIONS:
+        prompt = lm.encode(lm.chat_prompt([Message("user", q)]))
+        done = await lm.generate(GenerationRequest(prompt, 24, SamplingParams(0.0))).collect()
+        out.append(done.text)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["smollm2", "smollm2-int4"])
+async def test_released_weights_change_no_answer_and_leave_one_copy(
+        llm_pack: PackPath, variant: str) -> None:
+    manifest, compressed = container.read_pack(llm_pack(variant))
+    info = LLMInfo.of(manifest.extra)
+    assert info.prepacked, "the pack does not name its prepacked weights"
+    options = RuntimeOptions(intra_op_threads=THREADS)
+
+    keeping = load_language_model(
+        manifest, container.split_files(manifest, container.decompress_into([compressed],
+                                                                             manifest)),
+        options, TEST_LIMITS)
+    try:
+        expected = await _answers(keeping)
+    finally:
+        keeping.close()
+
+    pool = MemoryPool(pin=True)
+    payload = container.decompress_into([compressed], manifest, pool.allocator(variant))
+    lm = load_language_model(manifest, container.split_files(manifest, payload), options,
+                             TEST_LIMITS, release=pool.releaser(variant))
+    try:
+        usage = pool.usage()[0]
+        # Most of the plaintext went back: the quantised matrices (embeddings stay).
+        assert usage.released_bytes > 0.6 * manifest.size_plain, usage
+        assert usage.bytes + usage.released_bytes >= manifest.size_plain
+        assert await _answers(lm) == expected
+    finally:
+        lm.close()
+        del payload
+        pool.free(variant)
+
+
+def _probe(pack: Path, release: bool) -> dict[str, int]:
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("memory_probe.py")),
+                           str(pack), "1" if release else "0", str(THREADS)],
+                          capture_output=True, text=True, check=True, timeout=600)
+    doc: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return doc
+
+
+def test_the_llm_holds_one_copy_of_its_matrices(
+        llm_pack: PackPath, record_property: Callable[[str, object], None]) -> None:
+    """Resident growth of a fresh process loading the served pack (8 slots, warm)."""
+    pack = llm_pack("smollm2")
+    keeping, releasing = _probe(pack, release=False), _probe(pack, release=True)
+    plain = releasing["plain"]
+    record_property("resident_ratio_keeping", round(keeping["grown"] / plain, 3))
+    record_property("resident_ratio_releasing", round(releasing["grown"] / plain, 3))
+    # The second copy of the matrices is gone (its pages went back to the kernel) ...
+    assert keeping["grown"] - releasing["grown"] > 0.9 * releasing["released"], \
+        (keeping, releasing)
+    # ... leaving about one copy of the weights plus the runtime's working memory.
+    assert releasing["grown"] < 1.5 * plain, releasing
