@@ -120,17 +120,9 @@ def _libc() -> ctypes.CDLL:
 _LIBC = _libc()
 
 
-def _address(mm: mmap.mmap) -> int:
-    anchor = ctypes.c_char.from_buffer(mm)  # a temporary export, dropped at once
-    try:
-        return ctypes.addressof(anchor)
-    finally:
-        del anchor
-
-
-def _view_address(view: memoryview) -> int:
-    """The address of a writable view's first byte."""
-    anchor = ctypes.c_char.from_buffer(view)
+def _address(buffer: mmap.mmap | memoryview) -> int:
+    """The address of a writable buffer's first byte."""
+    anchor = ctypes.c_char.from_buffer(buffer)  # a temporary export, dropped at once
     try:
         return ctypes.addressof(anchor)
     finally:
@@ -273,7 +265,7 @@ class MemoryPool:
                 end = buf.address + buf.record.mapped_bytes
                 spans = []
                 for view in views:
-                    start = _view_address(view)
+                    start = _address(view)
                     if buf.address <= start < end:
                         spans.append((start - buf.address, start - buf.address + view.nbytes))
                 page = page_of_hugepages if buf.record.hugepages else PAGE
