@@ -19,10 +19,11 @@ import pytest
 from llmos.hw.memory import MemoryPool
 from llmos.llm.chat import Message
 from llmos.llm.generation import GenerationRequest
-from llmos.llm.model import LanguageModel, load_language_model
+from llmos.llm.model import LanguageModel, load_language_model, prepacked_views
 from llmos.llm.packinfo import LLMInfo
 from llmos.llm.sampling import SamplingParams
 from llmos.pack import container
+from llmos.pack.weights import WeightTable
 from llmos.runtimes.base import RuntimeOptions
 
 from .conftest import TEST_LIMITS, THREADS, PackPath
@@ -93,3 +94,17 @@ def test_the_llm_holds_one_copy_of_its_matrices(
         (keeping, releasing)
     # ... leaving about one copy of the weights plus the runtime's working memory.
     assert releasing["grown"] < 1.5 * plain, releasing
+
+
+def test_the_packer_puts_the_prepacked_matrices_in_one_run(llm_pack: PackPath) -> None:
+    """Released memory is whole pages only: 2 MiB hugepages need one long run, not 360
+    pieces of ~1 MB between the tensors that stay."""
+    manifest, compressed = container.read_pack(llm_pack("smollm2"))
+    files = container.split_files(manifest, container.decompress_into([compressed], manifest))
+    info = LLMInfo.of(manifest.extra)
+    (run,) = prepacked_views(manifest, files, info)
+    table = WeightTable.from_extra(manifest.extra)
+    assert table is not None
+    sizes = sum(e.nbytes for e in table.entries if e.name in set(info.prepacked))
+    assert sizes <= run.nbytes < sizes + 64 * len(info.prepacked)  # alignment padding only
+    assert run.nbytes > 0.7 * manifest.size_plain

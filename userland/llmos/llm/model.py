@@ -90,13 +90,23 @@ def warm_up(decoder: Decoder) -> None:
 
 def prepacked_views(manifest: Manifest, files: Mapping[str, memoryview],
                     info: LLMInfo) -> list[memoryview]:
-    """The parts of the weights file that only prepacked kernels read (``info.prepacked``)."""
+    """The parts of the weights file that only prepacked kernels read (``info.prepacked``):
+    one view per run of such tensors in file order, the alignment padding between them
+    included (the packer puts them first, in one run)."""
     table = WeightTable.from_extra(manifest.extra)
     if table is None or not info.prepacked:
         return []
     weights = files[table.file]
     wanted = set(info.prepacked)
-    return [weights[e.offset:e.offset + e.nbytes] for e in table.entries if e.name in wanted]
+    runs: list[tuple[int, int]] = []
+    inside = False
+    for entry in table.entries:
+        if entry.name in wanted and inside:
+            runs[-1] = (runs[-1][0], entry.offset + entry.nbytes)
+        elif entry.name in wanted:
+            runs.append((entry.offset, entry.offset + entry.nbytes))
+        inside = entry.name in wanted
+    return [weights[start:end] for start, end in runs]
 
 
 def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],

@@ -58,7 +58,7 @@ def build(exported: ExportedLM, name: str, quantization: str, version: str = "1"
           level: int = 12) -> BuiltPack:
     """The pack of an exported LM (``quantization`` is the manifest's field)."""
     info = replace(exported.info, prepacked=prepacked_weights(exported.model))
-    graph, weights, table = split_weights(exported.model)
+    graph, weights, table = split_weights(exported.model, first=set(info.prepacked))
     inputs, outputs = signature(exported.model)
     spec = PackSpec(name=name, version=version, kind=KIND, quantization=quantization,
                     source=exported.source, level=level)

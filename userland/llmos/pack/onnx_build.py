@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +159,13 @@ _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_da
 
 
 def split_weights(model: onnx.ModelProto, min_bytes: int = MIN_BYTES,
-                  file: str = WEIGHTS_FILE) -> tuple[bytes, bytes, WeightTable]:
+                  file: str = WEIGHTS_FILE, first: Collection[str] = ()
+                  ) -> tuple[bytes, bytes, WeightTable]:
     """(graph, weights file, table): every initializer of ``min_bytes`` or more whose dtype a
-    runtime can view moves to the weights file; the graph keeps it as external data."""
+    runtime can view moves to the weights file; the graph keeps it as external data.
+
+    The ``first`` initializers lead the file, in one run: memory that is given back once the
+    runtime has copied them (``MemoryPool.release``) is then whole pages, hugepages too."""
     split = onnx.ModelProto()
     split.CopyFrom(model)
     graph = split.graph
@@ -178,7 +182,8 @@ def split_weights(model: onnx.ModelProto, min_bytes: int = MIN_BYTES,
         array = numpy_helper.to_array(tensor)
         if array.nbytes >= min_bytes and tensor.name not in arrays:
             arrays[tensor.name] = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    table = plan((name, a.dtype.name, tuple(a.shape)) for name, a in arrays.items())
+    leading = sorted(arrays, key=lambda name: name not in first)  # stable: graph order kept
+    table = plan((name, arrays[name].dtype.name, tuple(arrays[name].shape)) for name in leading)
     weights = concatenate(table, {name: a.tobytes() for name, a in arrays.items()})
     placed = {e.name: e for e in table.entries}
     for tensor in graph.initializer:
