@@ -1,5 +1,9 @@
 """Run in a fresh process: load a causal-LM pack the way the supervisor does (pinned pool,
-optionally releasing what onnxruntime prepacked) and print the resident growth as JSON."""
+optionally releasing what onnxruntime prepacked) and print the resident growth as JSON.
+
+With a second pack given, that model is loaded first and kept, as the supervisor keeps its
+other models: the libraries' one-time costs (onnxruntime's kernel registry and thread
+pools, the tokenizer library's allocator) are paid before the measurement, not by it."""
 
 from __future__ import annotations
 
@@ -14,9 +18,16 @@ from llmos.llm.engine import EngineLimits
 from llmos.llm.model import load_language_model
 from llmos.pack import container
 from llmos.runtimes.base import RuntimeOptions
+from llmos.runtimes.loader import load_runtime
+from llmos.serving.warmup import sample_inputs
 
 
-def main(pack: str, release: str, threads: str) -> None:
+def main(pack: str, release: str, threads: str, first: str = "") -> None:
+    if first:
+        m, c = container.read_pack(Path(first))
+        other = load_runtime(m, container.split_files(m, container.decompress_into([c], m)),
+                             RuntimeOptions(intra_op_threads=int(threads)))
+        other.infer(sample_inputs(other.inputs))
     manifest, compressed = container.read_pack(Path(pack))
     pool = MemoryPool(pin=True)
     before = psutil.Process().memory_info().rss
@@ -31,4 +42,4 @@ def main(pack: str, release: str, threads: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -2,8 +2,8 @@
 
 The claim behind ``LLMInfo.prepacked``: onnxruntime never reads the originals of what it
 prepacked. The pages are released (read as zeros from then on) and the model must answer
-exactly as one that kept them. What the model then holds in all is measured in a real
-server (tests/integration_hw/test_demo_memory.py).
+exactly as one that kept them. What the model then holds in all is measured in a fresh
+process (``memory_probe.py``).
 """
 
 from __future__ import annotations
@@ -73,27 +73,50 @@ async def test_released_weights_change_no_answer_and_leave_one_copy(
         pool.free(variant)
 
 
-def _probe(pack: Path, release: bool) -> dict[str, int]:
+MINILM_CACHE = Path(__file__).resolve().parents[2] / "build" / "test-cache" / "serving-minilm"
+
+
+@pytest.fixture(scope="module")
+def other_model() -> Path:
+    """A plain MiniLM pack (shared with tests/serving and tests/integration_hw)."""
+    from llmos.demo.build import build
+    from llmos.vault.kek import generate_kek
+    from llmos.vault.keyfile import read_keyfile, write_keyfile
+
+    MINILM_CACHE.mkdir(parents=True, exist_ok=True)
+    keyfile = MINILM_CACHE / "fleet.key"
+    if not keyfile.exists():
+        write_keyfile(keyfile, generate_kek())
+    (pack,) = build(MINILM_CACHE, read_keyfile(keyfile), only=["minilm"])
+    return pack.plain
+
+
+def _probe(pack: Path, release: bool, first: Path) -> dict[str, int]:
     done = subprocess.run([sys.executable, str(Path(__file__).with_name("memory_probe.py")),
-                           str(pack), "1" if release else "0", str(THREADS)],
+                           str(pack), "1" if release else "0", str(THREADS), str(first)],
                           capture_output=True, text=True, check=True, timeout=600)
     doc: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
     return doc
 
 
-def test_the_llm_holds_one_copy_of_its_matrices(
-        llm_pack: PackPath, record_property: Callable[[str, object], None]) -> None:
-    """Resident growth of a fresh process loading the served pack (8 slots, warm)."""
+def test_the_llm_holds_one_copy_of_its_weights(
+        llm_pack: PackPath, other_model: Path,
+        record_property: Callable[[str, object], None]) -> None:
+    """Resident growth of loading and warming the served pack (8 slots) in a fresh process
+    that already serves another model, as the supervisor does: the libraries' one-time
+    costs are not the LLM's. The issue's target: at most 1.2x the plaintext weights."""
     pack = llm_pack("smollm2")
-    keeping, releasing = _probe(pack, release=False), _probe(pack, release=True)
+    keeping = _probe(pack, release=False, first=other_model)
+    releasing = _probe(pack, release=True, first=other_model)
     plain = releasing["plain"]
     record_property("resident_ratio_keeping", round(keeping["grown"] / plain, 3))
     record_property("resident_ratio_releasing", round(releasing["grown"] / plain, 3))
     # The second copy of the matrices is gone (its pages went back to the kernel) ...
     assert keeping["grown"] - releasing["grown"] > 0.9 * releasing["released"], \
         (keeping, releasing)
-    # ... leaving about one copy of the weights plus the runtime's working memory.
-    assert releasing["grown"] < 1.5 * plain, releasing
+    # ... leaving one copy of the weights plus the runtime's working memory: 1.175x on the
+    # build host (target 1.2x); the bound leaves room for other CPUs' prepacked layouts.
+    assert releasing["grown"] <= 1.25 * plain, releasing
 
 
 def test_the_packer_puts_the_prepacked_matrices_in_one_run(llm_pack: PackPath) -> None:
