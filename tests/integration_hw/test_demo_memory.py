@@ -1,7 +1,7 @@
 """The demo MiniLM packs in a real ``llmos serve``: what each loaded model holds (the
 resident memory its unload gives back) is about its plaintext, all of it pinned.
 
-The packs are built once into build/test-cache (shared with tests/serving/test_minilm.py).
+The packs come from the suite's ``minilm_demo`` fixture (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -9,35 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from .conftest import write_config
 from .process import Serve
 
-ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / "build" / "test-cache" / "serving-minilm"
 DEMOS = ("minilm", "minilm-fp32")  # the ONNX demo packs (int8 and float32)
 
 
-@pytest.fixture(scope="module")
-def demo_keyfile() -> Path:
-    from llmos.demo.build import build
-    from llmos.vault.kek import generate_kek
-    from llmos.vault.keyfile import read_keyfile, write_keyfile
-
-    CACHE.mkdir(parents=True, exist_ok=True)
-    keyfile = CACHE / "fleet.key"
-    if not keyfile.exists():
-        write_keyfile(keyfile, generate_kek())
-    build(CACHE, read_keyfile(keyfile), only=list(DEMOS))
-    return keyfile
-
-
 def test_demo_packs_hold_about_their_plaintext(
-        demo_keyfile: Path, tmp_path: Path,
+        minilm_demo: dict[str, Path], tmp_path: Path,
         record_property: Callable[[str, object], None]) -> None:
-    models = [{"name": n, "pack": str(CACHE / f"{n}.sealed")} for n in DEMOS]
-    srv = Serve(write_config(tmp_path / "llmos.toml", demo_keyfile, models), tmp_path)
+    models = [{"name": n, "pack": str(minilm_demo[n])} for n in DEMOS]
+    srv = Serve(write_config(tmp_path / "llmos.toml", minilm_demo["keyfile"], models), tmp_path)
     try:
         health = srv.settled()
         assert all(health["models"][n]["state"] == "READY" for n in DEMOS), health

@@ -73,22 +73,10 @@ async def test_released_weights_change_no_answer_and_leave_one_copy(
         pool.free(variant)
 
 
-MINILM_CACHE = Path(__file__).resolve().parents[2] / "build" / "test-cache" / "serving-minilm"
-
-
 @pytest.fixture(scope="module")
-def other_model() -> Path:
-    """A plain MiniLM pack (shared with tests/serving and tests/integration_hw)."""
-    from llmos.demo.build import build
-    from llmos.vault.kek import generate_kek
-    from llmos.vault.keyfile import read_keyfile, write_keyfile
-
-    MINILM_CACHE.mkdir(parents=True, exist_ok=True)
-    keyfile = MINILM_CACHE / "fleet.key"
-    if not keyfile.exists():
-        write_keyfile(keyfile, generate_kek())
-    (pack,) = build(MINILM_CACHE, read_keyfile(keyfile), only=["minilm"])
-    return pack.plain
+def other_model(minilm_demo: dict[str, Path]) -> Path:
+    """A plain MiniLM pack (the one the serving tests use)."""
+    return minilm_demo["minilm.llmpack"]
 
 
 def _probe(pack: Path, release: bool, first: Path) -> dict[str, int]:

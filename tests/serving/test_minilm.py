@@ -19,8 +19,6 @@ from tokenizers import Tokenizer
 
 from .conftest import Start, wait_settled, write_config
 
-ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / "build" / "test-cache" / "serving-minilm"
 SENTENCES = [
     "A man is playing a guitar on the stage.",
     "Someone performs music with a guitar in front of an audience.",
@@ -34,19 +32,8 @@ TEXTS = [*SENTENCES, "ok"]
 
 
 @pytest.fixture(scope="session")
-def minilm_packs() -> dict[str, Path]:
-    from llmos.demo.build import build
-    from llmos.vault.keyfile import read_keyfile, write_keyfile
-
-    CACHE.mkdir(parents=True, exist_ok=True)
-    keyfile = CACHE / "fleet.key"
-    if not keyfile.exists():
-        from llmos.vault.kek import generate_kek
-
-        write_keyfile(keyfile, generate_kek())
-    packs = build(CACHE, read_keyfile(keyfile), only=["minilm", "minilm-fp32"])
-    return {"keyfile": keyfile, **{p.name: p.sealed for p in packs},
-            "reference": CACHE / "work" / "minilm-fp32.onnx"}
+def minilm_packs(minilm_demo: dict[str, Path]) -> dict[str, Path]:
+    return minilm_demo
 
 
 def _reference(model: Path, texts: list[str]) -> np.ndarray:
