@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from itertools import groupby
 
 from llmos.errors import BadRequestError, PackFormatError
 from llmos.llm.chat import ChatTemplate, Message
@@ -98,15 +99,12 @@ def prepacked_views(manifest: Manifest, files: Mapping[str, memoryview],
         return []
     weights = files[table.file]
     wanted = set(info.prepacked)
-    runs: list[tuple[int, int]] = []
-    inside = False
-    for entry in table.entries:
-        if entry.name in wanted and inside:
-            runs[-1] = (runs[-1][0], entry.offset + entry.nbytes)
-        elif entry.name in wanted:
-            runs.append((entry.offset, entry.offset + entry.nbytes))
-        inside = entry.name in wanted
-    return [weights[start:end] for start, end in runs]
+    views = []
+    for prepacked, run in groupby(table.entries, key=lambda e: e.name in wanted):
+        if prepacked:
+            *_, last = entries = list(run)
+            views.append(weights[entries[0].offset:last.offset + last.nbytes])
+    return views
 
 
 def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
@@ -122,6 +120,8 @@ def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
     ``release`` then gives their pages back, so the model holds one copy of its weights."""
     from llmos.runtimes.onnx import open_session  # the onnxruntime adapter
 
+    name = name or manifest.name
+    options = with_prepacking(options)
     info = LLMInfo.of(manifest.extra)
     tokenizer = Tokenizer(_text(manifest, files, info.tokenizer))
     chat = None
@@ -130,19 +130,17 @@ def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
                                       ("eos_token", info.eos_token)) if v is not None}
         chat = ChatTemplate(_text(manifest, files, info.chat_template).decode(), specials)
     started = time.perf_counter()
-    session: Session = open_session(manifest, files, with_prepacking(options))
+    session: Session = open_session(manifest, files, options)
     built = time.perf_counter()
     decoder = Decoder(session, info.decoder, slots=limits.max_running,
                       capacity=info.context_length)
     warm_up(decoder)
-    log.info("model %s: session built in %.2f s, warmed up in %.2f s", name or manifest.name,
+    log.info("model %s: session built in %.2f s, warmed up in %.2f s", name,
              built - started, time.perf_counter() - built)
-    options = with_prepacking(options)
     if release is not None and options.prepack and options.device == "cpu":
         freed = release(prepacked_views(manifest, files, info))
         log.info("model %s: %.0f MiB of weights released (onnxruntime holds them prepacked)",
-                 name or manifest.name, freed / 2**20)
-    name = name or manifest.name
+                 name, freed / 2**20)
     engine = Engine(decoder, lambda ids: tokenizer.decode(ids), frozenset(info.eos_token_ids),
                     limits, observer, name)
     log.info("model %s: causal LM ready, %d slots of %d tokens (%.0f MiB of cache at most)",

@@ -44,9 +44,9 @@ def prepacked_weights(model: onnx.ModelProto) -> tuple[str, ...]:
         for i, name in enumerate(node.input):
             prepacked = node.op_type == PREPACKED_OP and i in PREPACKED_INPUTS
             (packed if prepacked else elsewhere).add(name)
-    only_packed = (packed - elsewhere) & set(initializers)
-    digests = Counter(_digest(t) for t in initializers.values())
-    return tuple(sorted(n for n in only_packed if digests[_digest(initializers[n])] == 1))
+    digest = {name: _digest(t) for name, t in initializers.items()}
+    copies = Counter(digest.values())
+    return tuple(sorted(n for n in (packed - elsewhere) & digest.keys() if copies[digest[n]] == 1))
 
 
 def _digest(tensor: onnx.TensorProto) -> str:
