@@ -215,11 +215,17 @@ class SlowRegistry(Registry):
         self.overlap: set[frozenset[str]] = set()
 
     async def load(self, placement: Placement) -> None:
+        self.calls.append(f"loading {placement.model}")
         self.loading.add(placement.model)
         self.overlap.add(frozenset(self.loading))
         await asyncio.sleep(0.05)
         self.loading.discard(placement.model)
         await super().load(placement)
+
+    async def drain(self, model: str, reason: str) -> None:
+        await super().drain(model, reason)
+        await asyncio.sleep(0.05)
+        self.calls.append(f"drained {model}")
 
 
 async def test_models_load_at_once_after_the_drains() -> None:
@@ -231,4 +237,5 @@ async def test_models_load_at_once_after_the_drains() -> None:
 
     registry.calls.clear()
     await rec.set_models([_m("b", "cpu"), _m("c", "cpu"), _m("d", "cpu")])
-    assert registry.calls == ["drain a", "load d cpu"]  # the drain before any load
+    # The drain is over before any load starts.
+    assert registry.calls == ["drain a", "drained a", "loading d", "load d cpu"]

@@ -68,10 +68,11 @@ class Reconciler:
             # Drains first (they free devices and memory), then every load at once: each
             # model loads in its own worker thread, so a small model is not queued behind
             # a large one, and decrypting one overlaps with building another's session.
-            drains = [a for a in actions if a.kind is ActionKind.DRAIN]
-            for action in drains:
-                await self._apply(action)
-            await asyncio.gather(*(self._apply(a) for a in actions if a not in drains))
+            for action in actions:
+                if action.kind is ActionKind.DRAIN:
+                    await self._apply(action)
+            await asyncio.gather(*(self._apply(a) for a in actions
+                                   if a.kind is not ActionKind.DRAIN))
 
     async def set_models(self, models: Iterable[ModelConfig]) -> None:
         """A configuration change: reconcile again against the last inventory."""
