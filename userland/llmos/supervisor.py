@@ -60,6 +60,7 @@ from llmos.serving.backend import (
     ModelContext,
     Served,
     TensorModel,
+    keep_all,
     runtime_options,
 )
 from llmos.serving.metrics import ServingMetrics
@@ -346,10 +347,9 @@ class Supervisor:
         log.info("model %s: decrypted, decompressed and verified in %.2f s", cfg.name,
                  time.perf_counter() - started)
         timeout_s = cfg.timeout_s or float(self.config["server.request_timeout_s"])
+        release = keep_all if self._memory is None else self._memory.releaser(cfg.name)
         ctx = ModelContext(cfg, manifest, split_files(manifest, payload), self.metrics,
-                           runtime_options(cfg, device), timeout_s,
-                           **({} if self._memory is None
-                              else {"release": self._memory.releaser(cfg.name)}))
+                           runtime_options(cfg, device), timeout_s, release)
         try:
             served = backend(ctx)
         except LlmosError:
@@ -504,13 +504,12 @@ class Supervisor:
             if entry.parked:  # unloaded by an operator: it stays so until loaded
                 self._set(entry, entry.status.to(ModelState.UNLOADED, now=time.time(),
                                                  **_where(placement)))
-            elif self._starting and entry.manifest is None \
-                    and entry.status.state is ModelState.FAILED:  # its pack is unreadable
-                self._set(entry, replace(entry.status, device=placement.device or "",
-                                         placement=placement.state.value))
-            elif self._key.released is False and entry.status.error_type == "KeyReleaseError":
-                # Already unavailable for want of the key (start-up said so): only where it
-                # would run is new; its state and 'since' stand.
+            elif (self._starting and entry.manifest is None
+                  and entry.status.state is ModelState.FAILED) or \
+                    (self._key.released is False
+                     and entry.status.error_type == "KeyReleaseError"):
+                # Its pack is unreadable, or start-up already made it unavailable for want
+                # of the key: only where it would run is new; state and 'since' stand.
                 self._set(entry, replace(entry.status, device=placement.device or "",
                                          placement=placement.state.value))
             elif self._key.released is False:

@@ -102,7 +102,7 @@ def whole_pages(spans: list[tuple[int, int]], page: int) -> list[tuple[int, int]
     """The whole ``page``-aligned pages inside the union of ``spans`` (pure)."""
     pages = []
     for start, end in _merged(spans):
-        first, last = _round_up(start, page) if start % page else start, end // page * page
+        first, last = -(-start // page) * page, end // page * page
         if last > first:
             pages.append((first, last))
     return pages

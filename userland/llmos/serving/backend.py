@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript"}
 
 
+def keep_all(views: list[memoryview]) -> int:
+    """The ``release`` without a memory pool: nothing is given back."""
+    return 0
+
+
 @dataclass(frozen=True)
 class ModelContext:
     """Everything a backend may use to build a served model."""
@@ -39,8 +44,8 @@ class ModelContext:
     options: RuntimeOptions
     timeout_s: float  # per-request deadline (the model's, else the server's)
     # Gives back the whole pages under parts of ``files`` the runtime no longer reads
-    # (``MemoryPool.release``); the bytes released. Without a pool: nothing to give back.
-    release: Callable[[list[memoryview]], int] = lambda views: 0
+    # (``MemoryPool.release``); the bytes released.
+    release: Callable[[list[memoryview]], int] = keep_all
 
 
 class Served(Protocol):
