@@ -42,9 +42,9 @@ def put(image: Path, dest: str, data: bytes) -> None:
     target = _target(image)
     parts = dest.strip("/").split("/")
     for i in range(1, len(parts)):
-        directory = "::/" + "/".join(parts[:i])
-        if not exists(image, "/".join(parts[:i])):
-            _run(["mmd", "-i", target, directory])
+        directory = "/".join(parts[:i])
+        if not _exists(target, directory):
+            _run(["mmd", "-i", target, "::/" + directory])
     with tempfile.NamedTemporaryFile() as f:
         f.write(data)
         f.flush()
@@ -52,6 +52,10 @@ def put(image: Path, dest: str, data: bytes) -> None:
 
 
 def exists(image: Path, path: str) -> bool:
-    done = subprocess.run(["mdir", "-b", "-i", _target(image), "::/" + path.strip("/")],
+    return _exists(_target(image), path)
+
+
+def _exists(target: str, path: str) -> bool:
+    done = subprocess.run(["mdir", "-b", "-i", target, "::/" + path.strip("/")],
                           capture_output=True, text=True, check=False)
     return done.returncode == 0
