@@ -41,7 +41,7 @@ async def _answers(lm: LanguageModel) -> list[str]:
 
 
 @pytest.mark.parametrize("variant", ["smollm2", "smollm2-int4"])
-async def test_released_weights_change_no_answer_and_leave_one_copy(
+async def test_released_weights_change_no_answer(
         llm_pack: PackPath, variant: str) -> None:
     manifest, compressed = container.read_pack(llm_pack(variant))
     info = LLMInfo.of(manifest.extra)

@@ -259,6 +259,7 @@ async def test_no_key_keeps_serving_health(start_app: Start, packs: Packs,
         if sup.health().settled:
             break
         await asyncio.sleep(0.01)
+    assert sup.health().settled, "start-up did not finish in 5 s"
     r = await client.get("/health")
     assert r.status == 503 and doc["status"] == "unavailable"
     # Placing the models after the key failed (as start-up does, maybe after a client
