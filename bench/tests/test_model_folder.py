@@ -18,7 +18,9 @@ def _onnx(path: Path, weight: np.ndarray) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
         [numpy_helper.from_array(weight, "w")])
-    onnx.save(helper.make_model(graph), str(path))
+    model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                    ir_version=8)
+    onnx.save(model_proto, str(path))
     return path
 
 

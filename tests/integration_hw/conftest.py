@@ -46,7 +46,9 @@ def matmul_pack(vault: Vault, name: str, n: int, seed: int) -> Path:
     work = vault.dir / "work"
     work.mkdir(exist_ok=True)
     model = work / f"{name}.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                    ir_version=8)
+    onnx.save(model_proto, model)
     plain = work / f"{name}.llmpack"
     pack_onnx(model, PackSpec(name, level=1)).write(plain)
     sealed = vault.dir / f"{name}.sealed"

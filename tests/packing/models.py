@@ -43,7 +43,7 @@ def mlp_model(seed: int = 0, batch: int | str = "batch") -> onnx.ModelProto:
         nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, IN])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, OUT])],
         [numpy_helper.from_array(a, name) for name, a in w.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def embedding_table(seed: int = 0) -> np.ndarray:
@@ -72,7 +72,7 @@ def embedding_model(seed: int = 0) -> onnx.ModelProto:
         [numpy_helper.from_array(table, "table"),
          numpy_helper.from_array(np.array([-1], np.int64), "last"),
          numpy_helper.from_array(np.array([1], np.int64), "one")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def embedding_reference(token_ids: list[list[int]], seed: int = 0) -> np.ndarray:

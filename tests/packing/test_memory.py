@@ -34,7 +34,9 @@ def test_resident_growth_is_one_copy(tmp_path: Path) -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", N])],
         [numpy_helper.from_array(w, "w")])
     model = tmp_path / "big.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                    ir_version=8)
+    onnx.save(model_proto, model)
     pack = tmp_path / "big.llmpack"
     pack_onnx(model, PackSpec("big", level=1)).write(pack)
     m = probe(pack)

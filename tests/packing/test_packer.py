@@ -167,7 +167,7 @@ def test_large_constant_nodes_move_to_the_weights_file(tmp_path: Path) -> None:
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 64])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 96])])
     path = save(onnx.helper.make_model(graph, opset_imports=[
-        onnx.helper.make_opsetid("", 17)]), tmp_path / "const.onnx")
+        onnx.helper.make_opsetid("", 17)], ir_version=8), tmp_path / "const.onnx")
     manifest, files = unpack(pack_onnx(path, PackSpec("const")).blob)
     table = WeightTable.from_extra(manifest.extra)
     assert table is not None and [e.name for e in table.entries] == ["w"]

@@ -147,7 +147,9 @@ def test_string_tensors_travel_as_bytes(tmp_path: Path) -> None:
         [helper.make_tensor_value_info("s", TensorProto.STRING, [-1])],
         [helper.make_tensor_value_info("t", TensorProto.STRING, [-1])])
     path = tmp_path / "upper.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)],
+                                    ir_version=9)
+    onnx.save(model_proto, path)
     manifest, files = unpack(pack_onnx(path, PackSpec("twice")).blob)
     assert set(files) == {"model.onnx"} and "weights" not in manifest.extra
     runtime = load_runtime(manifest, files, RuntimeOptions())
