@@ -4,7 +4,11 @@ The session object comes from ``llmos.runtimes.onnx.open_session``; this module 
 its ``io_binding``/``run_with_iobinding`` methods (no onnxruntime import). For each
 number of running rows one binding is prepared once: the cache arrays' prefixes as both
 ``past`` inputs and ``present`` outputs, and small preallocated buffers for token ids,
-positions and lengths. A decode step then writes a few integers and runs, nothing else.
+positions and lengths. A decode step then writes and binds a few integers and runs.
+
+On a CUDA session the matrix work runs on the GPU; the caches stay in host memory, where
+onnxruntime runs GroupQueryAttention for float32 graphs (its CUDA kernel takes float16 and
+bfloat16 only), so a step moves activations, never the caches.
 """
 
 from __future__ import annotations
@@ -90,14 +94,16 @@ class Decoder:
         b = self._bindings.get(rows)
         if b is None:
             b = self.session.io_binding()
-            _bind_in(b, INPUT_IDS, self._tokens, (rows, 1))
-            _bind_in(b, POSITION_IDS, self._positions, (rows, 1))
-            _bind_in(b, SEQLENS_K, self._seqlens, (rows,))
-            _bind_in(b, TOTAL_SEQUENCE_LENGTH, self._total, ())
             _bind_in(b, LOGITS_TO_KEEP, self._keep_one)
             _bind_out(b, LOGITS, self._logits, (rows, 1, self.spec.vocab_size))
             self._bind_caches(b, 0, rows)
             self._bindings[rows] = b
+        # Bound again each step: onnxruntime copies a host input that a GPU node consumes
+        # when it is bound, not when it runs (on the CPU binding is only a pointer).
+        _bind_in(b, INPUT_IDS, self._tokens, (rows, 1))
+        _bind_in(b, POSITION_IDS, self._positions, (rows, 1))
+        _bind_in(b, SEQLENS_K, self._seqlens, (rows,))
+        _bind_in(b, TOTAL_SEQUENCE_LENGTH, self._total, ())
         return b
 
     def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
