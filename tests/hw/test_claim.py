@@ -95,3 +95,37 @@ def test_shared_nodes_are_one_claim(root: Path) -> None:
     nodes = (DeviceNode(Path("/dev/nvidia0"), NodeKind.NVIDIA_CONTROL),)
     claim = Claimer(UID, GID, root=root).claim_shared(nodes)
     assert claim.address == "shared" and _owner(root / "dev/nvidia0")[:2] == (UID, GID)
+
+
+def _params(root: Path, modify: int, uid: int, gid: int, mode: int) -> None:
+    params = root / "proc/driver/nvidia/params"
+    params.parent.mkdir(parents=True, exist_ok=True)
+    params.write_text(f"ResmanDebugLevel: 4294967295\nModifyDeviceFiles: {modify}\n"
+                      f"DeviceFileUID: {uid}\nDeviceFileGID: {gid}\nDeviceFileMode: {mode}\n")
+
+
+def test_nvidia_smi_runs_before_the_nodes_are_claimed(root: Path, tmp_path: Path) -> None:
+    """Like the real driver's clients, this nvidia-smi makes the device file over (0666)
+    when it runs: the claim must come after it."""
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text(f'#!/bin/sh\nchmod 666 {root}/dev/nvidia0\necho "Enabled persistence"\n')
+    tool.chmod(0o755)
+    Claimer(UID, GID, mode=0o660, root=root, smi=NvidiaSmi(str(tool))).claim(_gpu("nvidia0"))
+    assert _owner(root / "dev/nvidia0") == (UID, GID, 0o660)
+
+
+@pytest.mark.parametrize("modify, params_mode, says", [
+    (1, 0o666, "resets its device files to uid 0, gid 0, mode 666"),
+    (1, 0o660, ""),  # the driver's parameters are the claim's (the nvidia image sets them)
+    (0, 0o666, ""),  # the driver leaves its files alone
+])
+def test_a_claim_says_when_the_driver_will_undo_it(
+        root: Path, tmp_path: Path, modify: int, params_mode: int, says: str) -> None:
+    owner = (0, 0) if says else (UID, GID)
+    _params(root, modify, *owner, params_mode)
+    smi, _ = _smi(tmp_path)
+    claim = Claimer(UID, GID, mode=0o660, root=root, smi=smi).claim(_gpu("nvidia0"))
+    assert (says in claim.note) if says else claim.note == ""
+    if says:
+        assert f"NVreg_DeviceFileUID={UID} NVreg_DeviceFileGID={GID} " \
+               "NVreg_DeviceFileMode=0660" in claim.note

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmos.hw.claim import Claimer
+from llmos.hw.claim import Claim, Claimer
 from llmos.hw.gpu import NvidiaSmi, read_device_minors
 from llmos.hw.inventory import InventorySource
 
@@ -42,9 +42,17 @@ def test_inventory_finds_and_claims_the_nvidia_gpus() -> None:
     for gpu in gpus:
         claim = claimer.claim(gpu)
         try:
-            assert claim.nodes and all(Path(n.path).stat().st_mode & 0o777 == 0o660
-                                       for n in claim.nodes)
+            assert claim.nodes and _modes(claim) == {0o660}
             # Root can set persistence mode; a container may be refused: either is reported.
             assert claim.persistence.startswith("persistence mode")
+            # Another NVIDIA client opens the GPU: the driver makes its files over unless
+            # its DeviceFile* parameters are the claim's, and the claim said which.
+            smi.query()
+            held = _modes(claim) == {0o660}
+            assert held == (claim.note == ""), (_modes(claim), claim.note)
         finally:
             claimer.release(claim)
+
+
+def _modes(claim: Claim) -> set[int]:
+    return {Path(n.path).stat().st_mode & 0o777 for n in claim.nodes}

@@ -3,8 +3,11 @@
 To claim an accelerator is to make its device nodes owned by the service's user and
 group with a fixed mode (recording what they were, so ``release`` restores it) and, for
 NVIDIA GPUs, to turn persistence mode on (``nvidia-smi -pm 1``) so the driver keeps the
-GPU initialised between loads. ``root`` re-roots every node path (a fake /dev in tests);
-``dry_run`` records what would be done and changes nothing.
+GPU initialised between loads (first: nvidia-smi, like any NVIDIA client, may make the
+device files over). The nvidia driver resets its files to its own ``DeviceFile*``
+parameters whenever a client opens them: a claim that differs says so (``Claim.note``), and
+the nvidia image sets those parameters to the claim's. ``root`` re-roots every node path
+(a fake /dev in tests); ``dry_run`` records what would be done and changes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmos.hw.gpu import NvidiaSmi
+from llmos.hw.gpu import NvidiaSmi, device_file_drift, read_driver_params
 from llmos.hw.model import Accelerator, DeviceNode, under
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ class Claim:
     nodes: tuple[NodeClaim, ...]
     persistence: str  # what happened to persistence mode ("" when not applicable)
     dry_run: bool
+    note: str = ""  # why the claim may not hold (the driver resets its device files)
 
 
 class Claimer:
@@ -81,9 +85,6 @@ class Claimer:
         With ``previous`` (the same device, re-scanned), nodes already claimed keep their
         record (the owner before us) and only new nodes are touched.
         """
-        kept = {n.path: n for n in previous.nodes} if previous else {}
-        fresh = self._claim_nodes(n for n in accelerator.nodes if n.path not in kept)
-        nodes = tuple(kept[n.path] for n in accelerator.nodes if n.path in kept) + fresh
         persistence = previous.persistence if previous else ""
         if accelerator.cuda_index is not None and previous is None:
             if self.dry_run:
@@ -92,10 +93,19 @@ class Claimer:
                 persistence = "persistence mode not set: nvidia-smi is not installed"
             else:
                 _, persistence = self._smi.enable_persistence(accelerator.address)
+        kept = {n.path: n for n in previous.nodes} if previous else {}
+        fresh = self._claim_nodes(n for n in accelerator.nodes if n.path not in kept)
+        nodes = tuple(kept[n.path] for n in accelerator.nodes if n.path in kept) + fresh
+        note = ""
+        if accelerator.vendor == "nvidia":
+            note = device_file_drift(read_driver_params(under(self.root, Path("/proc"))),
+                                     self.uid, self.gid, self.mode)
         if fresh or previous is None:
             log.info("claimed %s (%s): %d node(s)%s", accelerator.address, accelerator.model,
                      len(fresh), f"; {persistence}" if persistence else "")
-        return Claim(accelerator.address, nodes, persistence, self.dry_run)
+            if note:
+                log.warning("claim of %s may not hold: %s", accelerator.address, note)
+        return Claim(accelerator.address, nodes, persistence, self.dry_run, note)
 
     def claim_shared(self, nodes: Iterable[DeviceNode]) -> Claim:
         """Own the nodes every NVIDIA GPU needs (/dev/nvidiactl, /dev/nvidia-uvm...)."""

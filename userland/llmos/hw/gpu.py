@@ -92,6 +92,36 @@ def read_device_minors(proc_root: Path = Path("/proc")) -> dict[str, int]:
     return out
 
 
+def read_driver_params(proc_root: Path = Path("/proc")) -> dict[str, str]:
+    """The loaded nvidia driver's parameters (/proc/driver/nvidia/params), {} without it."""
+    try:
+        text = (proc_root / "driver" / "nvidia" / "params").read_text()
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in
+            (line.partition(":") for line in text.splitlines()) if k.strip()}
+
+
+def device_file_drift(params: dict[str, str], uid: int, gid: int, mode: int) -> str:
+    """Why the driver will undo a claim of its device files ("" when it will not, pure).
+
+    With ``ModifyDeviceFiles`` on (the default), every NVIDIA client (nvidia-smi, CUDA)
+    makes the files over with the driver's ``DeviceFileUID/GID/Mode`` when it opens them."""
+    if params.get("ModifyDeviceFiles", "0") != "1":
+        return ""
+    try:
+        want = (int(params["DeviceFileUID"]), int(params["DeviceFileGID"]),
+                int(params["DeviceFileMode"]))
+    except (KeyError, ValueError):
+        return ""
+    if want == (uid, gid, mode):
+        return ""
+    return (f"the nvidia driver resets its device files to uid {want[0]}, gid {want[1]}, "
+            f"mode {want[2]:o} whenever a client opens them (ModifyDeviceFiles=1): set "
+            f"'options nvidia NVreg_DeviceFileUID={uid} NVreg_DeviceFileGID={gid} "
+            f"NVreg_DeviceFileMode=0{mode:o}' in /etc/modprobe.d (the nvidia image does)")
+
+
 class NvidiaSmi:
     """Runs nvidia-smi when it is installed; every call degrades to "unknown" when not."""
 
