@@ -136,3 +136,22 @@ def test_torchscript_tensor_pack() -> None:
 def test_torchscript_packs_are_not_quantised() -> None:
     with pytest.raises(ConfigError, match="stored as they are"):
         pack_torchscript(b"", PackSpec("m", quantization="int8"), dim=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("runtime", ["onnx", "torchscript"])
+def test_embedding_on_cuda_matches_the_cpu(runtime: str, embed_files: tuple[Path, Path]) -> None:
+    import onnxruntime as ort
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no CUDA GPU")
+    if runtime == "onnx" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDAExecutionProvider in this onnxruntime (install onnxruntime-gpu)")
+    model, tokenizer = embed_files
+    spec = PackSpec("tiny-embed", kind="embedding", tokenizer=tokenizer, max_length=3)
+    built = (pack_onnx(model, spec) if runtime == "onnx"
+             else pack_torchscript(scripted(TinyEncoder()), spec, dim=DIM))
+    manifest, files = unpack(built.blob)
+    on_cpu = load_runtime(manifest, files, RuntimeOptions()).infer({"text": text(*TEXTS)})
+    on_gpu = load_runtime(manifest, files, RuntimeOptions(device="cuda:0")).infer(
+        {"text": text(*TEXTS)})
+    np.testing.assert_allclose(on_gpu["embedding"], on_cpu["embedding"], atol=1e-5)

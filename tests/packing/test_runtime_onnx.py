@@ -86,6 +86,22 @@ def test_cuda_inference(mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> Non
                                rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.gpu
+def test_a_cuda_session_no_longer_reads_the_host_weights(
+        mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
+    """On CUDA, onnxruntime copies the weights to the GPU while it builds the session:
+    the decrypted host copy can then be given back (unlike on the CPU, above)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDAExecutionProvider in this onnxruntime")
+    manifest, files = mlp_pack
+    runtime = load_runtime(manifest, files, RuntimeOptions(device="cuda:0"))
+    before = runtime.infer({"x": X})["y"]
+    weights = files["weights.bin"]
+    weights[:] = bytes(len(weights))
+    np.testing.assert_array_equal(runtime.infer({"x": X})["y"], before)
+    np.testing.assert_allclose(before, mlp_reference(X, mlp_weights()), rtol=1e-3, atol=1e-3)
+
+
 def test_unknown_device(mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
     with pytest.raises(ModelLoadError, match="unknown device 'tpu'"):
         load_runtime(*mlp_pack, RuntimeOptions(device="tpu"))
