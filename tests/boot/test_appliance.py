@@ -95,9 +95,8 @@ def _assert_weights_pinned_on_hugepages(api: str) -> None:
     Each pack is decrypted into one hugepage mapping, within a page of its plaintext size.
     The LLM then gives back the pages of the matrices onnxruntime keeps prepacked (it never
     reads them again): they return to HugePages_Free. Hugetlb pages cannot be swapped, and
-    the kernel leaves them out of VmLck (mlock skips hugetlb mappings): VmLck would cover
-    only what the pool had to place on normal pages, and here (a pool sized for the packs at
-    build time) there is none: every model's held bytes are hugepage bytes.
+    the kernel does not count them as locked. Every other page of the supervisor is locked
+    (``memory.lock_process``): the runtime's own copies too.
     """
     m = guest.metrics(api)
     plain = _plain_sizes()
@@ -119,6 +118,12 @@ def _assert_weights_pinned_on_hugepages(api: str) -> None:
         "the LLM kept the plaintext of the matrices onnxruntime holds prepacked"
     # HugePages_Free dropped by exactly the weights held (page-rounded): no other user.
     assert (total - free) * page == on_hugepages, (total, free, on_hugepages)
+    # The supervisor is locked as a whole (memory.lock_process): what onnxruntime made of
+    # the weights for itself (the LLM's prepacked matrices) is pinned too. Locked counts
+    # shared pages in proportion (PSS), resident counts them whole: a margin for libraries.
+    locked, resident = m[("llmos_process_locked_bytes", ())], \
+        m[("llmos_process_resident_bytes", ())]
+    assert locked >= 0.9 * resident, f"{locked} of {resident} resident bytes locked"
 
 
 def test_first_boot_seals_the_key_and_serves(vm_a: Vm, fleet_key: Path,

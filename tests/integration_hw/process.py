@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmos.hw.meminfo import parse_kv
+from llmos.hw.meminfo import locked_bytes, parse_kv
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,9 @@ class Serve:
 
     def memory(self) -> Memory:
         status = parse_kv(Path(f"/proc/{self.proc.pid}/status").read_text())
-        return Memory(status["VmRSS"], status.get("VmLck", 0), status.get("HugetlbPages", 0))
+        locked = locked_bytes(Path(f"/proc/{self.proc.pid}/smaps_rollup"),
+                              Path(f"/proc/{self.proc.pid}/status"))
+        return Memory(status["VmRSS"], locked, status.get("HugetlbPages", 0))
 
     def reload(self, model: str) -> Reload:
         """Unload ``model`` (loaded now) and load it again, reading memory at each step."""

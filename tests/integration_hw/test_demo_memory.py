@@ -27,7 +27,10 @@ def test_demo_packs_hold_about_their_plaintext(
             r = srv.reload(name)
             record_property(f"{name}_held_ratio", round(r.held_ratio, 3))
             record_property(f"{name}_regrown_ratio", round(r.regrown_ratio, 3))
-            assert r.loaded.pinned - r.unloaded.pinned == r.status["memory_bytes"]
+            # Its buffers leave the pinned memory with it, and (the process being locked as
+            # a whole) what the runtime allocated for it.
+            held = int(r.status["memory_bytes"])
+            assert held - 2**20 <= r.loaded.pinned - r.unloaded.pinned <= 1.2 * held, r
             assert 0.9 <= r.held_ratio <= 1.2, (name, r.held_ratio)
     finally:
         code = srv.stop()

@@ -41,11 +41,15 @@ def test_refused_mlock_is_a_warning_a_log_line_and_a_metric(
                   if r.startswith("warning: memory fallback (mlock)")]
         assert warned and f"RLIMIT_MEMLOCK {MEMLOCK} bytes" in warned[0], health["reasons"]
         assert "LimitMEMLOCK=infinity" in warned[0]  # and how to fix it
+        # Nor is the process locked as a whole (mlockall would make allocations fail).
+        assert any(r.startswith("warning: memory fallback (mlockall): the runtime's own "
+                                "copies") for r in health["reasons"]), health["reasons"]
         assert srv.memory().locked == 0  # indeed nothing pinned
         samples = {(s.name, tuple(s.labels.items())): s.value
                    for f in text_string_to_metric_families(srv.text("/metrics"))
                    for s in f.samples}
         assert samples[("llmos_memory_fallbacks_total", (("what", "mlock"),))] >= 1
+        assert samples[("llmos_memory_fallbacks_total", (("what", "mlockall"),))] == 1
         assert samples[("llmos_model_locked_bytes", (("model", "small"),))] == 0
         status, doc = srv.call("GET", "/v2/models/small/ready")
         assert status == 200 and doc["ready"] is True

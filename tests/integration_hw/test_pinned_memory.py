@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmos.hw.meminfo import read_hugepages
+from llmos.hw.meminfo import parse_kv, read_hugepages
 
 from .conftest import HEAVY, Vault, write_config
 from .process import Serve
@@ -53,12 +53,31 @@ def test_weights_are_pinned_while_loaded_and_unpinned_on_unload(server: Serve) -
     held = int(r.status["memory_bytes"])
     assert WEIGHTS <= r.plain < WEIGHTS + MIB  # the weights are nearly all of the plaintext
     assert r.plain <= held < r.plain + 2 * MIB  # page (or hugepage) rounding only
-    # The process's pinned memory goes with the model: exactly its buffers, both ways.
-    assert r.loaded.pinned - r.unloaded.pinned == held
-    assert r.reloaded.pinned - r.unloaded.pinned == held
+    # The process's pinned memory goes with the model, both ways: its buffers, and (the
+    # process being locked as a whole) what the runtime allocated for it.
+    for pinned in (r.loaded.pinned, r.reloaded.pinned):
+        assert held - MIB <= pinned - r.unloaded.pinned <= 1.2 * held, (pinned, r)
     # One resident copy of the weights: the runtime uses the pinned buffer in place.
     assert 0.9 <= r.held_ratio <= 1.2, f"unload gave back {r.held_ratio:.3f} x the plaintext"
     assert 0.9 <= r.regrown_ratio <= 1.2, f"load took {r.regrown_ratio:.3f} x the plaintext"
+
+
+def _may_lock_everything() -> bool:
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    status = Path("/proc/self/status").read_text()
+    cap_eff = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff"))
+    return soft == resource.RLIM_INFINITY or bool(int(cap_eff, 16) >> 14 & 1)
+
+
+@pytest.mark.skipif(not _may_lock_everything(),
+                    reason="neither an unlimited RLIMIT_MEMLOCK nor CAP_IPC_LOCK here")
+def test_the_whole_process_is_pinned(server: Serve) -> None:
+    """memory.lock_process (on by default): what the runtime allocates for itself is
+    pinned too, not only the pool's buffers: every resident page is locked."""
+    rollup = parse_kv(Path(f"/proc/{server.proc.pid}/smaps_rollup").read_text())
+    # Both count shared pages (libraries) in proportion to their sharers.
+    assert rollup["Locked"] >= 0.98 * rollup["Pss"], rollup
+    assert not any("memory fallback (mlockall)" in line for line in server.lines)
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -133,6 +133,10 @@ SETTINGS: tuple[Setting, ...] = (
             "2 MiB hugepages to reserve at start (0 = use what the kernel has)"),
     Setting("memory.pin_weights", _bool, True,
             "keep decrypted weights in mlock'ed (and, where possible, hugepage) memory"),
+    Setting("memory.lock_process", _bool, True,
+            "with pin_weights: mlockall the supervisor, so the runtime's own copies of the "
+            "weights (prepacked matrices, arenas, KV cache) are pinned too; needs "
+            "LimitMEMLOCK=infinity or CAP_IPC_LOCK (a fallback says so otherwise)"),
     Setting("devices.claim", _bool, True,
             "claim accelerators: own their device nodes and turn NVIDIA persistence mode on "
             "(false: use them as they are, e.g. a workstation's shared GPU)"),

@@ -126,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = demo_config(cfg, demo_dir(), keep_state_dir=state_given)
     # The supervisor's start/stop reserve and close the pool, start and stop the devices.
     memory = MemoryPool(pin=cfg["memory.pin_weights"], hugepages=cfg["memory.hugepages"])
+    if cfg["memory.lock_process"]:
+        memory.lock_process()
     devices = system_devices(cfg)
     log.info("supervisor code loaded %.2f s after the process started", _process_age())
     asyncio.run(serve(Supervisor(cfg, memory=memory, devices=devices)))

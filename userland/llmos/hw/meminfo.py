@@ -1,4 +1,5 @@
-"""Kernel memory counters: /proc/meminfo and /proc/self/status (parsers are pure)."""
+"""Kernel memory counters: /proc/meminfo and /proc/self/{status,smaps_rollup} (parsers
+are pure)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 KIB = 1024
 MEMINFO = Path("/proc/meminfo")
 SELF_STATUS = Path("/proc/self/status")
+SELF_SMAPS_ROLLUP = Path("/proc/self/smaps_rollup")
 
 
 def parse_kv(text: str) -> dict[str, int]:
@@ -60,6 +62,13 @@ def read_hugepages(path: Path = MEMINFO) -> HugepageCounters:
     return hugepages_from(read_meminfo(path))
 
 
-def locked_bytes(path: Path = SELF_STATUS) -> int:
-    """VmLck of this process: bytes pinned by mlock (hugetlb pages are not counted)."""
-    return parse_kv(path.read_text()).get("VmLck", 0)
+def locked_bytes(rollup: Path = SELF_SMAPS_ROLLUP, status: Path = SELF_STATUS) -> int:
+    """Resident bytes this process has pinned (mlock, mlockall); hugetlb pages not counted.
+
+    smaps_rollup's ``Locked`` counts the resident pages of locked mappings. ``VmLck`` (the
+    fallback where smaps_rollup is missing) counts whole locked mappings: under
+    ``mlockall(MCL_ONFAULT)`` that includes address space never touched."""
+    try:
+        return parse_kv(rollup.read_text()).get("Locked", 0)
+    except OSError:
+        return parse_kv(status.read_text()).get("VmLck", 0)

@@ -10,6 +10,10 @@ gives back the whole pages under parts of a buffer the runtime no longer reads (
 has copied into its own prepacked form): their plaintext is dropped, the pages return to the
 kernel (or to the hugepage pool), and a later read of them would see zeros.
 
+``pool.lock_process()`` (the ``serve`` command, once) goes further: ``mlockall`` with
+``MCL_ONFAULT`` pins every page the process touches from then on, so what the runtime makes
+of the weights (onnxruntime's prepacked matrices, its arenas, the KV cache) is pinned too.
+
 A fallback (no hugepages, no mlock) is never silent: it is logged, kept in
 ``pool.fallbacks()`` with the reason and the fix, and passed to ``on_fallback``
 (a metrics hook).
@@ -46,7 +50,9 @@ FIX_MLOCK = ("raise the locked-memory limit: LimitMEMLOCK=infinity in the servic
 
 @dataclass(frozen=True)
 class Fallback:
-    what: str  # "hugepages" (normal pages used), "reserve" (pool smaller), "mlock" (not pinned)
+    # "hugepages" (normal pages used), "reserve" (pool smaller), "mlock" (weights not pinned),
+    # "mlockall" (the runtime's own copies not pinned)
+    what: str
     reason: str
     fix: str
     count: int = 1
@@ -108,12 +114,18 @@ def whole_pages(spans: list[tuple[int, int]], page: int) -> list[tuple[int, int]
     return pages
 
 
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4  # <sys/mman.h> on Linux
+CAP_IPC_LOCK = 14
+
+
 def _libc() -> ctypes.CDLL:
     libc = ctypes.CDLL(None, use_errno=True)
     for name in ("mlock", "munlock"):
         fn = getattr(libc, name)
         fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
         fn.restype = ctypes.c_int
+    libc.mlockall.argtypes = (ctypes.c_int,)
+    libc.mlockall.restype = ctypes.c_int
     return libc
 
 
@@ -132,6 +144,18 @@ def _address(buffer: mmap.mmap | memoryview) -> int:
 def _memlock_limit() -> str:
     soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft} bytes"
+
+
+def _may_lock_everything(status: Path = Path("/proc/self/status")) -> bool:
+    """No locked-memory limit applies: RLIMIT_MEMLOCK unlimited, or CAP_IPC_LOCK held."""
+    if resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] == resource.RLIM_INFINITY:
+        return True
+    try:
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
+                      if ":" in line)
+        return bool(int(fields["CapEff"].strip(), 16) >> CAP_IPC_LOCK & 1)
+    except (OSError, KeyError, ValueError):
+        return False
 
 
 def _advise(mm: mmap.mmap, *names: str) -> None:
@@ -206,6 +230,24 @@ class MemoryPool:
             log.info("reserved %d hugepages (were %d)", got, current)
         return got
 
+    def lock_process(self) -> bool:
+        """Pin every page this process has or touches from now on (``mlockall`` with
+        ``MCL_ONFAULT``: nothing is faulted in ahead). Only where no limit applies: under a
+        finite RLIMIT_MEMLOCK, ``MCL_FUTURE`` would make allocations fail past it."""
+        if not self.pin:
+            return False
+        if not _may_lock_everything():
+            self._fallback("mlockall", "the runtime's own copies of the weights (prepacked "
+                           "matrices, arenas, caches) are not pinned: RLIMIT_MEMLOCK is "
+                           f"{_memlock_limit()} and CAP_IPC_LOCK is not held", FIX_MLOCK)
+            return False
+        if _LIBC.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0:
+            err = ctypes.get_errno()
+            self._fallback("mlockall", f"mlockall failed: {os.strerror(err)}", FIX_MLOCK)
+            return False
+        log.info("process memory locked: every page is pinned once touched")
+        return True
+
     # --- buffers -------------------------------------------------------------------------
     def _hugetlb(self, nbytes: int) -> mmap.mmap | None:
         counters = read_hugepages(self._meminfo)
@@ -271,7 +313,7 @@ class MemoryPool:
                 page = page_of_hugepages if buf.record.hugepages else PAGE
                 got = 0
                 for first, last in whole_pages(spans, page):
-                    if buf.record.locked:
+                    if not buf.record.hugepages:  # locked by us or by lock_process
                         _LIBC.munlock(buf.address + first, last - first)
                     buf.mm.madvise(mmap.MADV_DONTNEED, first, last - first)
                     got += last - first

@@ -37,7 +37,7 @@ class ResourceSnapshot:
     ram_total_bytes: int
     ram_available_bytes: int
     process_rss_bytes: int
-    process_locked_bytes: int  # VmLck
+    process_locked_bytes: int  # resident and pinned (smaps_rollup Locked)
     hugepage_bytes: int  # size of one hugepage
     hugepages_total: int
     hugepages_free: int
@@ -67,7 +67,7 @@ def sample(
         ram_total_bytes=int(vm.total),
         ram_available_bytes=int(vm.available),
         process_rss_bytes=int(psutil.Process().memory_info().rss),
-        process_locked_bytes=locked_bytes(status),
+        process_locked_bytes=locked_bytes(status=status),
         hugepage_bytes=hp.page_bytes,
         hugepages_total=hp.total,
         hugepages_free=hp.free,
@@ -96,7 +96,7 @@ def metric_samples(snap: ResourceSnapshot) -> tuple[MetricSample, ...]:
         *g("llmos_memory_total_bytes", "Machine RAM", snap.ram_total_bytes),
         *g("llmos_memory_available_bytes", "RAM available", snap.ram_available_bytes),
         *g("llmos_process_resident_bytes", "Supervisor RSS", snap.process_rss_bytes),
-        *g("llmos_process_locked_bytes", "Supervisor mlock'ed bytes (VmLck)",
+        *g("llmos_process_locked_bytes", "Supervisor resident bytes pinned by mlock/mlockall",
            snap.process_locked_bytes),
         *g("llmos_hugepages_total", "Hugepages reserved by the kernel", snap.hugepages_total),
         *g("llmos_hugepages_free", "Hugepages free", snap.hugepages_free),
