@@ -66,6 +66,20 @@ def test_checksum_mismatch_is_refused() -> None:
         container.decompress_into([compressed], wrong)
 
 
+def test_an_authenticated_payload_is_not_hashed_again_but_still_checksummed() -> None:
+    """A sealed pack's bytes and manifest are authenticated by AES-GCM: no SHA-256 of the
+    plaintext then, but zstd's own content checksum still catches a bad decompression."""
+    m, blob = _pack({"model.onnx": bytes(range(256)) * 40})
+    _, compressed = container.decode(blob)
+    wrong = Manifest(**{**m.__dict__, "sha256": "0" * 64})
+    payload = container.decompress_into([compressed], wrong, authenticated=True)
+    assert bytes(payload[:256]) == bytes(range(256))
+    garbled = bytearray(compressed)
+    garbled[-2] ^= 0xFF  # the frame ends with its content checksum (4 bytes)
+    with pytest.raises(PackFormatError, match="does not decompress"):
+        container.decompress_into([bytes(garbled)], m, authenticated=True)
+
+
 def test_more_data_than_the_manifest_and_a_corrupt_stream_are_refused() -> None:
     m, blob = _pack({"model.onnx": bytes(range(256)) * 40})
     _, compressed = container.decode(blob)

@@ -232,7 +232,9 @@ def open_payload(sealed: SealedPack, kek: Kek,
                  alloc: Allocator = _bytearray_alloc) -> memoryview:
     """The decompressed, verified payload in one buffer from ``alloc`` (pinned memory, say).
 
-    On any failure the buffer is zeroed before the error propagates.
+    Every chunk and the manifest are authenticated (AES-GCM) as they are decrypted, and
+    zstd checks its content checksum: the plaintext SHA-256 is not recomputed. On any
+    failure the buffer is zeroed before the error propagates.
     """
     buffers: list[memoryview] = []
 
@@ -241,7 +243,8 @@ def open_payload(sealed: SealedPack, kek: Kek,
         return buffers[-1]
 
     try:
-        return container.decompress_into(sealed.chunks(kek), sealed.manifest, tracked)
+        return container.decompress_into(sealed.chunks(kek), sealed.manifest, tracked,
+                                         authenticated=True)
     except BaseException:
         for buf in buffers:
             _wipe(buf)
