@@ -68,6 +68,7 @@ from llmos.state import Health, KeyStatus, ModelState, ModelStatus, assess
 from llmos.systemd import Notifier
 from llmos.vault.kek import Kek
 from llmos.vault.keys import KeyProvider, provider_from_config
+from llmos.vault.prefetch import Prefetch
 from llmos.vault.sealed import SealedPack, open_payload
 
 log = logging.getLogger(__name__)
@@ -156,16 +157,20 @@ class Supervisor:
         memory: MemoryPool | None = None,
         backends: Mapping[str, Backend] | None = None,
         devices: DeviceSources | None = None,
+        prefetch: Prefetch | None = None,
     ) -> None:
         """``memory``: where decrypted weights go (None: plain process memory); its
         lifecycle (reserve, close) becomes the supervisor's. ``devices``: follow these
-        accelerators (None: none, every model is planned against an empty inventory)."""
+        accelerators (None: none, every model is planned against an empty inventory).
+        ``prefetch``: the key and payloads opened while the server started (start-up takes
+        them instead of doing that work again; see ``llmos.vault.prefetch``)."""
         self.config = config
         self.metrics = ServingMetrics()
         self.notifier = notifier or Notifier()
         self._provider_factory = provider
         self._provider: KeyProvider | None = None
         self._memory = memory
+        self._prefetch = prefetch
         self._backends: dict[str, Backend] = dict(DEFAULT_BACKENDS if backends is None
                                                   else backends)
         self._kek: Kek | None = None
@@ -304,6 +309,17 @@ class Supervisor:
         async with self._key_lock:
             if self._kek is not None:
                 return self._kek
+            early = (None if self._prefetch is None or self._provider is not None
+                     else await asyncio.get_running_loop().run_in_executor(
+                         None, self._prefetch.key))
+            if early is not None:
+                self._provider, self._kek = early
+                self._key = KeyStatus(self._provider.name, released=True,
+                                      details={"kek_id": self._kek.id,
+                                               **self._provider.describe()})
+                log.info("fleet key %s released by the %s provider (while the server started)",
+                         self._kek.id, self._provider.name)
+                return self._kek
             try:
                 if self._provider is None:
                     self._provider = self._provider_factory(self.config)
@@ -342,10 +358,15 @@ class Supervisor:
             raise ModelLoadError(f"no serving backend for {manifest.kind!r} packs in this build",
                                  f"serve it with a build that supports {manifest.kind} models")
         started = time.perf_counter()
-        payload = (open_payload(sealed, kek) if self._memory is None
-                   else open_payload(sealed, kek, self._memory.allocator(cfg.name)))
-        log.info("model %s: decrypted, decompressed and verified in %.2f s", cfg.name,
-                 time.perf_counter() - started)
+        payload = None if self._prefetch is None else self._prefetch.take(cfg.name)
+        if payload is None:
+            payload = (open_payload(sealed, kek) if self._memory is None
+                       else open_payload(sealed, kek, self._memory.allocator(cfg.name)))
+            log.info("model %s: decrypted, decompressed and verified in %.2f s", cfg.name,
+                     time.perf_counter() - started)
+        else:
+            log.info("model %s: payload taken from the early decryption (waited %.2f s)",
+                     cfg.name, time.perf_counter() - started)
         timeout_s = cfg.timeout_s or float(self.config["server.request_timeout_s"])
         release = keep_all if self._memory is None else self._memory.releaser(cfg.name)
         ctx = ModelContext(cfg, manifest, split_files(manifest, payload), self.metrics,
@@ -585,6 +606,9 @@ class Supervisor:
                                                      error_type="KeyReleaseError"))
         self.notifier.working("placing models on devices", STEP_TIMEOUT_S)
         await self._place_models()
+        if self._prefetch is not None:
+            self._prefetch.discard()  # what no model took (it did not load)
+            self._prefetch = None
         self._starting = False
         health = self.health()
         (log.info if health.ready else log.warning)("start-up finished: %s", health.summary())

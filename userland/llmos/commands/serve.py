@@ -18,7 +18,9 @@ from llmos import config
 from llmos.config import Config, ModelConfig, Setting
 
 if TYPE_CHECKING:
+    from llmos.hw.memory import MemoryPool
     from llmos.supervisor import DeviceSources
+    from llmos.vault.prefetch import Prefetch
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,21 @@ def _pci_bus_order() -> None:
     os.environ[CUDA_ORDER] = PCI_BUS_ID
 
 
+def _prefetch(cfg: Config, memory: MemoryPool) -> Prefetch | None:
+    """Release the key and decrypt the packs in a thread, before the heavy imports."""
+    from llmos.vault.keys import provider_from_config
+    from llmos.vault.prefetch import Prefetch
+
+    if not cfg.models:
+        return None
+    try:
+        provider = provider_from_config(cfg)
+    except Exception as exc:  # the supervisor makes the provider again and reports why
+        log.debug("no early decryption: %s", exc)
+        return None
+    return Prefetch(provider, cfg.models, memory).start()
+
+
 def _process_age() -> float:
     """Seconds since this process started (its imports and set-up, at start)."""
     import psutil
@@ -114,8 +131,6 @@ def _process_age() -> float:
 def run(args: argparse.Namespace) -> int:
     _pci_bus_order()
     from llmos.hw.memory import MemoryPool
-    from llmos.supervisor import Supervisor
-    from llmos.web.server import run as serve
 
     overrides = {s.key: vars(args)[s.key] for s in config.SETTINGS if s.flag}
     cfg = config.load(args.config, overrides)
@@ -128,7 +143,11 @@ def run(args: argparse.Namespace) -> int:
     memory = MemoryPool(pin=cfg["memory.pin_weights"], hugepages=cfg["memory.hugepages"])
     if cfg["memory.lock_process"]:
         memory.lock_process()
+    prefetch = _prefetch(cfg, memory)  # decrypts while the rest of the server imports
+    from llmos.supervisor import Supervisor
+    from llmos.web.server import run as serve
+
     devices = system_devices(cfg)
     log.info("supervisor code loaded %.2f s after the process started", _process_age())
-    asyncio.run(serve(Supervisor(cfg, memory=memory, devices=devices)))
+    asyncio.run(serve(Supervisor(cfg, memory=memory, devices=devices, prefetch=prefetch)))
     return 0
