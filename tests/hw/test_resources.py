@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from llmos.hw.gpu import GpuMemoryReader, NvidiaSmi
 from llmos.hw.meminfo import locked_bytes
 from llmos.hw.memory import MemoryPool
 from llmos.hw.model import Accelerator, Inventory
@@ -45,3 +47,26 @@ def test_snapshot_reports_models_pinned_memory_and_accelerators(tmp_path: Path) 
     assert all(s.name.startswith("llmos_") and s.help for s in metric_samples(snap))
     del view
     pool.close()
+
+
+def test_live_accelerator_memory_overrides_the_scan(tmp_path: Path) -> None:
+    """nvidia-smi is read in the background, at most once per max_age_s; the snapshot
+    takes its reading over the inventory's (as of the last scan)."""
+    calls = tmp_path / "calls"
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text(f'#!/bin/sh\necho x >> {calls}\n'
+                    'echo "0, 00000000:01:00.0, H100, GPU-1, 81559, 1024, Enabled"\n')
+    tool.chmod(0o755)
+    reader = GpuMemoryReader(NvidiaSmi(str(tool)), max_age_s=60)
+    assert reader.used() == {}  # the first reading is under way, not waited for
+    deadline = time.monotonic() + 10
+    while not (used := reader.used()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert used == {"0000:01:00.0": 1024 * 1024 * 1024}
+    assert reader.used() == used and calls.read_text().count("x") == 1  # fresh: no rerun
+
+    gpu = Accelerator("0000:01:00.0", "nvidia", 0x10DE, 0x2330, 0x030200, "H100", "nvidia", 0,
+                      (), memory_total_bytes=81559 << 20, memory_used_bytes=0, cuda_index=0)
+    snap = sample(None, Inventory((gpu,)), accelerators_used=used)
+    assert [(a.device, a.used_bytes) for a in snap.accelerators] == [("cuda:0", 1 << 30)]
+    assert sample(None, Inventory((gpu,))).accelerators[0].used_bytes == 0  # the scan's

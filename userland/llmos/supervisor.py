@@ -48,6 +48,7 @@ from llmos.errors import (
     NotReadyError,
 )
 from llmos.hw.claim import Claimer
+from llmos.hw.gpu import GpuMemoryReader, NvidiaSmi
 from llmos.hw.memory import MemoryPool
 from llmos.hw.model import Inventory
 from llmos.hw.resources import MetricSample, metric_samples, sample
@@ -171,6 +172,7 @@ class Supervisor:
         self._provider: KeyProvider | None = None
         self._memory = memory
         self._prefetch = prefetch
+        self._gpu_memory: GpuMemoryReader | None = None
         self._backends: dict[str, Backend] = dict(DEFAULT_BACKENDS if backends is None
                                                   else backends)
         self._kek: Kek | None = None
@@ -232,8 +234,18 @@ class Supervisor:
         return tuple(f"memory fallback ({f.what}): {f.reason}; to fix: {f.fix}"
                      for f in fallbacks)
 
+    def accelerators_used(self) -> dict[str, int]:
+        """Memory in use per NVIDIA GPU (PCI address -> bytes), read live (nvidia-smi at
+        most every few seconds, never waited for); {} without NVIDIA GPUs."""
+        if not any(a.vendor == "nvidia" for a in self.inventory.accelerators):
+            return {}
+        if self._gpu_memory is None:
+            self._gpu_memory = GpuMemoryReader(NvidiaSmi())
+        return self._gpu_memory.used()
+
     def _resource_gauges(self) -> tuple[MetricSample, ...]:
-        return metric_samples(sample(self._memory, self.inventory))
+        return metric_samples(sample(self._memory, self.inventory,
+                                     accelerators_used=self.accelerators_used()))
 
     def _fallback_counts(self) -> tuple[tuple[str, int], ...]:
         fallbacks = self._memory.fallbacks() if self._memory is not None else ()

@@ -11,6 +11,8 @@ import csv
 import logging
 import shutil
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,3 +167,39 @@ class NvidiaSmi:
         if done.returncode != 0:
             return False, f"persistence mode not set: nvidia-smi exited {done.returncode}: {text}"
         return True, "persistence mode enabled"
+
+
+class GpuMemoryReader:
+    """The NVIDIA GPUs' memory in use, as of the last nvidia-smi reading.
+
+    ``used()`` answers at once with the last reading and, when that is older than
+    ``max_age_s``, starts a new one in a thread: a metrics scrape never waits for
+    nvidia-smi, and reads it at most once per ``max_age_s``."""
+
+    def __init__(self, smi: NvidiaSmi, max_age_s: float = 5.0) -> None:
+        self._smi = smi
+        self._max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._used: dict[str, int] = {}
+        self._read_at = float("-inf")
+        self._reading = False
+
+    def used(self) -> dict[str, int]:
+        """PCI address -> bytes in use ({} until the first reading is in)."""
+        with self._lock:
+            stale = time.monotonic() - self._read_at > self._max_age_s
+            if stale and not self._reading:
+                self._reading = True
+                threading.Thread(target=self._read, name="llmos-gpu-memory",
+                                 daemon=True).start()
+            return dict(self._used)
+
+    def _read(self) -> None:
+        try:
+            found = {a: g.memory_used_bytes for a, g in self._smi.query().items()
+                     if g.memory_used_bytes is not None}
+        finally:
+            with self._lock:
+                self._read_at, self._reading = time.monotonic(), False
+        with self._lock:
+            self._used = found

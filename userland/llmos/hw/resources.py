@@ -1,7 +1,8 @@
 """A snapshot of the machine's resources for status and metrics (psutil is imported here only).
 
 ``sample()`` reads CPU, RAM, this process, pinned and hugepage memory, per-model memory
-(from the ``MemoryPool``'s records) and per-accelerator memory (from the ``Inventory``).
+(from the ``MemoryPool``'s records) and per-accelerator memory (the ``Inventory``'s, or a
+live reading such as ``llmos.hw.gpu.GpuMemoryReader``'s).
 ``metric_samples()`` turns a snapshot into plain gauge values; the serving metrics module
 registers them (this module does not import prometheus_client).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,13 +54,17 @@ def sample(
     *,
     meminfo: Path = MEMINFO,
     status: Path = SELF_STATUS,
+    accelerators_used: Mapping[str, int] | None = None,
 ) -> ResourceSnapshot:
-    """Read everything now (cheap: a few /proc reads; no subprocess)."""
+    """Read everything now (cheap: a few /proc reads; no subprocess). Accelerator memory
+    in use comes from ``accelerators_used`` (PCI address -> bytes, a live reading) where it
+    has the device, else from the inventory (as of its last scan)."""
+    live = accelerators_used or {}
     vm = psutil.virtual_memory()
     hp = read_hugepages(meminfo)
     accelerators = tuple(
         AcceleratorMemory(a.address, a.cuda_device or a.address, a.model,
-                          a.memory_total_bytes, a.memory_used_bytes)
+                          a.memory_total_bytes, live.get(a.address, a.memory_used_bytes))
         for a in (inventory.accelerators if inventory else ()))
     return ResourceSnapshot(
         taken_at=time.time(),

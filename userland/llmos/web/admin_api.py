@@ -93,7 +93,8 @@ async def accelerators(request: web.Request) -> web.Response:
 async def memory(request: web.Request) -> web.Response:
     state, sup = request.app[ADMIN], request.app[SUPERVISOR]
     inventory = state.devices.inventory if state.devices is not None else None
-    snap = await asyncio.to_thread(sample, None, inventory)
+    snap = await asyncio.to_thread(sample, None, inventory,
+                                   accelerators_used=sup.accelerators_used())
     usage = {u.owner: u for u in (state.memory.usage() if state.memory is not None else ())}
     models = []
     for st in sup.statuses():
