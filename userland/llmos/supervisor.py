@@ -321,33 +321,31 @@ class Supervisor:
         async with self._key_lock:
             if self._kek is not None:
                 return self._kek
+            loop = asyncio.get_running_loop()
             early = (None if self._prefetch is None or self._provider is not None
-                     else await asyncio.get_running_loop().run_in_executor(
-                         None, self._prefetch.key))
+                     else await loop.run_in_executor(None, self._prefetch.key))
             if early is not None:
-                self._provider, self._kek = early
-                self._key = KeyStatus(self._provider.name, released=True,
-                                      details={"kek_id": self._kek.id,
-                                               **self._provider.describe()})
-                log.info("fleet key %s released by the %s provider (while the server started)",
-                         self._kek.id, self._provider.name)
-                return self._kek
+                return self._released(*early, when=" (while the server started)")
             try:
                 if self._provider is None:
                     self._provider = self._provider_factory(self.config)
                 provider = self._provider
-                kek = await asyncio.get_running_loop().run_in_executor(None, provider.release)
+                kek = await loop.run_in_executor(None, provider.release)
             except Exception as exc:
                 err = exc if isinstance(exc, LlmosError) else KeyReleaseError(
                     f"{type(exc).__name__}: {exc}", "see the server log")
                 self._key = KeyStatus(self._key.provider, released=False, reason=_describe(err))
                 log.error("fleet key unavailable (%s): %s", self._key.provider, _describe(err))
                 raise KeyReleaseError(f"fleet key unavailable: {err.message}", err.hint) from exc
-            self._kek = kek
-            self._key = KeyStatus(provider.name, released=True,
-                                  details={"kek_id": kek.id, **provider.describe()})
-            log.info("fleet key %s released by the %s provider", kek.id, provider.name)
-            return kek
+            return self._released(provider, kek)
+
+    def _released(self, provider: KeyProvider, kek: Kek, when: str = "") -> Kek:
+        """Keep the key ``provider`` released and say so (status, log)."""
+        self._provider, self._kek = provider, kek
+        self._key = KeyStatus(provider.name, released=True,
+                              details={"kek_id": kek.id, **provider.describe()})
+        log.info("fleet key %s released by the %s provider%s", kek.id, provider.name, when)
+        return kek
 
     # --- loading -------------------------------------------------------------------
     async def _read_manifest(self, entry: _Entry) -> None:
