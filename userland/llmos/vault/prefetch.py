@@ -70,22 +70,24 @@ class Prefetch:
             self._key_tried.set()
         if self._kek is None:
             return
-        for pack in sorted(self._packs.values(), key=_packed_size, reverse=True):
+        headers = [(pack, _header(pack.config)) for pack in self._packs.values()]
+        headers.sort(key=lambda ps: -1 if ps[1] is None else ps[1].manifest.size_packed,
+                     reverse=True)
+        for pack, sealed in headers:
             with self._changed:
                 if self._closed or pack.state is not _State.PENDING:
                     continue
                 pack.state = _State.OPENING
-            payload = self._open(pack.config, self._kek)
+            payload = None if sealed is None else self._open(pack.config, sealed, self._kek)
             with self._changed:
                 pack.payload, pack.state = payload, _State.DONE
                 if self._closed:
                     self._drop(pack)
                 self._changed.notify_all()
 
-    def _open(self, cfg: ModelConfig, kek: Kek) -> memoryview | None:
+    def _open(self, cfg: ModelConfig, sealed: SealedPack, kek: Kek) -> memoryview | None:
         started = time.perf_counter()
         try:
-            sealed = SealedPack.open(cfg.pack)
             payload = (open_payload(sealed, kek) if self._memory is None
                        else open_payload(sealed, kek, self._memory.allocator(cfg.name)))
         except Exception as exc:  # the supervisor opens it again and reports why
@@ -133,8 +135,10 @@ class Prefetch:
                     self._drop(pack)
 
 
-def _packed_size(pack: _Pack) -> int:
+def _header(cfg: ModelConfig) -> SealedPack | None:
+    """The pack's header (None: unreadable; largest-first puts it last, the supervisor
+    reports it)."""
     try:
-        return SealedPack.open(pack.config.pack).manifest.size_packed
-    except Exception:  # unreadable: last (the supervisor reports it)
-        return -1
+        return SealedPack.open(cfg.pack)
+    except Exception:
+        return None
