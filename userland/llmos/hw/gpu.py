@@ -195,11 +195,12 @@ class GpuMemoryReader:
             return dict(self._used)
 
     def _read(self) -> None:
+        found: dict[str, int] | None = None
         try:
             found = {a: g.memory_used_bytes for a, g in self._smi.query().items()
                      if g.memory_used_bytes is not None}
-        finally:
+        finally:  # a failed reading keeps the last one; the next used() tries again
             with self._lock:
+                if found is not None:
+                    self._used = found
                 self._read_at, self._reading = time.monotonic(), False
-        with self._lock:
-            self._used = found
