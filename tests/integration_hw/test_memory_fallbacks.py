@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+
+from llmos.hw.memory import holds_ipc_lock
 
 from .conftest import Vault, write_config
 from .process import Serve
@@ -15,17 +16,10 @@ from .process import Serve
 MEMLOCK = 4096  # one page: less than the small pack's buffer
 
 
-def _cap_ipc_lock() -> bool:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) & (1 << 14))  # CAP_IPC_LOCK
-    return False
-
-
 def test_refused_mlock_is_a_warning_a_log_line_and_a_metric(
         small_pack: Path, vault: Vault, tmp_path: Path) -> None:
     prefix: list[str] = []
-    if _cap_ipc_lock():  # root: drop CAP_IPC_LOCK so the memlock limit applies
+    if holds_ipc_lock():  # root: drop CAP_IPC_LOCK so the memlock limit applies
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("setpriv (util-linux) is needed to drop CAP_IPC_LOCK for this test")
@@ -45,9 +39,7 @@ def test_refused_mlock_is_a_warning_a_log_line_and_a_metric(
         assert any(r.startswith("warning: memory fallback (mlockall): the runtime's own "
                                 "copies") for r in health["reasons"]), health["reasons"]
         assert srv.memory().locked == 0  # indeed nothing pinned
-        samples = {(s.name, tuple(s.labels.items())): s.value
-                   for f in text_string_to_metric_families(srv.text("/metrics"))
-                   for s in f.samples}
+        samples = srv.metrics()
         assert samples[("llmos_memory_fallbacks_total", (("what", "mlock"),))] >= 1
         assert samples[("llmos_memory_fallbacks_total", (("what", "mlockall"),))] == 1
         assert samples[("llmos_model_locked_bytes", (("model", "small"),))] == 0

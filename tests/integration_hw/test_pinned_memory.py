@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from llmos.hw.meminfo import parse_kv, read_hugepages
+from llmos.hw.memory import may_lock_everything
 
 from .conftest import HEAVY, Vault, write_config
 from .process import Serve
@@ -62,14 +62,7 @@ def test_weights_are_pinned_while_loaded_and_unpinned_on_unload(server: Serve) -
     assert 0.9 <= r.regrown_ratio <= 1.2, f"load took {r.regrown_ratio:.3f} x the plaintext"
 
 
-def _may_lock_everything() -> bool:
-    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    status = Path("/proc/self/status").read_text()
-    cap_eff = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff"))
-    return soft == resource.RLIM_INFINITY or bool(int(cap_eff, 16) >> 14 & 1)
-
-
-@pytest.mark.skipif(not _may_lock_everything(),
+@pytest.mark.skipif(not may_lock_everything(),
                     reason="neither an unlimited RLIMIT_MEMLOCK nor CAP_IPC_LOCK here")
 def test_the_whole_process_is_pinned(server: Serve) -> None:
     """memory.lock_process (on by default): what the runtime allocates for itself is
@@ -80,16 +73,11 @@ def test_the_whole_process_is_pinned(server: Serve) -> None:
     assert not any("memory fallback (mlockall)" in line for line in server.lines)
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-
 def test_metrics_and_health_show_resources_and_memory_fallbacks(server: Serve) -> None:
     status, doc = server.call("POST", "/v2/repository/models/heavy/load")  # loaded either way
     assert status == 200
     before = server.memory()
-    s = _samples(server.text("/metrics"))
+    s = server.metrics()
     after = server.memory()
     heavy = (("model", "heavy"),)
     assert s[("llmos_model_memory_bytes", heavy)] == doc["memory_bytes"]

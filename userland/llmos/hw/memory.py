@@ -146,16 +146,20 @@ def _memlock_limit() -> str:
     return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft} bytes"
 
 
-def _may_lock_everything(status: Path = Path("/proc/self/status")) -> bool:
-    """No locked-memory limit applies: RLIMIT_MEMLOCK unlimited, or CAP_IPC_LOCK held."""
-    if resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] == resource.RLIM_INFINITY:
-        return True
+def holds_ipc_lock(status: Path = Path("/proc/self/status")) -> bool:
+    """This process holds CAP_IPC_LOCK (no locked-memory limit applies to it)."""
     try:
         fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
                       if ":" in line)
         return bool(int(fields["CapEff"].strip(), 16) >> CAP_IPC_LOCK & 1)
     except (OSError, KeyError, ValueError):
         return False
+
+
+def may_lock_everything() -> bool:
+    """No locked-memory limit applies: RLIMIT_MEMLOCK unlimited, or CAP_IPC_LOCK held."""
+    return (resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] == resource.RLIM_INFINITY
+            or holds_ipc_lock())
 
 
 def _advise(mm: mmap.mmap, *names: str) -> None:
@@ -236,7 +240,7 @@ class MemoryPool:
         finite RLIMIT_MEMLOCK, ``MCL_FUTURE`` would make allocations fail past it."""
         if not self.pin:
             return False
-        if not _may_lock_everything():
+        if not may_lock_everything():
             self._fallback("mlockall", "the runtime's own copies of the weights (prepacked "
                            "matrices, arenas, caches) are not pinned: RLIMIT_MEMLOCK is "
                            f"{_memlock_limit()} and CAP_IPC_LOCK is not held", FIX_MLOCK)
