@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from llmos.hw.meminfo import locked_bytes, parse_kv
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,12 @@ class Serve:
     def text(self, path: str) -> str:
         with urllib.request.urlopen(self.base + path, timeout=30) as r:
             return str(r.read().decode())
+
+    def metrics(self) -> Samples:
+        """/metrics now: (name, sorted label pairs) -> value."""
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(self.text("/metrics"))
+                for s in fam.samples}
 
     def settled(self, timeout_s: float = 300) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s

@@ -56,14 +56,6 @@ def _embeddings(srv: Serve, model: str) -> np.ndarray:
     return np.array(out["data"], np.float32).reshape(out["shape"])
 
 
-def _gauge(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        m = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
-        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
-            return float(m.group(2))
-    raise AssertionError(f"no sample {name}{labels} in /metrics")
-
-
 def test_demo_embedding_model_serves_on_the_gpu_and_matches_the_cpu(
         minilm_sealed: Path, small_pack: Path, vault: Vault, tmp_path: Path) -> None:
     nvml = NvidiaSmi().query()
@@ -89,14 +81,14 @@ def test_demo_embedding_model_serves_on_the_gpu_and_matches_the_cpu(
         np.testing.assert_allclose(gpu, cpu, atol=0.02)
 
         address = next(iter(nvml))
-        total = _gauge(srv.text("/metrics"), "llmos_accelerator_memory_total_bytes",
-                       device="cuda:0")
+        gpu_labels = (("address", address), ("device", "cuda:0"))
+        total = srv.metrics()[("llmos_accelerator_memory_total_bytes", gpu_labels)]
         assert total == nvml[address].memory_total_bytes
         # Memory in use is read live (nvidia-smi, at most every few seconds, in the
         # background): the models this server put on the GPU show within seconds.
         deadline = time.monotonic() + 20
-        while (used := _gauge(srv.text("/metrics"), "llmos_accelerator_memory_used_bytes",
-                              device="cuda:0")) == 0 and time.monotonic() < deadline:
+        while (used := srv.metrics()[("llmos_accelerator_memory_used_bytes", gpu_labels)]) \
+                == 0 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert used > 0
     finally:
