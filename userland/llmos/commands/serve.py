@@ -7,7 +7,6 @@ sealed with a development key kept next to them (and says so, loudly).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import time
@@ -144,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg["memory.lock_process"]:
         memory.lock_process()
     prefetch = _prefetch(cfg, memory)  # decrypts while the rest of the server imports
+    import asyncio
+
     from llmos.supervisor import Supervisor
     from llmos.web.server import run as serve
 
