@@ -7,6 +7,7 @@ plaintext scanner, pack staging, the wheel pins, OVMF and swtpm state handling.
 from __future__ import annotations
 
 import base64
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -184,3 +185,35 @@ def test_swtpm_state_is_manufactured_once_and_served(tmp_path: Path) -> None:
 def test_ovmf_table_is_toml_with_code_and_vars() -> None:
     table = tomllib.loads(ovmf.TABLE.read_text())
     assert all({"code", "vars"} <= set(e) for e in table["ovmf"])
+
+
+UNITS = Path(__file__).resolve().parents[2] / "image/mkosi.extra/usr/lib/systemd"
+ENROLL_UNITS = ("llmos-enroll.service", "llmos-enroll-esp.service")
+
+
+def _generate(out: Path, blob: Path) -> list[str]:
+    subprocess.run([UNITS / "system-generators/llmos-enroll-generator", out, out, out],
+                   env={"LLMOS_ENROLL_BLOB": str(blob), "PATH": "/usr/bin:/bin"}, check=True)
+    wants = out / "multi-user.target.wants"
+    return sorted(p.name for p in wants.iterdir()) if wants.is_dir() else []
+
+
+def test_enrollment_is_pulled_into_first_boots_only(tmp_path: Path) -> None:
+    blob = tmp_path / "fleet-key.tpm2"
+    first = _generate(tmp_path / "first", blob)
+    assert first == sorted(ENROLL_UNITS)
+    assert all((tmp_path / "first/multi-user.target.wants" / u).resolve()
+               == Path("/usr/lib/systemd/system") / u for u in ENROLL_UNITS)
+    blob.write_bytes(b"sealed")
+    assert _generate(tmp_path / "later", blob) == []
+
+
+def test_nothing_else_enables_the_enrollment_units() -> None:
+    """Enabled, they would be in every boot, and the supervisor ordered after them."""
+    for unit in ENROLL_UNITS:
+        assert "[Install]" not in (UNITS / "system" / unit).read_text()
+    preset = (UNITS / "system-preset/10-llmos.preset").read_text()
+    assert "llmos-enroll" not in preset
+    after = [line for line in (UNITS / "system/llmos.service").read_text().splitlines()
+             if line.startswith("After=")]
+    assert after and not any("systemd-tpm2-setup" in line for line in after)
