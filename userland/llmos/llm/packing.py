@@ -18,6 +18,7 @@ import onnx.numpy_helper
 
 from llmos.llm.export import ExportedLM
 from llmos.llm.packinfo import EXTRA_KEY
+from llmos.pack import container
 from llmos.pack.onnx_build import signature, split_weights
 from llmos.pack.packer import ONNX_ENTRYPOINT, BuiltPack, PackSpec, assemble
 from llmos.pack.weights import EXTRA_KEY as WEIGHTS_KEY
@@ -55,7 +56,7 @@ def _digest(tensor: onnx.TensorProto) -> str:
 
 
 def build(exported: ExportedLM, name: str, quantization: str, version: str = "1",
-          level: int = 12) -> BuiltPack:
+          level: int = container.LEVEL) -> BuiltPack:
     """The pack of an exported LM (``quantization`` is the manifest's field)."""
     info = replace(exported.info, prepacked=prepacked_weights(exported.model))
     graph, weights, table = split_weights(exported.model, first=set(info.prepacked))

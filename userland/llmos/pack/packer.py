@@ -52,7 +52,7 @@ class PackSpec:
     source: str = ""  # what the pack was made from, for people
     files: Mapping[str, bytes] = field(default_factory=dict)  # more files to carry
     extra: Mapping[str, Any] = field(default_factory=dict)  # more manifest.extra entries
-    level: int = 12  # zstd level
+    level: int = container.LEVEL  # zstd level
 
     def check(self) -> None:
         if not _NAME.fullmatch(self.name):
