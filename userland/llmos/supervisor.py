@@ -70,7 +70,7 @@ from llmos.systemd import Notifier
 from llmos.vault.kek import Kek
 from llmos.vault.keys import KeyProvider, provider_from_config
 from llmos.vault.prefetch import Prefetch
-from llmos.vault.sealed import SealedPack, open_payload
+from llmos.vault.sealed import SealedPack, open_into
 
 log = logging.getLogger(__name__)
 
@@ -370,8 +370,7 @@ class Supervisor:
         started = time.perf_counter()
         payload = None if self._prefetch is None else self._prefetch.take(cfg.name)
         if payload is None:
-            payload = (open_payload(sealed, kek) if self._memory is None
-                       else open_payload(sealed, kek, self._memory.allocator(cfg.name)))
+            payload = open_into(sealed, kek, self._memory, cfg.name)
             log.info("model %s: decrypted, decompressed and verified in %.2f s", cfg.name,
                      time.perf_counter() - started)
         else:

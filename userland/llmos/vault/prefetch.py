@@ -25,7 +25,7 @@ from llmos.config import ModelConfig
 from llmos.hw.memory import MemoryPool
 from llmos.vault.kek import Kek
 from llmos.vault.keys import KeyProvider
-from llmos.vault.sealed import SealedPack, open_payload
+from llmos.vault.sealed import SealedPack, open_into
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ class Prefetch:
     def _open(self, cfg: ModelConfig, sealed: SealedPack, kek: Kek) -> memoryview | None:
         started = time.perf_counter()
         try:
-            payload = (open_payload(sealed, kek) if self._memory is None
-                       else open_payload(sealed, kek, self._memory.allocator(cfg.name)))
+            payload = open_into(sealed, kek, self._memory, cfg.name)
         except Exception as exc:  # the supervisor opens it again and reports why
             log.debug("model %s: early decryption failed: %s", cfg.name, exc)
             if self._memory is not None:

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from llmos.errors import LlmosError, PackFormatError, TamperedError, WrongKeyError
 from llmos.pack import container
@@ -26,6 +26,9 @@ from llmos.vault import aead
 from llmos.vault import format as fmt
 from llmos.vault.files import atomic_write
 from llmos.vault.kek import Kek
+
+if TYPE_CHECKING:
+    from llmos.hw.memory import MemoryPool
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 TAMPERED_HINT = ("the sealed pack was modified, truncated or mixed with another after sealing; "
@@ -249,6 +252,14 @@ def open_payload(sealed: SealedPack, kek: Kek,
         for buf in buffers:
             _wipe(buf)
         raise
+
+
+def open_into(sealed: SealedPack, kek: Kek, memory: MemoryPool | None,
+              owner: str) -> memoryview:
+    """``open_payload`` into ``owner``'s buffers of ``memory`` (pinned or hugepage memory),
+    or into plain process memory without a pool."""
+    return open_payload(sealed, kek,
+                        _bytearray_alloc if memory is None else memory.allocator(owner))
 
 
 def read_manifest(path: Path) -> Manifest:
