@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,9 +28,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "image"))
 
-from llmos_vm import http  # noqa: E402
+from llmos_vm import disk, http  # noqa: E402
 
-ROOT_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"  # root-x86-64 partition type
 PORT = 18090
 CONFIG = """[server]
 host = "127.0.0.1"
@@ -63,12 +60,10 @@ def unpack(image: Path, work: Path) -> Path:
         return rootfs
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    table = json.loads(subprocess.run(["sfdisk", "-J", str(image)], check=True,
-                                      capture_output=True, text=True).stdout)["partitiontable"]
-    part = next(p for p in table["partitions"] if p["type"].upper() == ROOT_TYPE)
+    start, size = disk.partition(image, disk.ROOT_X86_64)
     ext4 = work / "root.ext4"
-    subprocess.run(["dd", f"if={image}", f"of={ext4}", "bs=512", f"skip={part['start']}",
-                    f"count={part['size']}", "status=none"], check=True)
+    subprocess.run(["dd", f"if={image}", f"of={ext4}", "bs=4M", f"skip={start}",
+                    f"count={size}", "iflag=skip_bytes,count_bytes", "status=none"], check=True)
     rootfs.mkdir()
     subprocess.run(["debugfs", "-R", f"rdump / {rootfs}", str(ext4)], check=True,
                    capture_output=True)
@@ -123,7 +118,7 @@ def run_once(rootfs: Path, emulate: bool, log: Path) -> tuple[float, float]:
                 raise SystemExit(f"not ready after 600 s; see {log}")
             time.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:

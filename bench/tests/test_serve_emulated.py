@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+from llmos_vm.disk import ROOT_X86_64
 
 from bench import serve_emulated as se
 
@@ -23,29 +24,29 @@ def _disk(tmp_path: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tree / name).write_text(text)
-    disk = tmp_path / "disk.raw"
-    with disk.open("wb") as f:
+    image = tmp_path / "disk.raw"
+    with image.open("wb") as f:
         f.truncate(16 * MIB)
     layout = ("label: gpt\n"
               "start=2048, size=4096, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n"
-              f"start=6144, size=16384, type={se.ROOT_TYPE}\n")
-    subprocess.run(["sfdisk", "-q", str(disk)], input=layout, text=True, check=True)
+              f"start=6144, size=16384, type={ROOT_X86_64}\n")
+    subprocess.run(["sfdisk", "-q", str(image)], input=layout, text=True, check=True)
     subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(tree), "-E",
-                    f"offset={6144 * 512}", str(disk), "8M"], check=True)
-    return disk
+                    f"offset={6144 * 512}", str(image), "8M"], check=True)
+    return image
 
 
 def test_unpack_takes_the_root_partition_and_redoes_it_when_the_image_changes(
         tmp_path: Path) -> None:
-    disk = _disk(tmp_path, {"usr/share/llmos/packs/a.sealed": "A", "etc/hostname": "llmos"})
+    image = _disk(tmp_path, {"usr/share/llmos/packs/a.sealed": "A", "etc/hostname": "llmos"})
     work = tmp_path / "work"
-    rootfs = se.unpack(disk, work)
+    rootfs = se.unpack(image, work)
     assert (rootfs / "etc/hostname").read_text() == "llmos"
     (rootfs / "marker").write_text("kept")
-    assert (se.unpack(disk, work) / "marker").exists()  # same image: not unpacked again
-    time.sleep(0.01)
-    os.utime(disk)  # the image was rebuilt
-    assert not (se.unpack(disk, work) / "marker").exists()
+    assert (se.unpack(image, work) / "marker").exists()  # same image: not unpacked again
+    st = image.stat()
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # the image was rebuilt
+    assert not (se.unpack(image, work) / "marker").exists()
 
 
 def test_config_serves_every_sealed_pack_with_the_key_file(tmp_path: Path) -> None:

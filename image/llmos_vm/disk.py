@@ -1,7 +1,9 @@
-"""Disks: a qcow2 overlay per VM (the built image stays pristine) and byte scans."""
+"""Disks: a qcow2 overlay per VM (the built image stays pristine), partitions of a raw
+image, and byte scans."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 from llmos_vm.errors import VmError
 
 CHUNK = 16 << 20
+ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"  # GPT type of the image's root partition
 
 
 def image_format(path: Path) -> str:
@@ -25,6 +28,22 @@ def create_overlay(base: Path, overlay: Path) -> None:
     if done.returncode != 0:
         raise VmError(f"qemu-img could not create {overlay}: {done.stderr.strip()}",
                       "is qemu-utils installed and the image built (make image)?")
+
+
+def partition(image: Path, type_guid: str) -> tuple[int, int]:
+    """(byte offset, byte size) of the first partition of GPT type ``type_guid`` in the raw
+    ``image`` (from sfdisk's JSON dump of its table)."""
+    done = subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise VmError(f"sfdisk could not read {image}: {done.stderr.strip()}",
+                      "apt-get install fdisk; is the file a raw disk image?")
+    table = json.loads(done.stdout)["partitiontable"]
+    sector = int(table.get("sectorsize", 512))
+    for part in table["partitions"]:
+        if part["type"].upper() == type_guid.upper():
+            return int(part["start"]) * sector, int(part["size"]) * sector
+    raise VmError(f"{image} has no partition of type {type_guid}", "is it an LLM OS image?")
 
 
 def find_all(path: Path, needles: Iterable[bytes]) -> Iterator[tuple[bytes, int]]:

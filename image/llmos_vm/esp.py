@@ -6,11 +6,11 @@ flashed disk), done to an image file: used by the boot tests of ESP provisioning
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 from pathlib import Path
 
+from llmos_vm import disk
 from llmos_vm.errors import VmError
 
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -20,17 +20,13 @@ def _run(argv: list[str]) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise VmError(f"{argv[0]} failed: {done.stderr.strip() or done.stdout.strip()}",
-                      "apt-get install mtools util-linux; is the file a raw disk image?")
+                      "apt-get install mtools; is the file a raw disk image?")
     return done.stdout
 
 
 def offset(image: Path) -> int:
     """Byte offset of the ESP inside the raw image (from its GPT)."""
-    table = json.loads(_run(["sfdisk", "--json", str(image)]))["partitiontable"]
-    for part in table["partitions"]:
-        if part["type"].upper() == ESP_TYPE:
-            return int(part["start"]) * int(table.get("sectorsize", 512))
-    raise VmError(f"{image} has no EFI system partition", "is it an LLM OS image?")
+    return disk.partition(image, ESP_TYPE)[0]
 
 
 def _target(image: Path) -> str:
