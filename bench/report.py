@@ -90,7 +90,7 @@ def _sealed(doc: Mapping[str, Any]) -> list[str]:
         f"| plaintext ONNX: `InferenceSession(path)` | {doc['plain_load_ms']:.1f} | 1.00x |",
         f"| sealed: decrypt + decompress + load ({doc['sealed_loader']}) | "
         f"{doc['sealed_load_ms']:.1f} | {ratio:.2f}x |",
-        f"| of which decrypt + decompress + sha256 (`open_payload`) | "
+        f"| of which decrypt + decompress into one buffer (`open_payload`) | "
         f"{doc['sealed_open_ms']:.1f} | |",
         f"| of which decrypt alone (AES-256-GCM chunks, verified) | "
         f"{doc['sealed_decrypt_ms']:.1f} | |", "",
