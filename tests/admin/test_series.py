@@ -1,5 +1,5 @@
-"""Live-chart data: the exposition parser, histogram quantiles, and rates over a window,
-fed by the real serving metrics registry."""
+"""Live-chart data: histogram quantiles and rates over a window, fed by the real serving
+metrics registry's samples."""
 
 from __future__ import annotations
 
@@ -7,29 +7,9 @@ import math
 
 import pytest
 
-from llmos.admin import promtext
 from llmos.admin.series import ChartSeries, Reading, histogram_quantile, reduce
 from llmos.llm.metrics import metrics_for
 from llmos.serving.metrics import ServingMetrics
-
-
-def test_parser_reads_labels_escapes_and_special_values() -> None:
-    text = "\n".join([
-        "# HELP x help text",
-        "# TYPE x counter",
-        'x{model="a",version="1"} 3',
-        'y{path="C:\\\\dir",msg="say \\"hi\\"\\n"} +Inf',
-        "z 1.5e3 1700000000000",
-        "w NaN",
-        "broken{oops 1",
-    ])
-    samples = list(promtext.parse(text))
-    assert [s.name for s in samples] == ["x", "y", "z", "w"]
-    assert samples[0].label("model") == "a" and samples[0].value == 3
-    assert samples[1].label("path") == "C:\\dir" and samples[1].label("msg") == 'say "hi"\n'
-    assert math.isinf(samples[1].value)
-    assert samples[2].value == 1500.0 and samples[2].labels == ()
-    assert math.isnan(samples[3].value)
 
 
 def test_quantile_interpolates_inside_a_bucket() -> None:
@@ -45,8 +25,7 @@ def test_quantile_beyond_the_last_bound_is_that_bound() -> None:
 
 
 def _reading(metrics: ServingMetrics, t: float) -> Reading:
-    body, _ = metrics.render(None)
-    return reduce(promtext.parse(body.decode()), t)
+    return reduce(metrics.samples(), t)
 
 
 def test_rates_and_latency_from_the_serving_registry() -> None:

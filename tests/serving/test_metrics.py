@@ -40,6 +40,20 @@ def test_counters_carry_tritons_names() -> None:
     assert s[("llmos_inference_batch_size_sum", MV)] == 5
 
 
+def test_collected_samples_are_what_a_scrape_reads() -> None:
+    """The admin charts read ``samples()``; /metrics renders the same registry as text."""
+    m = ServingMetrics()
+    mm = m.model("m", "1")
+    mm.batch(requests=2, rows=2, queue_s=0.001, compute_s=0.002)
+    mm.request(True, 0.004)
+    mm.request(False, 0.2)
+    m.load_failed("m", "TamperedError")
+    collected = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in m.samples()}
+    assert collected == _samples(m)
+    assert collected[("llmos_inference_request_duration_seconds_bucket",
+                      (("le", "+Inf"), *MV))] == 2
+
+
 def test_registries_are_per_instance() -> None:
     a, b = ServingMetrics(), ServingMetrics()
     a.model("m", "1").request(True, 0.001)

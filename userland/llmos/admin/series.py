@@ -1,13 +1,14 @@
 """The live charts' data: readings of the metrics, sampled into a bounded ring (pure).
 
-Every tick (a second or two) the sampler parses the metrics exposition and ``reduce``s it
-to a ``Reading``: cumulative request and token counts, the current queue depth, and the
+Every tick (a second or two) the sampler collects the samples /metrics would expose (the
+serving registry's, through ``ServingMetrics.samples``) and ``reduce``s them to a
+``Reading``: cumulative request and token counts, the current queue depth, and the
 request-latency histogram merged over models. ``ChartSeries.add`` turns consecutive
 readings into a ``ChartPoint`` (rates and quantiles over the last ``window_s``) and keeps
 the last ``capacity`` points, served as columns for uPlot.
 
 Which metric names feed which chart is the table ``SeriesSpec``: tensor models report
-Triton's names, LLMs vLLM's; names absent from the exposition count as zero. Request
+Triton's names, LLMs vLLM's; names absent from the registry count as zero. Request
 latency (tensor and embedding models, milliseconds) and an LLM's time to first token
 (seconds) are kept apart: one percentile over both would describe neither.
 """
@@ -18,8 +19,18 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from llmos.admin.promtext import Sample
+
+class Sample(Protocol):
+    """One sample as the metrics library collects it (``prometheus_client.Sample``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def value(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -91,9 +102,9 @@ def _histograms(samples: Iterable[Sample], names: Iterable[str]) -> Buckets:
     wanted = {f"{n}_bucket" for n in names}
     histograms: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
     for s in samples:
-        le = s.label("le") if s.name in wanted else ""
+        le = s.labels.get("le", "") if s.name in wanted else ""
         if le:
-            rest = tuple(kv for kv in s.labels if kv[0] != "le")
+            rest = tuple(sorted(kv for kv in s.labels.items() if kv[0] != "le"))
             histograms.setdefault((("__name__", s.name), *rest), {})[float(le)] = s.value
     return _merge_histograms(histograms)
 

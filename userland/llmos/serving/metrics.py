@@ -35,6 +35,7 @@ from prometheus_client.metrics_core import (
     UnknownMetricFamily,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from llmos.state import ModelState, ModelStatus
 
@@ -236,6 +237,11 @@ class ServingMetrics:
     def watch_resources(self, gauges: GaugeReader, fallbacks: FallbackReader) -> None:
         """Export the machine's resources and the memory fallbacks (call once)."""
         self.registry.register(_ResourceCollector(gauges, fallbacks))
+
+    def samples(self) -> Iterator[Sample]:
+        """Every sample a scrape would expose, as the library collects them (no text)."""
+        for family in self.registry.collect():
+            yield from family.samples
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition for a scrape: (body, content type) per its Accept header."""

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from llmos.admin import promtext
 from llmos.admin.password_file import Source, provision
 from llmos.admin.series import ChartPoint, reduce
 from llmos.web.admin_state import ADMIN
@@ -33,9 +32,8 @@ BANNER = """
 
 
 def sample_once(app: web.Application) -> ChartPoint:
-    """Read the metrics exposition now and add a chart point."""
-    body, _ = app[SUPERVISOR].metrics.render(None)
-    reading = reduce(promtext.parse(body.decode("utf-8", "replace")), time.time())
+    """Read the metrics now and add a chart point."""
+    reading = reduce(app[SUPERVISOR].metrics.samples(), time.time())
     return app[ADMIN].series.add(reading)
 
 
