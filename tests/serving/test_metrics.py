@@ -21,14 +21,19 @@ def _samples(m: ServingMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]],
 MV = (("model", "m"), ("version", "1"))
 
 
-def test_counters_carry_tritons_names() -> None:
+def _served() -> ServingMetrics:
+    """Metrics after one batch of three requests (5 rows): two succeeded, one failed."""
     m = ServingMetrics()
     mm = m.model("m", "1")
     mm.batch(requests=3, rows=5, queue_s=0.003, compute_s=0.002)
     mm.request(True, 0.004)
     mm.request(True, 0.004)
     mm.request(False, 0.001)
-    s = _samples(m)
+    return m
+
+
+def test_counters_carry_tritons_names() -> None:
+    s = _samples(_served())
     assert s[("nv_inference_request_success", MV)] == 2
     assert s[("nv_inference_request_failure", MV)] == 1
     assert s[("nv_inference_count", MV)] == 5
@@ -42,16 +47,14 @@ def test_counters_carry_tritons_names() -> None:
 
 def test_collected_samples_are_what_a_scrape_reads() -> None:
     """The admin charts read ``samples()``; /metrics renders the same registry as text."""
-    m = ServingMetrics()
-    mm = m.model("m", "1")
-    mm.batch(requests=2, rows=2, queue_s=0.001, compute_s=0.002)
-    mm.request(True, 0.004)
-    mm.request(False, 0.2)
+    m = _served()
     m.load_failed("m", "TamperedError")
     collected = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in m.samples()}
     assert collected == _samples(m)
     assert collected[("llmos_inference_request_duration_seconds_bucket",
-                      (("le", "+Inf"), *MV))] == 2
+                      (("le", "+Inf"), *MV))] == 3
+    assert collected[("llmos_model_load_failures_total",
+                      (("error", "TamperedError"), ("model", "m")))] == 1
 
 
 def test_registries_are_per_instance() -> None:
