@@ -18,7 +18,7 @@ BACKPORTS=(
   qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools
 )
 MAIN=(
-  bubblewrap kmod cpio zstd python3-pefile dosfstools mtools e2fsprogs squashfs-tools erofs-utils
+  bubblewrap kmod cpio zstd python3-pefile dosfstools mtools e2fsprogs fdisk squashfs-tools erofs-utils
   debian-archive-keyring dpkg-dev ca-certificates openssl
   tpm2-tools libtss2-tcti-swtpm0 libtss2-rc0
   python3 python3-venv python3-dev python3-gi gir1.2-umockdev-1.0 umockdev
