@@ -13,6 +13,43 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 MINILM_CACHE = Path(__file__).resolve().parents[1] / "build" / "test-cache" / "serving-minilm"
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver has bound
+
+
+def _nvidia_gpu_present() -> bool:
+    return NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
+
+
+def _cuda_provider_present() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+# GPU tests ask for these fixtures, which skip them with the reason where the machine or the
+# onnxruntime build cannot run them; the no_* pair guards the tests of what happens without.
+@pytest.fixture(scope="session")
+def nvidia_gpu() -> None:
+    if not _nvidia_gpu_present():
+        pytest.skip(f"no NVIDIA GPU: {NVIDIA_GPUS} is absent or empty")
+
+
+@pytest.fixture(scope="session")
+def cuda_provider() -> None:
+    if not _cuda_provider_present():
+        pytest.skip("this onnxruntime has no CUDAExecutionProvider: install onnxruntime-gpu")
+
+
+@pytest.fixture(scope="session")
+def no_nvidia_gpu() -> None:
+    if _nvidia_gpu_present():
+        pytest.skip("this machine has an NVIDIA GPU: 'cuda' would be placed on it")
+
+
+@pytest.fixture(scope="session")
+def no_cuda_provider() -> None:
+    if _cuda_provider_present():
+        pytest.skip("this onnxruntime has CUDA: the refusal cannot happen")
 
 
 @pytest.fixture(scope="session")

@@ -14,17 +14,10 @@ from llmos.hw.inventory import InventorySource
 pytestmark = pytest.mark.gpu
 
 
-def _skip_without_nvidia() -> NvidiaSmi:
+def test_inventory_finds_and_claims_the_nvidia_gpus(nvidia_gpu: None) -> None:
     smi = NvidiaSmi()
-    if not Path("/proc/driver/nvidia/gpus").is_dir():
-        pytest.skip("no NVIDIA GPU: /proc/driver/nvidia/gpus is absent (driver not loaded)")
     if smi.path is None:
         pytest.skip("no NVIDIA GPU tools: nvidia-smi is not installed")
-    return smi
-
-
-def test_inventory_finds_and_claims_the_nvidia_gpus() -> None:
-    smi = _skip_without_nvidia()
     nvml = smi.query()
     assert nvml, "nvidia-smi lists no GPU although the driver is loaded"
 

@@ -24,22 +24,13 @@ from .process import Serve
 
 pytestmark = pytest.mark.gpu
 
-NVIDIA_DRIVER = Path("/proc/driver/nvidia/gpus")
 TEXTS = ["The capital of France is Paris.", "A GPU serves this sentence.",
          "Sealed model packs never touch the disk in plaintext."]
 
 
-def _need_cuda() -> None:
-    if not (NVIDIA_DRIVER.is_dir() and any(NVIDIA_DRIVER.iterdir())):
-        pytest.skip("no NVIDIA GPU: /proc/driver/nvidia/gpus is absent or empty")
-    import onnxruntime as ort
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("this onnxruntime has no CUDAExecutionProvider: install onnxruntime-gpu")
-
-
 @pytest.fixture(scope="module")
-def minilm_sealed(request: pytest.FixtureRequest, vault: Vault) -> Path:
-    _need_cuda()
+def minilm_sealed(nvidia_gpu: None, cuda_provider: None, request: pytest.FixtureRequest,
+                  vault: Vault) -> Path:
     given = os.environ.get("LLMOS_TEST_DEMO_DIR")
     plain = (Path(given) / "minilm.llmpack" if given
              else request.getfixturevalue("minilm_demo")["minilm.llmpack"])
@@ -100,8 +91,7 @@ def test_demo_embedding_model_serves_on_the_gpu_and_matches_the_cpu(
 
 
 @pytest.fixture(scope="module")
-def smollm2_sealed(vault: Vault) -> Path:
-    _need_cuda()
+def smollm2_sealed(nvidia_gpu: None, cuda_provider: None, vault: Vault) -> Path:
     given = os.environ.get("LLMOS_TEST_DEMO_DIR")
     if given:
         plain = Path(given) / "smollm2.llmpack"

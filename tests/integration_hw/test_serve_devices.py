@@ -6,18 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from .conftest import Vault, write_config
 from .process import Serve
 
-NVIDIA_DRIVER = Path("/proc/driver/nvidia/gpus")
 
-
-@pytest.mark.skipif(NVIDIA_DRIVER.is_dir() and any(NVIDIA_DRIVER.iterdir()),
-                    reason="this machine has an NVIDIA GPU: 'cuda' would be placed on it")
 def test_no_gpu_means_unavailable_with_the_reason_or_a_visible_fallback(
-        small_pack: Path, vault: Vault, tmp_path: Path) -> None:
+        no_nvidia_gpu: None, small_pack: Path, vault: Vault, tmp_path: Path) -> None:
     models: list[dict[str, object]] = [{"name": "cpu", "pack": str(small_pack)},
               {"name": "wants-gpu", "pack": str(small_pack), "device": "cuda"},
               {"name": "fallback", "pack": str(small_pack), "device": "cuda:0",

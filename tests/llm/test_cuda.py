@@ -75,15 +75,7 @@ def _run(providers: list[str]) -> tuple[list[np.ndarray], list[str]]:
     return logits, session.get_providers()
 
 
-def _need_cuda() -> None:
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("no CUDAExecutionProvider in this onnxruntime (install onnxruntime-gpu)")
-
-
-def test_the_decoder_on_cuda_matches_the_cpu() -> None:
-    _need_cuda()
+def test_the_decoder_on_cuda_matches_the_cpu(cuda_provider: None) -> None:
     on_cpu, _ = _run(["CPUExecutionProvider"])
     on_gpu, providers = _run(["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert providers[0] == "CUDAExecutionProvider"
@@ -91,8 +83,8 @@ def test_the_decoder_on_cuda_matches_the_cpu() -> None:
         np.testing.assert_allclose(gpu, cpu, atol=2e-3, rtol=1e-3)
 
 
-async def test_smollm2_on_cuda_answers_as_on_the_cpu(llm_pack: PackPath) -> None:
-    _need_cuda()
+async def test_smollm2_on_cuda_answers_as_on_the_cpu(cuda_provider: None,
+                                                     llm_pack: PackPath) -> None:
     given = os.environ.get("LLMOS_TEST_DEMO_DIR")
     pack = Path(given) / "smollm2.llmpack" if given else llm_pack("smollm2")
     manifest, compressed = container.read_pack(pack)

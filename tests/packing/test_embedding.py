@@ -140,12 +140,12 @@ def test_torchscript_packs_are_not_quantised() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("runtime", ["onnx", "torchscript"])
-def test_embedding_on_cuda_matches_the_cpu(runtime: str, embed_files: tuple[Path, Path]) -> None:
-    import onnxruntime as ort
+def test_embedding_on_cuda_matches_the_cpu(runtime: str, embed_files: tuple[Path, Path],
+                                           request: pytest.FixtureRequest) -> None:
     if not torch.cuda.is_available():
         pytest.skip("PyTorch sees no CUDA GPU")
-    if runtime == "onnx" and "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("no CUDAExecutionProvider in this onnxruntime (install onnxruntime-gpu)")
+    if runtime == "onnx":
+        request.getfixturevalue("cuda_provider")
     model, tokenizer = embed_files
     spec = PackSpec("tiny-embed", kind="embedding", tokenizer=tokenizer, max_length=3)
     built = (pack_onnx(model, spec) if runtime == "onnx"

@@ -68,19 +68,16 @@ def test_session_options(mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> No
     assert len(session.weights) == 2  # the views and OrtValues live as long as the session
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
-                    reason="this onnxruntime has CUDA: the refusal cannot happen")
 def test_cuda_without_cuda_provider_is_refused_not_moved_to_cpu(
-        mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
+        no_cuda_provider: None, mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
     with pytest.raises(ModelLoadError, match=r"cuda:1 requested.*no CUDAExecutionProvider") as e:
         load_runtime(*mlp_pack, RuntimeOptions(device="cuda:1"))
     assert "cpu_fallback" in e.value.hint
 
 
 @pytest.mark.gpu
-def test_cuda_inference(mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("no CUDAExecutionProvider in this onnxruntime")
+def test_cuda_inference(cuda_provider: None,
+                        mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
     runtime = load_runtime(*mlp_pack, RuntimeOptions(device="cuda:0"))
     np.testing.assert_allclose(runtime.infer({"x": X})["y"], mlp_reference(X, mlp_weights()),
                                rtol=1e-3, atol=1e-3)
@@ -88,11 +85,9 @@ def test_cuda_inference(mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> Non
 
 @pytest.mark.gpu
 def test_a_cuda_session_no_longer_reads_the_host_weights(
-        mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
+        cuda_provider: None, mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
     """On CUDA, onnxruntime copies the weights to the GPU while it builds the session:
     the decrypted host copy can then be given back (unlike on the CPU, above)."""
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("no CUDAExecutionProvider in this onnxruntime")
     manifest, files = mlp_pack
     runtime = load_runtime(manifest, files, RuntimeOptions(device="cuda:0"))
     before = runtime.infer({"x": X})["y"]
