@@ -13,17 +13,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 MINILM_CACHE = Path(__file__).resolve().parents[1] / "build" / "test-cache" / "serving-minilm"
-NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver has bound
 
 
 def _nvidia_gpu_present() -> bool:
-    return NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
+    from llmos.hw.gpu import read_device_minors
+
+    return bool(read_device_minors())
 
 
 def _cuda_provider_present() -> bool:
     import onnxruntime as ort
 
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    from llmos.runtimes.onnx import CUDA
+
+    return CUDA in ort.get_available_providers()
 
 
 # GPU tests ask for these fixtures, which skip them with the reason where the machine or the
@@ -31,7 +34,7 @@ def _cuda_provider_present() -> bool:
 @pytest.fixture(scope="session")
 def nvidia_gpu() -> None:
     if not _nvidia_gpu_present():
-        pytest.skip(f"no NVIDIA GPU: {NVIDIA_GPUS} is absent or empty")
+        pytest.skip("no NVIDIA GPU: the driver lists none in /proc/driver/nvidia/gpus")
 
 
 @pytest.fixture(scope="session")
