@@ -54,7 +54,7 @@ def test_qemu_command_line_is_headless_q35_with_tpm_nvme_and_forwards() -> None:
                              smbios=("io.systemd.credential:x=1",)))
     joined = " ".join(argv)
     assert argv[argv.index("-machine") + 1] == "q35,accel=tcg"
-    assert argv[argv.index("-cpu") + 1] == "max"
+    assert argv[argv.index("-cpu") + 1] == "max,-erms,-fsrm"
     assert "-vga none" in joined and "-nographic" in argv
     assert "tpm-crb,tpmdev=tpm0" in argv and "socket,id=chrtpm,path=/vm/tpm/swtpm.sock" in argv
     assert "file=/vm/disk.qcow2,format=qcow2" in joined and "nvme,drive=disk0" in joined
