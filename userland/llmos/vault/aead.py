@@ -23,7 +23,7 @@ def encrypt(key: bytes, nonce: bytes, plaintext: bytes | memoryview, aad: bytes)
     return AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
-def decrypt(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes) -> bytes:
+def decrypt(key: bytes, nonce: bytes, sealed: bytes | bytearray | memoryview, aad: bytes) -> bytes:
     """Plaintext of ``sealed`` (ciphertext + tag), or ``AuthenticationFailed``."""
     try:
         return AESGCM(key).decrypt(nonce, sealed, aad)

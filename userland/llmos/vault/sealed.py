@@ -24,6 +24,7 @@ from llmos.pack import container
 from llmos.pack.manifest import Manifest
 from llmos.vault import aead
 from llmos.vault import format as fmt
+from llmos.vault.direct_read import DirectReader
 from llmos.vault.files import atomic_write
 from llmos.vault.kek import Kek
 
@@ -93,7 +94,7 @@ class _Body(Protocol):
 
     def size(self) -> int: ...
 
-    def read(self, lengths: Iterable[int]) -> Iterator[bytes | memoryview]: ...
+    def read(self, lengths: Iterable[int]) -> Iterator[bytes | bytearray | memoryview]: ...
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,11 @@ class _FileBody:
     def size(self) -> int:
         return self.path.stat().st_size - self.offset
 
-    def read(self, lengths: Iterable[int]) -> Iterator[bytes]:
-        with self.path.open("rb") as f:
-            f.seek(self.offset)
+    def read(self, lengths: Iterable[int]) -> Iterator[bytearray]:
+        """Past the page cache where the file system allows (read once, never again)."""
+        with DirectReader(self.path, self.offset) as reader:
             for n in lengths:
-                yield f.read(n)
+                yield reader.read(n)
 
 
 @dataclass(frozen=True)
