@@ -32,11 +32,10 @@ def boot_sector() -> bytes:
     return code + b"\0" * (510 - len(code)) + b"\x55\xaa"
 
 
-# Under TCG: every feature QEMU can emulate, except the fast-string flags. With ERMS/FSRM
-# the guest kernel clears and copies pages with REP STOSB/MOVSB; without them it uses its
-# unrolled loops (clear_page_orig), which are faster under TCG here. Three alternating
-# pairs of boots against plain "max": multi-user 25.8-26.5 s against 27.3-28.8 s, ready
-# 40.6-42.6 s against 44.3-48.3 s (the mechanism is inferred, the times are measured).
+# Under TCG: every feature QEMU can emulate, except the fast-string flags. Without ERMS/FSRM
+# the guest kernel clears pages with its unrolled loop (clear_page_orig) instead of REP
+# STOSB and copies without REP MOVSB. Boots are faster so (README, "Boot time and size":
+# three alternating pairs against plain "max"); that this is the reason is inferred.
 TCG_CPU = "max,-erms,-fsrm"
 
 
