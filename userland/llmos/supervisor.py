@@ -52,6 +52,7 @@ from llmos.hw.gpu import GpuMemoryReader, NvidiaSmi
 from llmos.hw.memory import MemoryPool
 from llmos.hw.model import Inventory
 from llmos.hw.resources import MetricSample, metric_samples, sample
+from llmos.hw.usage import process_usage
 from llmos.pack.container import split_files
 from llmos.pack.manifest import Manifest
 from llmos.serving.backend import (
@@ -620,7 +621,9 @@ class Supervisor:
             self._prefetch = None
         self._starting = False
         health = self.health()
-        (log.info if health.ready else log.warning)("start-up finished: %s", health.summary())
+        (log.info if health.ready else log.warning)("start-up finished: %s; %s",
+                                                     health.summary(),
+                                                     process_usage().describe())
         self.notifier.ready(health.summary())
         return health
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,16 +119,10 @@ def _prefetch(cfg: Config, memory: MemoryPool) -> Prefetch | None:
     return Prefetch(provider, cfg.models, memory).start()
 
 
-def _process_age() -> float:
-    """Seconds since this process started (its imports and set-up, at start)."""
-    import psutil
-
-    return max(0.0, time.time() - float(psutil.Process().create_time()))
-
-
 def run(args: argparse.Namespace) -> int:
     _pci_bus_order()
     from llmos.hw.memory import MemoryPool
+    from llmos.hw.usage import process_usage
 
     overrides = {s.key: vars(args)[s.key] for s in config.SETTINGS if s.flag}
     cfg = config.load(args.config, overrides)
@@ -149,6 +142,6 @@ def run(args: argparse.Namespace) -> int:
     from llmos.web.server import run as serve
 
     devices = system_devices(cfg)
-    log.info("supervisor code loaded %.2f s after the process started", _process_age())
+    log.info("supervisor code loaded %s", process_usage().describe())
     asyncio.run(serve(Supervisor(cfg, memory=memory, devices=devices, prefetch=prefetch)))
     return 0

@@ -1,0 +1,89 @@
+"""What this process has used so far: age, CPU (user and system), page faults, and how long
+its tasks waited for a CPU or for I/O.
+
+Logged at the two start-up milestones (code imported, models ready) so that a slow start can
+be told apart: user time is Python and the runtimes, system time and page faults the
+kernel's side, and the waits (the kernel's pressure stall information for the service's
+control group) say whether it was short of CPUs or of the disk rather than slow itself.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+RESOURCES = ("cpu", "io")
+
+
+@dataclass(frozen=True)
+class Usage:
+    age_s: float  # wall seconds since the process started
+    user_s: float  # all threads
+    system_s: float
+    thread_s: float  # CPU of the calling thread alone
+    minor_faults: int  # served from memory (fresh pages, page cache, copy-on-write)
+    major_faults: int  # needed a read from disk
+    waits_s: dict[str, float]  # resource -> seconds some task of the cgroup was stalled on it
+
+    def describe(self) -> str:
+        waits = "".join(f", waited {s:.2f} s for {r}" for r, s in self.waits_s.items())
+        return (f"{self.age_s:.2f} s after the process started ({self.user_s:.2f} s user + "
+                f"{self.system_s:.2f} s system CPU, {self.thread_s:.2f} s in this thread, "
+                f"{self.minor_faults + self.major_faults} page faults, {self.major_faults} "
+                f"from disk{waits})")
+
+
+def parse_cgroup_path(text: str) -> str | None:
+    """The unified (v2) hierarchy's path in /proc/self/cgroup ("0::/system.slice/x")."""
+    for line in text.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "" and path.startswith("/"):
+            return path
+    return None
+
+
+def parse_stall_total(text: str) -> float | None:
+    """Seconds in the ``some`` line's total (microseconds) of a ``*.pressure`` file."""
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        if kind != "some":
+            continue
+        for field in fields:
+            key, _, value = field.partition("=")
+            if key == "total" and value.isdigit():
+                return int(value) / 1e6
+    return None
+
+
+def cgroup_waits(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> dict[str, float]:
+    """Stall seconds per resource for this process's cgroup; empty where the kernel has no
+    pressure information (no cgroup v2, PSI disabled)."""
+    try:
+        path = parse_cgroup_path(self_cgroup.read_text())
+    except OSError:
+        return {}
+    if path is None:
+        return {}
+    waits = {}
+    for name in RESOURCES:
+        try:
+            total = parse_stall_total((root / path.lstrip("/") / f"{name}.pressure").read_text())
+        except OSError:
+            continue
+        if total is not None:
+            waits[name] = total
+    return waits
+
+
+def process_usage() -> Usage:
+    import psutil  # its create_time is the kernel's start time, in wall-clock seconds
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    age = max(0.0, time.time() - float(psutil.Process().create_time()))
+    return Usage(age, ru.ru_utime, ru.ru_stime, time.thread_time(), ru.ru_minflt,
+                 ru.ru_majflt, cgroup_waits())
