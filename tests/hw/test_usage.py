@@ -3,13 +3,36 @@ the cgroup reader against a fake tree, and a real reading of this process."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from llmos.hw import usage
-from llmos.hw.usage import Usage, cgroup_waits, parse_cgroup_path, parse_stall_total
+from llmos.hw.usage import (
+    Usage,
+    cgroup_waits,
+    parse_cgroup_path,
+    parse_stall_total,
+    parse_start_ticks,
+    process_age,
+)
 
 PRESSURE = ("some avg10=1.50 avg60=0.20 avg300=0.00 total=2790123\n"
             "full avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n")
+
+
+def test_start_ticks_past_a_command_name_with_spaces_and_parentheses() -> None:
+    fields = " ".join(str(n) for n in range(3, 53)).replace("3", "S", 1)  # fields 3..52
+    stat = f"1234 (llmos (x) y) {fields}\n"
+    assert parse_start_ticks(stat) == 22
+
+
+def test_process_age_on_the_boot_clock(tmp_path: Path) -> None:
+    stat, uptime = tmp_path / "stat", tmp_path / "uptime"
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = ["S"] + ["0"] * 18 + [str(10 * ticks)] + ["0"] * 30  # starttime: 10 s after boot
+    stat.write_text("99 (python3) " + " ".join(fields) + "\n")
+    uptime.write_text("12.50 3.00\n")
+    assert process_age(stat, uptime) == 2.5
 
 
 def test_cgroup_path_of_the_unified_hierarchy() -> None:
@@ -70,7 +93,7 @@ def test_process_usage_reads_this_process() -> None:
     for i in range(0, len(sink), 4096):
         sink[i] = 1
     now = usage.process_usage()
-    assert now.age_s > 0
+    assert 0 < now.age_s < 3600
     assert now.user_s + now.system_s > 0
     assert 0 < now.thread_s <= now.user_s + now.system_s + 0.05
     assert now.minor_faults >= len(sink) // 4096

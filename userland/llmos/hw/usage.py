@@ -9,6 +9,7 @@ control group) say whether it was short of CPUs or of the disk rather than slow 
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SELF_CGROUP = Path("/proc/self/cgroup")
+SELF_STAT = Path("/proc/self/stat")
+UPTIME = Path("/proc/uptime")
 RESOURCES = ("cpu", "io")
 
 
@@ -35,6 +38,19 @@ class Usage:
                 f"{self.system_s:.2f} s system CPU, {self.thread_s:.2f} s in this thread, "
                 f"{self.minor_faults + self.major_faults} page faults, {self.major_faults} "
                 f"from disk{waits})")
+
+
+def parse_start_ticks(stat: str) -> int:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot. The
+    command name (field 2) may hold spaces and parentheses, so fields count from its last ')'."""
+    return int(stat[stat.rindex(")") + 1:].split()[19])
+
+
+def process_age(stat: Path = SELF_STAT, uptime: Path = UPTIME) -> float:
+    """Seconds since this process started, on the boot clock (a wall-clock step at boot, as
+    when the time is first synchronised, does not move it)."""
+    started = parse_start_ticks(stat.read_text()) / os.sysconf("SC_CLK_TCK")
+    return max(0.0, float(uptime.read_text().split()[0]) - started)
 
 
 def parse_cgroup_path(text: str) -> str | None:
@@ -81,9 +97,6 @@ def cgroup_waits(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> d
 
 
 def process_usage() -> Usage:
-    import psutil  # its create_time is the kernel's start time, in wall-clock seconds
-
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    age = max(0.0, time.time() - float(psutil.Process().create_time()))
-    return Usage(age, ru.ru_utime, ru.ru_stime, time.thread_time(), ru.ru_minflt,
+    return Usage(process_age(), ru.ru_utime, ru.ru_stime, time.thread_time(), ru.ru_minflt,
                  ru.ru_majflt, cgroup_waits())
