@@ -46,6 +46,9 @@ from stage_packs import read_list  # noqa: E402
 log = logging.getLogger("bench.boot_time")
 
 REPORT_LINE = "llmos-boot: multi-user"
+# The supervisor's own start-up milestones on the console; each ends with what the process
+# had used by then (llmos.hw.usage: age, CPU, main thread, page faults, waits).
+USAGE_MARKERS = {"imports": "supervisor code loaded ", "ready": "start-up finished: "}
 MASK = "systemd.mask=llmos.service"
 TIMEOUT_S = 30 * 60.0
 POLL_S = 0.25
@@ -62,6 +65,8 @@ class BootSample:
     # (0: never; None: an image whose report does not say).
     supervisor_start_s: float | None = None
     supervisor_ready_s: float | None = None
+    # milestone -> the supervisor's usage text at it (see USAGE_MARKERS)
+    supervisor_usage: dict[str, str] | None = None
 
 
 def _report_fields(console: str) -> dict[str, str] | None:
@@ -70,6 +75,17 @@ def _report_fields(console: str) -> dict[str, str] | None:
             tail = line[line.index(REPORT_LINE) + len(REPORT_LINE):]
             return dict(f.split("=", 1) for f in tail.split() if "=" in f)
     return None
+
+
+def usage_lines(console: str) -> dict[str, str]:
+    """The first usage text logged at each milestone of USAGE_MARKERS."""
+    found: dict[str, str] = {}
+    for line in console.splitlines():
+        for milestone, marker in USAGE_MARKERS.items():
+            if milestone not in found and marker in line:
+                text = line[line.index(marker) + len(marker):]
+                found[milestone] = text.rsplit("; ", 1)[-1].strip()
+    return found
 
 
 def measure(vm: VmDir, label: str, smbios: Sequence[str], api_port: int, accel: str,
@@ -94,11 +110,12 @@ def measure(vm: VmDir, label: str, smbios: Sequence[str], api_port: int, accel: 
             if report is None and (fields := _report_fields(boot.console())) is not None:
                 report = (now, fields)
             time.sleep(POLL_S)
+        usage = usage_lines(boot.console()) or None
     assert report is not None
     fields = report[1]
     sample = BootSample(label, ready_s, report[0], float(fields.get("uptime", "nan")),
                         fields.get("supervisor", "?"), _seconds(fields, "supervisor_start"),
-                        _seconds(fields, "supervisor_ready"))
+                        _seconds(fields, "supervisor_ready"), usage)
     log.info("%s", sample)
     return sample
 
