@@ -33,12 +33,18 @@ class VmConfig:
     smbios: tuple[str, ...] = field(default_factory=tuple)  # type 11 strings
 
 
+MACHINE_OFF = "sata=off,i8042=off,smbus=off"
+
+
 def argv(cfg: VmConfig) -> list[str]:
     """q35, no VGA (the framebuffer console costs ~20 s under TCG), serial console only."""
     fwd = "".join(f",hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in cfg.forwards)
     cmd = [
         "qemu-system-x86_64",
-        "-machine", f"q35,accel={cfg.accel}",
+        # Without the q35 devices the appliance never uses (its SATA controller, PS/2
+        # keyboard controller, SMBus): the guest kernel neither loads nor probes their
+        # drivers while the supervisor starts.
+        "-machine", f"q35,accel={cfg.accel},{MACHINE_OFF}",
         "-cpu", cpu_for(cfg.accel),
         "-smp", str(cfg.cpus),
         "-m", f"{cfg.memory_mib}M",

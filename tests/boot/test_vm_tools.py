@@ -53,7 +53,7 @@ def test_qemu_command_line_is_headless_q35_with_tpm_nvme_and_forwards() -> None:
     argv = qemu.argv(_config(forwards=(qemu.Forward(18000, 8000),),
                              smbios=("io.systemd.credential:x=1",)))
     joined = " ".join(argv)
-    assert argv[argv.index("-machine") + 1] == "q35,accel=tcg"
+    assert argv[argv.index("-machine") + 1] == "q35,accel=tcg,sata=off,i8042=off,smbus=off"
     assert argv[argv.index("-cpu") + 1] == "max,-erms,-fsrm"
     assert "-vga none" in joined and "-nographic" in argv
     assert "tpm-crb,tpmdev=tpm0" in argv and "socket,id=chrtpm,path=/vm/tpm/swtpm.sock" in argv
