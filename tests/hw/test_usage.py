@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from llmos.hw import usage
 from llmos.hw.usage import (
     Usage,
@@ -88,12 +90,22 @@ def test_describe_names_every_figure() -> None:
     assert "waited" not in Usage(1.0, 0.5, 0.1, 0.4, 10, 0, {}).describe()
 
 
+def test_an_unreadable_proc_leaves_the_age_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> float:
+        raise FileNotFoundError("/proc/self/stat")
+
+    monkeypatch.setattr(usage, "process_age", missing)
+    now = usage.process_usage()
+    assert now.age_s is None
+    assert now.describe().startswith("at an unknown age after the process started (")
+
+
 def test_process_usage_reads_this_process() -> None:
     sink = bytearray(8 << 20)  # fault in some pages and spend some CPU
     for i in range(0, len(sink), 4096):
         sink[i] = 1
     now = usage.process_usage()
-    assert 0 < now.age_s < 3600
+    assert now.age_s is not None and 0 < now.age_s < 3600
     assert now.user_s + now.system_s > 0
     assert 0 < now.thread_s <= now.user_s + now.system_s + 0.05
     assert now.minor_faults >= len(sink) // 4096

@@ -24,7 +24,7 @@ RESOURCES = ("cpu", "io")
 
 @dataclass(frozen=True)
 class Usage:
-    age_s: float  # wall seconds since the process started
+    age_s: float | None  # seconds since the process started (None: /proc did not say)
     user_s: float  # all threads
     system_s: float
     thread_s: float  # CPU of the calling thread alone
@@ -34,7 +34,8 @@ class Usage:
 
     def describe(self) -> str:
         waits = "".join(f", waited {s:.2f} s for {r}" for r, s in self.waits_s.items())
-        return (f"{self.age_s:.2f} s after the process started ({self.user_s:.2f} s user + "
+        age = "at an unknown age" if self.age_s is None else f"{self.age_s:.2f} s"
+        return (f"{age} after the process started ({self.user_s:.2f} s user + "
                 f"{self.system_s:.2f} s system CPU, {self.thread_s:.2f} s in this thread, "
                 f"{self.minor_faults + self.major_faults} page faults, {self.major_faults} "
                 f"from disk{waits})")
@@ -97,6 +98,11 @@ def cgroup_waits(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> d
 
 
 def process_usage() -> Usage:
+    """This process's usage now; a log line's diagnostics, so it never raises for /proc."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return Usage(process_age(), ru.ru_utime, ru.ru_stime, time.thread_time(), ru.ru_minflt,
+    try:
+        age: float | None = process_age()
+    except (OSError, ValueError, IndexError):
+        age = None
+    return Usage(age, ru.ru_utime, ru.ru_stime, time.thread_time(), ru.ru_minflt,
                  ru.ru_majflt, cgroup_waits())
