@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from llmos.hw import usage
 from llmos.hw.usage import (
     Usage,
@@ -16,6 +14,7 @@ from llmos.hw.usage import (
     parse_stall_total,
     parse_start_ticks,
     process_age,
+    system_uptime_s,
 )
 
 PRESSURE = ("some avg10=1.50 avg60=0.20 avg300=0.00 total=2790123\n"
@@ -90,14 +89,15 @@ def test_describe_names_every_figure() -> None:
     assert "waited" not in Usage(1.0, 0.5, 0.1, 0.4, 10, 0, {}).describe()
 
 
-def test_an_unreadable_proc_leaves_the_age_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing() -> float:
-        raise FileNotFoundError("/proc/self/stat")
-
-    monkeypatch.setattr(usage, "process_age", missing)
-    now = usage.process_usage()
-    assert now.age_s is None
-    assert now.describe().startswith("at an unknown age after the process started (")
+def test_an_unreadable_proc_leaves_the_age_out(tmp_path: Path) -> None:
+    uptime = tmp_path / "uptime"
+    uptime.write_text("12.50 3.00\n")
+    assert system_uptime_s(uptime) == 12.5
+    assert system_uptime_s(tmp_path / "missing") is None
+    assert process_age(tmp_path / "missing", uptime) is None
+    assert process_age(uptime, uptime) is None  # not a stat line
+    line = Usage(None, 0.5, 0.1, 0.4, 10, 0, {}).describe()
+    assert line.startswith("at an unknown age after the process started (0.50 s user")
 
 
 def test_process_usage_reads_this_process() -> None:

@@ -47,11 +47,23 @@ def parse_start_ticks(stat: str) -> int:
     return int(stat[stat.rindex(")") + 1:].split()[19])
 
 
-def process_age(stat: Path = SELF_STAT, uptime: Path = UPTIME) -> float:
+def system_uptime_s(uptime: Path = UPTIME) -> float | None:
+    """Seconds since the machine booted (None: /proc did not say)."""
+    try:
+        return float(uptime.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_age(stat: Path = SELF_STAT, uptime: Path = UPTIME) -> float | None:
     """Seconds since this process started, on the boot clock (a wall-clock step at boot, as
-    when the time is first synchronised, does not move it)."""
-    started = parse_start_ticks(stat.read_text()) / os.sysconf("SC_CLK_TCK")
-    return max(0.0, float(uptime.read_text().split()[0]) - started)
+    when the time is first synchronised, does not move it); None where /proc did not say."""
+    now = system_uptime_s(uptime)
+    try:
+        started = parse_start_ticks(stat.read_text()) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if now is None else max(0.0, now - started)
 
 
 def parse_cgroup_path(text: str) -> str | None:
@@ -100,9 +112,5 @@ def cgroup_waits(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> d
 def process_usage() -> Usage:
     """This process's usage now; a log line's diagnostics, so it never raises for /proc."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        age: float | None = process_age()
-    except (OSError, ValueError, IndexError):
-        age = None
-    return Usage(age, ru.ru_utime, ru.ru_stime, time.thread_time(), ru.ru_minflt,
+    return Usage(process_age(), ru.ru_utime, ru.ru_stime, time.thread_time(), ru.ru_minflt,
                  ru.ru_majflt, cgroup_waits())

@@ -17,6 +17,7 @@ from llmos import __version__
 from llmos.errors import LlmosError
 from llmos.hw.model import Accelerator, DeviceNode
 from llmos.hw.resources import sample
+from llmos.hw.usage import system_uptime_s
 from llmos.serving.codec import dumps
 from llmos.state import ModelState
 from llmos.web import admin_system
@@ -41,7 +42,7 @@ async def overview(request: web.Request) -> web.Response:
     return json_response({
         "version": __version__,
         "uptime_s": time.time() - state.started,
-        "system_uptime_s": admin_system.system_uptime_s(),
+        "system_uptime_s": system_uptime_s(),
         "health": health.to_dict(),
         "summary": health.summary(),
         "models_ready": sum(1 for m in models if m.state is ModelState.READY),

@@ -1,6 +1,7 @@
-"""What the Overview and Logs pages read from the system: the TPM's PCRs (sysfs), the
-journal (``journalctl -o json``), uptimes. Every reader answers "unavailable, because..."
-instead of failing when the thing is absent (a host without TPM or journal)."""
+"""What the Overview and Logs pages read from the system: the TPM's PCRs (sysfs) and the
+journal (``journalctl -o json``); the machine's uptime is ``llmos.hw.usage``'s. Every reader
+answers "unavailable, because..." instead of failing when the thing is absent (a host
+without TPM or journal)."""
 
 from __future__ import annotations
 
@@ -120,9 +121,3 @@ async def read_journal(limit: int, matches: Sequence[str] = (),
         return Journal(False, f"no journal for this boot: {why}")
     return Journal(True, "", lines)
 
-
-def system_uptime_s(proc_uptime: Path = Path("/proc/uptime")) -> float | None:
-    try:
-        return float(proc_uptime.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
