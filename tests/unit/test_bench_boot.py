@@ -1,8 +1,10 @@
-"""bench.boot_time's reading of the supervisor's start-up lines off a serial console."""
+"""bench.boot_time: the supervisor's start-up lines read off a serial console, and the
+ratio of each pair of boots."""
 
 from __future__ import annotations
 
-from bench.boot_time import usage_lines
+import pytest
+from bench.boot_time import BootSample, pair_ratios, usage_lines
 
 CONSOLE = """\
 [   14.69] llmos[232]: 2026-11-23 18:41:45,935 INFO llmos.hw.memory: process memory locked
@@ -32,3 +34,19 @@ def test_a_floor_boot_has_none() -> None:
 def test_only_the_first_start_up_counts() -> None:
     again = CONSOLE.replace("19.26 s after", "3.00 s after")
     assert usage_lines(CONSOLE + again)["ready"].startswith("19.26 s")
+
+
+def _boot(label: str, ready_s: float | None, report_s: float) -> BootSample:
+    return BootSample(label, ready_s, report_s, 0.0, "active" if ready_s else "inactive")
+
+
+def test_each_ready_boot_over_the_floor_boot_next_to_it() -> None:
+    ready = [_boot("ready-0", 45.0, 47.0), _boot("ready-1", 60.0, 62.0)]
+    floor = [_boot("floor-0", None, 30.0), _boot("floor-1", None, 37.5)]
+    assert pair_ratios(ready, floor) == [1.5, 1.6]
+
+
+def test_pairs_need_as_many_floor_boots() -> None:
+    with pytest.raises(ValueError, match="2 ready boots against 1 floor"):
+        pair_ratios([_boot("ready-0", 45.0, 47.0), _boot("ready-1", 46.0, 48.0)],
+                    [_boot("floor-0", None, 30.0)])
