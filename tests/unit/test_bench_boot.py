@@ -1,10 +1,17 @@
 """bench.boot_time: the supervisor's start-up lines read off a serial console, and the
-ratio of each pair of boots."""
+ratio of each pair of boots, the report line's fields and where the guest's CPU time went."""
 
 from __future__ import annotations
 
 import pytest
-from bench.boot_time import BootSample, pair_ratios, usage_lines
+from bench.boot_time import (
+    BootSample,
+    cpu_work,
+    pair_ratios,
+    report_fields,
+    sample_of,
+    usage_lines,
+)
 
 CONSOLE = """\
 [   14.69] llmos[232]: 2026-11-23 18:41:45,935 INFO llmos.hw.memory: process memory locked
@@ -50,3 +57,55 @@ def test_pairs_need_as_many_floor_boots() -> None:
     with pytest.raises(ValueError, match="2 ready boots against 1 floor"):
         pair_ratios([_boot("ready-0", 45.0, 47.0), _boot("ready-1", 46.0, 48.0)],
                     [_boot("floor-0", None, 30.0)])
+
+
+def _worked(label: str, ready_s: float | None, report_s: float, uptime_s: float,
+            busy_s: float, idle_s: float) -> BootSample:
+    return BootSample(label, ready_s, report_s, uptime_s, "active" if ready_s else "inactive",
+                      cpu_busy_s=busy_s, cpu_idle_s=idle_s)
+
+
+def test_cpu_work_beyond_the_floor_and_the_room_the_target_leaves() -> None:
+    # floor: reported 30 s after QEMU started; ready: 45 s, 10 s of it before the guest's
+    # clock, 35 s of guest time on 2 CPUs, 63 of its 70 CPU-s busy (90 %)
+    ready = [_worked("ready-0", 44.0, 45.0, 35.0, 63.0, 7.0)]
+    floor = [_worked("floor-0", None, 30.0, 20.0, 36.0, 4.0)]
+    work = cpu_work(ready, floor, target=1.3, cpus=2)
+    assert work is not None
+    assert work["extra_cpu_s"] == 27.0
+    assert work["floor_busy_share"] == 0.9 and work["ready_busy_share"] == 0.9
+    # within 1.3 x 30 = 39 s of QEMU time: 29 s of guest time, 2 CPUs, 90 % busy = 52.2
+    # CPU-s, of which the floor's own 36 leave 16.2
+    assert work["extra_cpu_budget_s"] == 16.2
+
+
+def test_cpu_work_is_the_median_over_the_pairs() -> None:
+    ready = [_worked(f"ready-{i}", 44.0, 45.0, 35.0, busy, 70.0 - busy)
+             for i, busy in enumerate((60.0, 63.0, 70.0))]
+    floor = [_worked(f"floor-{i}", None, 30.0, 20.0, 36.0, 4.0) for i in range(3)]
+    work = cpu_work(ready, floor, target=1.3, cpus=2)
+    assert work is not None and work["extra_cpu_s"] == 27.0
+
+
+def test_no_cpu_work_from_an_image_that_does_not_report_it() -> None:
+    assert cpu_work([_boot("ready-0", 45.0, 47.0)], [_boot("floor-0", None, 30.0)],
+                    target=1.3, cpus=2) is None
+
+
+def test_a_sample_from_the_report_line() -> None:
+    line = ("[ 31.3] boot-report[363]: llmos-boot: multi-user uptime=30.03 supervisor=active "
+            "supervisor_start=10.27 supervisor_ready=29.92 cpu_busy=57.75 cpu_idle=2.25 "
+            "addresses=10.0.2.15/24\n")
+    fields = report_fields(line)
+    assert fields is not None
+    sample = sample_of("ready-0", 40.1, 41.0, fields, None)
+    assert (sample.guest_uptime_s, sample.supervisor_start_s, sample.supervisor_ready_s) == (
+        30.03, 10.27, 29.92)
+    assert (sample.cpu_busy_s, sample.cpu_idle_s, sample.busy_share) == (57.75, 2.25, 0.9625)
+
+
+def test_a_report_without_cpu_figures_gives_none() -> None:
+    sample = sample_of("floor-0", None, 30.0, {"uptime": "12.5", "supervisor": "inactive"},
+                       None)
+    assert (sample.cpu_busy_s, sample.busy_share, sample.supervisor_start_s) == (
+        None, None, None)
