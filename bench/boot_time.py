@@ -16,8 +16,8 @@ Both clocks start when QEMU starts, so firmware, kernel and userspace count alik
 is median(ready) / median(floor); each pair's own ratio (``pair_ratios``) shows how far the
 host's drift moved it within the run. ``cpu_work``: how busy the guest's CPUs were in both
 kinds of boot, how much more work a ready boot did, and how much more the target would
-leave room for. Sizes: the raw image, and zstd-compressed at the given
-level; "without models" subtracts the sealed packs (encrypted, so incompressible).
+leave room for. Sizes: the raw image, and zstd-compressed at the given level; "without
+models" subtracts the sealed packs (encrypted, so incompressible).
 Results: bench/results/boot.json and a table on stdout. Under TCG every figure scales with
 the host's free CPU: the host's load average is recorded with them.
 """
