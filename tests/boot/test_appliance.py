@@ -126,6 +126,14 @@ def _assert_weights_pinned_on_hugepages(api: str) -> None:
     assert locked >= 0.9 * resident, f"{locked} of {resident} resident bytes locked"
 
 
+def _assert_cpu_time_adds_up(report: dict[str, str], cpus: int) -> None:
+    """The report's busy and idle time (bench.boot_time's work figures) cover the guest's
+    CPUs since boot: all of it but the kernel's first moments, before the second CPU is up."""
+    uptime, busy, idle = (float(report[k]) for k in ("uptime", "cpu_busy", "cpu_idle"))
+    assert busy > 0 and idle >= 0, report
+    assert 0.8 * cpus * uptime <= busy + idle <= 1.01 * cpus * uptime, (cpus, report)
+
+
 def test_first_boot_seals_the_key_and_serves(vm_a: Vm, fleet_key: Path,
                                              reference_embeddings: np.ndarray) -> None:
     smbios = (credentials.credential("llmos-provision-key", fleet_key.read_bytes()),
@@ -135,7 +143,9 @@ def test_first_boot_seals_the_key_and_serves(vm_a: Vm, fleet_key: Path,
         _assert_serving(health)
         assert "fleet key" in boot.console() and "enrolled in /var/lib/llmos/fleet-key.tpm2" \
             in boot.console(), "no enrollment message on the console"
-        assert guest.boot_report(boot)["supervisor"] == "active"
+        report = guest.boot_report(boot)
+        assert report["supervisor"] == "active"
+        _assert_cpu_time_adds_up(report, boot.config.cpus)
         assert "login:" not in boot.console(), "a login prompt on the console"
         _assert_embeddings_match(vm_a.api, reference_embeddings)
         _assert_weights_pinned_on_hugepages(vm_a.api)
