@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from llmos_vm import http
+from llmos_vm import http, report
 from llmos_vm.machine import Boot
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -63,6 +63,6 @@ def metrics(api: str) -> Samples:
 
 
 def boot_report(boot: Boot) -> dict[str, str]:
-    """The fields of the guest's one-line boot report (llmos-boot-report.service)."""
-    line = boot.wait_console(r"llmos-boot: multi-user [^\n]*", timeout_s=SETTLE_TIMEOUT_S)
-    return dict(f.split("=", 1) for f in line.group(0).split()[2:] if "=" in f)
+    """The fields of the guest's boot report (llmos-boot-report.service), once complete."""
+    return boot.wait_until(lambda: report.fields(boot.console()), timeout_s=SETTLE_TIMEOUT_S,
+                           interval_s=0.5, what="the guest's boot report")

@@ -1,17 +1,12 @@
-"""bench.boot_time: the supervisor's start-up lines read off a serial console, and the
-ratio of each pair of boots, the report line's fields and where the guest's CPU time went."""
+"""bench.boot_time and llmos_vm.report: the supervisor's start-up lines and the boot report
+read off a serial console, the floor's time, the ratio of each pair of boots and where the
+guest's CPU time went."""
 
 from __future__ import annotations
 
 import pytest
-from bench.boot_time import (
-    BootSample,
-    cpu_work,
-    pair_ratios,
-    report_fields,
-    sample_of,
-    usage_lines,
-)
+from bench.boot_time import BootSample, cpu_work, pair_ratios, sample_of, usage_lines
+from llmos_vm import report
 
 CONSOLE = """\
 [   14.69] llmos[232]: 2026-11-23 18:41:45,935 INFO llmos.hw.memory: process memory locked
@@ -21,7 +16,7 @@ thread, 13528 page faults, 195 from disk, waited 2.59 s for cpu, waited 0.18 s f
 [   29.63] llmos[232]: 2026-11-23 18:42:00,893 INFO llmos.supervisor: start-up finished: \
 ready: 2/2 models serving; 19.26 s after the process started (18.75 s user + 4.18 s system \
 CPU, 8.24 s in this thread, 66523 page faults, 463 from disk)
-[   31.31] boot-report[363]: llmos-boot: multi-user uptime=30.03 supervisor=active
+[   31.31] boot-report[363]: llmos-boot: multi-user uptime=30.03 cpu_busy=57.75 cpu_idle=2.25
 """
 
 
@@ -92,16 +87,43 @@ def test_no_cpu_work_from_an_image_that_does_not_report_it() -> None:
                     target=1.3, cpus=2) is None
 
 
-def test_a_sample_from_the_report_line() -> None:
-    line = ("[ 31.3] boot-report[363]: llmos-boot: multi-user uptime=30.03 supervisor=active "
-            "supervisor_start=10.27 supervisor_ready=29.92 cpu_busy=57.75 cpu_idle=2.25 "
-            "addresses=10.0.2.15/24\n")
-    fields = report_fields(line)
+REPORT = """\
+[ 31.3] boot-report[363]: llmos-boot: multi-user uptime=30.03 cpu_busy=57.75 cpu_idle=2.25
+[ 31.9] boot-report[363]: llmos-boot: units systemd-journald=5.94 tpm2=9.55 llmos-enroll=0.00
+[ 32.4] boot-report[363]: llmos-boot: done supervisor=active supervisor_start=10.27 \
+supervisor_ready=29.92 multi_user=12.80 addresses=10.0.2.15/24
+"""
+
+
+def test_the_report_is_read_once_its_last_line_is_there() -> None:
+    first, units, _ = REPORT.splitlines(keepends=True)
+    assert report.fields(first) is None
+    assert report.fields(first + units) is None
+    fields = report.fields(REPORT)
+    assert fields is not None
+    assert (fields["uptime"], fields["supervisor"], fields["addresses"]) == (
+        "30.03", "active", "10.0.2.15/24")
+    assert "systemd-journald" not in fields  # the units line is for people
+
+
+def test_a_sample_from_the_report() -> None:
+    fields = report.fields(REPORT)
     assert fields is not None
     sample = sample_of("ready-0", 40.1, 41.0, fields, None)
     assert (sample.guest_uptime_s, sample.supervisor_start_s, sample.supervisor_ready_s) == (
         30.03, 10.27, 29.92)
     assert (sample.cpu_busy_s, sample.cpu_idle_s, sample.busy_share) == (57.75, 2.25, 0.9625)
+    assert sample.multi_user_s == 12.8
+
+
+def test_the_floor_is_timed_at_multi_user_not_at_the_report() -> None:
+    # the report line arrived 24.0 s after QEMU started; the guest read its uptime 11.9 s
+    # into its boot, 1.5 s after multi-user.target became active
+    floor = BootSample("floor-0", None, 24.0, 11.9, "inactive", multi_user_s=10.4)
+    assert floor.to_multi_user_s == 22.5
+    assert pair_ratios([_boot("ready-0", 33.75, 35.0)], [floor]) == [1.5]
+    without = BootSample("floor-0", None, 24.0, 11.9, "inactive")  # the report does not say
+    assert without.to_multi_user_s == 24.0
 
 
 def test_a_report_without_cpu_figures_gives_none() -> None:
@@ -109,3 +131,13 @@ def test_a_report_without_cpu_figures_gives_none() -> None:
                        None)
     assert (sample.cpu_busy_s, sample.busy_share, sample.supervisor_start_s) == (
         None, None, None)
+
+
+def test_the_room_counts_from_the_floor_boots_multi_user() -> None:
+    ready = [_worked("ready-0", 44.0, 45.0, 35.0, 63.0, 7.0)]
+    # as in the worked example above, but its report started 1.5 s after multi-user.target:
+    # 1.3 x 1.5 s less of QEMU time, 2 CPUs, 90 % busy: 3.51 CPU-s less room
+    floor = [BootSample("floor-0", None, 30.0, 20.0, "inactive", cpu_busy_s=36.0,
+                        cpu_idle_s=4.0, multi_user_s=18.5)]
+    work = cpu_work(ready, floor, target=1.3, cpus=2)
+    assert work is not None and work["extra_cpu_budget_s"] == 12.69

@@ -1,0 +1,36 @@
+"""The guest's boot report (``llmos-boot-report.service``), read off the serial console.
+
+The guest prints it once, when the boot is complete (multi-user.target reached, and the
+supervisor ready, failed or masked), as three lines::
+
+    llmos-boot: multi-user uptime=S cpu_busy=S cpu_idle=S
+    llmos-boot: units NAME=S ...
+    llmos-boot: done supervisor=STATE supervisor_start=S supervisor_ready=S multi_user=S ...
+
+The first comes at once (the script prints it with shell built-ins only), so its arrival on
+the console can time a boot; the last says the report is complete. Times are the guest's
+clock (seconds since its kernel started; 0: never).
+"""
+
+from __future__ import annotations
+
+TIMED = "llmos-boot: multi-user"
+DONE = "llmos-boot: done"
+
+
+def fields(console: str) -> dict[str, str] | None:
+    """The ``key=value`` fields of the timed line and the done line together; None until
+    both are on the console."""
+    timed = _fields_of(console, TIMED)
+    done = _fields_of(console, DONE)
+    if timed is None or done is None:
+        return None
+    return {**timed, **done}
+
+
+def _fields_of(console: str, marker: str) -> dict[str, str] | None:
+    for line in console.splitlines():
+        if marker in line:
+            tail = line[line.index(marker) + len(marker):]
+            return dict(f.split("=", 1) for f in tail.split() if "=" in f)
+    return None
