@@ -1,12 +1,14 @@
 """The host-side VM tooling and the image build helpers, without booting the image.
 
 Fast (no image needed): credentials, the QEMU command line, the accelerator probe, the
-plaintext scanner, pack staging, the wheel pins, OVMF and swtpm state handling.
+plaintext scanner, pack staging, the wheel pins, OVMF and swtpm state handling, the guest's
+boot report script.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import stage_packs
 import wheel_pins
-from llmos_vm import accel, credentials, disk, ovmf, qemu
+from llmos_vm import accel, credentials, disk, ovmf, qemu, report
 from llmos_vm.errors import VmError
 from llmos_vm.swtpm import Swtpm, TpmState
 from stage_packs import PackInfo
@@ -217,3 +219,39 @@ def test_nothing_else_enables_the_enrollment_units() -> None:
     after = [line for line in (UNITS / "system/llmos.service").read_text().splitlines()
              if line.startswith("After=")]
     assert after and not any("systemd-tpm2-setup" in line for line in after)
+
+
+BOOT_REPORT = UNITS.parent / "llmos/boot-report"
+# What the report may do before its timed line: shell built-ins, assignments and its own
+# function (a floor boot's clock stops when that line arrives, so no process may run first).
+BUILTINS = {"set", "read", "ticks_to_seconds", "[", "hundredths", "in_seconds", "cpu_busy",
+            "cpu_idle", "}"}
+
+
+def test_the_boot_report_starts_no_process_before_its_timed_line() -> None:
+    lines = BOOT_REPORT.read_text().splitlines()
+    timed = next(i for i, line in enumerate(lines)
+                 if line.startswith(f'echo "{report.TIMED} '))
+    for line in lines[1:timed]:
+        code = line.split("#", 1)[0].strip()
+        if not code:
+            continue
+        # arithmetic $(( )) and || are the shell's own; $( ), backquotes and pipes start
+        # processes
+        assert not re.search(r"\$\((?!\()|`|(?<!\|)\|(?!\|)", code), f"{line!r} starts a process"
+        words = code.replace(";", " ").split()
+        first = words[0].split("=", 1)[0].split("(", 1)[0]
+        assert first in BUILTINS, f"{line!r} may start a process before the timed line"
+
+
+def test_the_boot_report_prints_what_the_host_reads() -> None:
+    out = subprocess.run(["/bin/sh", str(BOOT_REPORT)], capture_output=True, text=True,
+                         check=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith(report.TIMED + " ") and lines[-1].startswith(report.DONE + " ")
+    fields = report.fields(out)
+    assert fields is not None
+    uptime, busy, idle = (float(fields[k]) for k in ("uptime", "cpu_busy", "cpu_idle"))
+    assert uptime > 0 and busy > 0 and idle >= 0
+    assert {"supervisor", "supervisor_start", "supervisor_ready", "multi_user",
+            "addresses"} <= fields.keys()
