@@ -73,7 +73,7 @@ class BootSample:
     supervisor_ready_s: float | None = None
     # milestone -> the supervisor's usage text at it (see USAGE_MARKERS)
     supervisor_usage: dict[str, str] | None = None
-    # All guest CPUs' busy and idle seconds since the kernel started, at the report line
+    # All guest CPUs' busy and idle seconds since the kernel started, when the report started
     # (None: an image whose report does not say).
     cpu_busy_s: float | None = None
     cpu_idle_s: float | None = None
@@ -90,7 +90,7 @@ class BootSample:
 
     @property
     def busy_share(self) -> float | None:
-        """How much of the guest CPUs' time was spent busy, up to the report line."""
+        """How much of the guest CPUs' time was spent busy, up to the report's start."""
         if self.cpu_busy_s is None or self.cpu_idle_s is None:
             return None
         return self.cpu_busy_s / (self.cpu_busy_s + self.cpu_idle_s)
