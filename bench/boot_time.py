@@ -60,6 +60,11 @@ TIMEOUT_S = 30 * 60.0
 POLL_S = 0.25
 
 
+# The boot report's figures (llmos_vm.report), in seconds of the guest's clock.
+REPORT_SECONDS = ("uptime", "supervisor_start", "supervisor_ready", "multi_user", "cpu_busy",
+                  "cpu_idle")
+
+
 @dataclass(frozen=True)
 class BootSample:
     label: str
@@ -68,31 +73,25 @@ class BootSample:
     guest_uptime_s: float  # the guest's own clock at the report's start (no firmware)
     supervisor: str  # the supervisor's unit state in the report
     # The guest's clock when systemd started the supervisor and when it sent READY=1
-    # (0: never; None: an image whose report does not say).
-    supervisor_start_s: float | None = None
-    supervisor_ready_s: float | None = None
+    # (0: never), and when multi-user.target became active.
+    supervisor_start_s: float
+    supervisor_ready_s: float
+    multi_user_s: float
+    # All guest CPUs' busy and idle seconds since the kernel started, when the report started.
+    cpu_busy_s: float
+    cpu_idle_s: float
     # milestone -> the supervisor's usage text at it (see USAGE_MARKERS)
     supervisor_usage: dict[str, str] | None = None
-    # All guest CPUs' busy and idle seconds since the kernel started, when the report started
-    # (None: an image whose report does not say).
-    cpu_busy_s: float | None = None
-    cpu_idle_s: float | None = None
-    # The guest's clock when multi-user.target became active (None: the report does not say).
-    multi_user_s: float | None = None
 
     @property
     def to_multi_user_s(self) -> float:
         """QEMU start -> multi-user.target active: the report line's arrival less how late
         the report started (its unit is started after the target, in its own sandbox)."""
-        if not self.multi_user_s:
-            return self.report_s
         return self.report_s - (self.guest_uptime_s - self.multi_user_s)
 
     @property
-    def busy_share(self) -> float | None:
+    def busy_share(self) -> float:
         """How much of the guest CPUs' time was spent busy, up to the report's start."""
-        if self.cpu_busy_s is None or self.cpu_idle_s is None:
-            return None
         return self.cpu_busy_s / (self.cpu_busy_s + self.cpu_idle_s)
 
 
@@ -143,12 +142,15 @@ def measure(vm: VmDir, label: str, smbios: Sequence[str], api_port: int, accel: 
 
 def sample_of(label: str, ready_s: float | None, report_s: float, fields: dict[str, str],
               usage: dict[str, str] | None) -> BootSample:
-    """A boot's sample from the fields of its report (older images lack some)."""
-    return BootSample(label, ready_s, report_s, float(fields.get("uptime", "nan")),
-                      fields.get("supervisor", "?"), _seconds(fields, "supervisor_start"),
-                      _seconds(fields, "supervisor_ready"), usage,
-                      _seconds(fields, "cpu_busy"), _seconds(fields, "cpu_idle"),
-                      _seconds(fields, "multi_user"))
+    """A boot's sample from the fields of its report (``llmos_vm.report.fields``)."""
+    missing = [key for key in (*REPORT_SECONDS, "supervisor") if key not in fields]
+    if missing:
+        raise ValueError(f"boot {label}: the boot report has no {', '.join(missing)}: the "
+                         "image is older than this benchmark; rebuild it (make image)")
+    s = {key: float(fields[key]) for key in REPORT_SECONDS}
+    return BootSample(label, ready_s, report_s, s["uptime"], fields["supervisor"],
+                      s["supervisor_start"], s["supervisor_ready"], s["multi_user"],
+                      s["cpu_busy"], s["cpu_idle"], usage)
 
 
 def pair_ratios(ready: Sequence[BootSample], floor: Sequence[BootSample]) -> list[float]:
@@ -162,7 +164,7 @@ def pair_ratios(ready: Sequence[BootSample], floor: Sequence[BootSample]) -> lis
 
 
 def cpu_work(ready: Sequence[BootSample], floor: Sequence[BootSample], *, target: float,
-             cpus: int) -> dict[str, float] | None:
+             cpus: int) -> dict[str, float]:
     """Where the guest's CPU time went, pair by pair (medians over the pairs).
 
     Under TCG both kinds of boot keep the guest's CPUs busy most of the time (~80 % here), so
@@ -170,13 +172,9 @@ def cpu_work(ready: Sequence[BootSample], floor: Sequence[BootSample], *, target
     boot did beyond its floor boot: the supervisor's start-up, and whatever else ran after
     multi-user.target, where a floor boot's clock stops. ``extra_cpu_budget_s`` is what it
     could have done and still reported within ``target`` times the floor boot's time, at
-    its own busy share and with as much of QEMU's time off the guest's clock. None when the
-    image's report has no CPU figures."""
+    its own busy share and with as much of QEMU's time off the guest's clock."""
     rows = []
     for r, f in zip(ready, floor, strict=True):
-        if r.busy_share is None or f.busy_share is None:
-            return None
-        assert r.cpu_busy_s is not None and f.cpu_busy_s is not None
         # QEMU's time off the guest's clock: the firmware before the kernel (and the
         # console's and this poll's delay in showing the report line)
         off_clock_s = r.report_s - r.guest_uptime_s
@@ -187,22 +185,14 @@ def cpu_work(ready: Sequence[BootSample], floor: Sequence[BootSample], *, target
             "extra_cpu_s": r.cpu_busy_s - f.cpu_busy_s,
             "extra_cpu_budget_s": allowed_s * cpus * r.busy_share - f.cpu_busy_s,
         })
-    if not rows:
-        return None
     return {key: round(statistics.median(row[key] for row in rows), 2) for key in rows[0]}
 
 
-def _work_rows(work: dict[str, float] | None) -> str:
-    if work is None:
-        return ""
+def _work_rows(work: dict[str, float]) -> str:
     return (f"| guest CPUs busy, floor / ready boots | {work['floor_busy_share']:.0%} / "
             f"{work['ready_busy_share']:.0%} |\n"
             f"| guest CPU-s beyond the floor boot's: done / room at {TARGET}x | "
             f"{work['extra_cpu_s']:.1f} / {work['extra_cpu_budget_s']:.1f} |\n")
-
-
-def _seconds(fields: dict[str, str], key: str) -> float | None:
-    return float(fields[key]) if key in fields else None
 
 
 def zstd_size(path: Path, level: int) -> int:

@@ -38,8 +38,14 @@ def test_only_the_first_start_up_counts() -> None:
     assert usage_lines(CONSOLE + again)["ready"].startswith("19.26 s")
 
 
-def _boot(label: str, ready_s: float | None, report_s: float) -> BootSample:
-    return BootSample(label, ready_s, report_s, 0.0, "active" if ready_s else "inactive")
+def _boot(label: str, ready_s: float | None, report_s: float, uptime_s: float = 20.0,
+          busy_s: float = 36.0, idle_s: float = 4.0,
+          multi_user_s: float | None = None) -> BootSample:
+    """A sample whose report started as multi-user.target became active, unless told."""
+    return BootSample(label, ready_s, report_s, uptime_s, "active" if ready_s else "inactive",
+                      supervisor_start_s=0.0, supervisor_ready_s=0.0,
+                      multi_user_s=uptime_s if multi_user_s is None else multi_user_s,
+                      cpu_busy_s=busy_s, cpu_idle_s=idle_s)
 
 
 def test_each_ready_boot_over_the_floor_boot_next_to_it() -> None:
@@ -54,19 +60,12 @@ def test_pairs_need_as_many_floor_boots() -> None:
                     [_boot("floor-0", None, 30.0)])
 
 
-def _worked(label: str, ready_s: float | None, report_s: float, uptime_s: float,
-            busy_s: float, idle_s: float) -> BootSample:
-    return BootSample(label, ready_s, report_s, uptime_s, "active" if ready_s else "inactive",
-                      cpu_busy_s=busy_s, cpu_idle_s=idle_s)
-
-
 def test_cpu_work_beyond_the_floor_and_the_room_the_target_leaves() -> None:
     # floor: reported 30 s after QEMU started; ready: 45 s, 10 s of it before the guest's
     # clock, 35 s of guest time on 2 CPUs, 63 of its 70 CPU-s busy (90 %)
-    ready = [_worked("ready-0", 44.0, 45.0, 35.0, 63.0, 7.0)]
-    floor = [_worked("floor-0", None, 30.0, 20.0, 36.0, 4.0)]
+    ready = [_boot("ready-0", 44.0, 45.0, 35.0, 63.0, 7.0)]
+    floor = [_boot("floor-0", None, 30.0, 20.0, 36.0, 4.0)]
     work = cpu_work(ready, floor, target=1.3, cpus=2)
-    assert work is not None
     assert work["extra_cpu_s"] == 27.0
     assert work["floor_busy_share"] == 0.9 and work["ready_busy_share"] == 0.9
     # within 1.3 x 30 = 39 s of QEMU time: 29 s of guest time, 2 CPUs, 90 % busy = 52.2
@@ -75,16 +74,10 @@ def test_cpu_work_beyond_the_floor_and_the_room_the_target_leaves() -> None:
 
 
 def test_cpu_work_is_the_median_over_the_pairs() -> None:
-    ready = [_worked(f"ready-{i}", 44.0, 45.0, 35.0, busy, 70.0 - busy)
+    ready = [_boot(f"ready-{i}", 44.0, 45.0, 35.0, busy, 70.0 - busy)
              for i, busy in enumerate((60.0, 63.0, 70.0))]
-    floor = [_worked(f"floor-{i}", None, 30.0, 20.0, 36.0, 4.0) for i in range(3)]
-    work = cpu_work(ready, floor, target=1.3, cpus=2)
-    assert work is not None and work["extra_cpu_s"] == 27.0
-
-
-def test_no_cpu_work_from_an_image_that_does_not_report_it() -> None:
-    assert cpu_work([_boot("ready-0", 45.0, 47.0)], [_boot("floor-0", None, 30.0)],
-                    target=1.3, cpus=2) is None
+    floor = [_boot(f"floor-{i}", None, 30.0, 20.0, 36.0, 4.0) for i in range(3)]
+    assert cpu_work(ready, floor, target=1.3, cpus=2)["extra_cpu_s"] == 27.0
 
 
 REPORT = """\
@@ -119,25 +112,22 @@ def test_a_sample_from_the_report() -> None:
 def test_the_floor_is_timed_at_multi_user_not_at_the_report() -> None:
     # the report line arrived 24.0 s after QEMU started; the guest read its uptime 11.9 s
     # into its boot, 1.5 s after multi-user.target became active
-    floor = BootSample("floor-0", None, 24.0, 11.9, "inactive", multi_user_s=10.4)
+    floor = _boot("floor-0", None, 24.0, 11.9, multi_user_s=10.4)
     assert floor.to_multi_user_s == 22.5
     assert pair_ratios([_boot("ready-0", 33.75, 35.0)], [floor]) == [1.5]
-    without = BootSample("floor-0", None, 24.0, 11.9, "inactive")  # the report does not say
-    assert without.to_multi_user_s == 24.0
 
 
-def test_a_report_without_cpu_figures_gives_none() -> None:
-    sample = sample_of("floor-0", None, 30.0, {"uptime": "12.5", "supervisor": "inactive"},
-                       None)
-    assert (sample.cpu_busy_s, sample.busy_share, sample.supervisor_start_s) == (
-        None, None, None)
+def test_a_report_lacking_a_figure_is_refused_saying_what_to_do() -> None:
+    fields = report.fields(REPORT)
+    assert fields is not None
+    del fields["multi_user"]
+    with pytest.raises(ValueError, match=r"no multi_user: the image is older.*make image"):
+        sample_of("floor-0", None, 30.0, fields, None)
 
 
 def test_the_room_counts_from_the_floor_boots_multi_user() -> None:
-    ready = [_worked("ready-0", 44.0, 45.0, 35.0, 63.0, 7.0)]
+    ready = [_boot("ready-0", 44.0, 45.0, 35.0, 63.0, 7.0)]
     # as in the worked example above, but its report started 1.5 s after multi-user.target:
     # 1.3 x 1.5 s less of QEMU time, 2 CPUs, 90 % busy: 3.51 CPU-s less room
-    floor = [BootSample("floor-0", None, 30.0, 20.0, "inactive", cpu_busy_s=36.0,
-                        cpu_idle_s=4.0, multi_user_s=18.5)]
-    work = cpu_work(ready, floor, target=1.3, cpus=2)
-    assert work is not None and work["extra_cpu_budget_s"] == 12.69
+    floor = [_boot("floor-0", None, 30.0, 20.0, 36.0, 4.0, multi_user_s=18.5)]
+    assert cpu_work(ready, floor, target=1.3, cpus=2)["extra_cpu_budget_s"] == 12.69
