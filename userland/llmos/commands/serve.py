@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CUDA_ORDER, PCI_BUS_ID = "CUDA_DEVICE_ORDER", "PCI_BUS_ID"
+BLAS_THREADS = "OPENBLAS_NUM_THREADS"
 
 DEV_KEY_WARNING = """
 ************************************************************************
@@ -104,6 +105,13 @@ def _pci_bus_order() -> None:
     os.environ[CUDA_ORDER] = PCI_BUS_ID
 
 
+def single_threaded_blas() -> None:
+    """numpy's OpenBLAS starts a thread per core when numpy is imported, and they spin
+    before they sleep; the supervisor never calls BLAS (the runtimes have their own thread
+    pools). Set before numpy is imported; a value the operator set is kept."""
+    os.environ.setdefault(BLAS_THREADS, "1")
+
+
 def _prefetch(cfg: Config, memory: MemoryPool) -> Prefetch | None:
     """Release the key and decrypt the packs in a thread, before the heavy imports."""
     from llmos.vault.keys import provider_from_config
@@ -121,6 +129,7 @@ def _prefetch(cfg: Config, memory: MemoryPool) -> Prefetch | None:
 
 def run(args: argparse.Namespace) -> int:
     _pci_bus_order()
+    single_threaded_blas()
     from llmos.hw.memory import MemoryPool
     from llmos.hw.usage import process_usage
 
