@@ -14,11 +14,17 @@ credential (its enrollment boot, reported apart), then ``--repeat`` times each:
   guest's own clock from that target to the report's start (the report unit waits for
   systemd to start it; ``llmos_vm.report``).
 
+Then one *restart* boot: a ready boot whose supervisor systemd restarts once, right after its
+first READY=1 (a unit drop-in passed as a credential, ``RESTART``). Its second start-up is
+warm: QEMU has translated its code, the guest caches its files and the rest of the boot is
+over; it says what the start-up costs without those one-time costs.
+
 Both clocks start when QEMU starts, so firmware, kernel and userspace count alike. The ratio
 is median(ready) / median(floor); each pair's own ratio (``pair_ratios``) shows how far the
 host's drift moved it within the run. ``cpu_work``: how busy the guest's CPUs were in both
 kinds of boot, how much more work a ready boot did, and how much more the target would
-leave room for. Sizes: the raw image, and zstd-compressed at the given level; "without
+leave room for; ``start_up``: the supervisor's start to READY=1 and the time the target
+would leave it. Sizes: the raw image, and zstd-compressed at the given level; "without
 models" subtracts the sealed packs (encrypted, so incompressible).
 Results: bench/results/boot.json and a table on stdout. Under TCG every figure scales with
 the host's free CPU: the host's load average is recorded with them.
@@ -31,6 +37,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -53,7 +60,13 @@ log = logging.getLogger("bench.boot_time")
 # The supervisor's own start-up milestones on the console; each ends with what the process
 # had used by then (llmos.hw.usage: age, CPU, main thread, page faults, waits).
 USAGE_MARKERS = {"imports": "supervisor code loaded ", "ready": "start-up finished: "}
-MASK = "systemd.mask=llmos.service"
+UNIT = "llmos.service"
+MASK = f"systemd.mask={UNIT}"
+# A unit drop-in (passed as a credential) that restarts the supervisor once, as soon as its
+# first start has sent READY=1; "+": as root, outside the unit's read-only sandbox.
+RESTART = ("[Service]\n"
+           "ExecStartPost=+/bin/sh -c '[ -e /run/llmos-bench-restarted ] || "
+           "{ touch /run/llmos-bench-restarted; systemctl --no-block restart " + UNIT + "; }'\n")
 TARGET = 1.3  # boot-to-ready over the floor (README, "Boot time and size")
 GUEST_CPUS = 2  # -smp of every boot measured here, as many as CI's host has cores
 TIMEOUT_S = 30 * 60.0
@@ -95,15 +108,37 @@ class BootSample:
         return self.cpu_busy_s / (self.cpu_busy_s + self.cpu_idle_s)
 
 
+def usage_texts(console: str, milestone: str) -> list[str]:
+    """The usage text of every line logged at ``milestone`` (USAGE_MARKERS), in order: one
+    per start of the supervisor."""
+    marker = USAGE_MARKERS[milestone]
+    return [line[line.index(marker) + len(marker):].rsplit("; ", 1)[-1].strip()
+            for line in console.splitlines() if marker in line]
+
+
 def usage_lines(console: str) -> dict[str, str]:
     """The first usage text logged at each milestone of USAGE_MARKERS."""
-    found: dict[str, str] = {}
-    for line in console.splitlines():
-        for milestone, marker in USAGE_MARKERS.items():
-            if milestone not in found and marker in line:
-                text = line[line.index(marker) + len(marker):]
-                found[milestone] = text.rsplit("; ", 1)[-1].strip()
-    return found
+    return {milestone: texts[0] for milestone in USAGE_MARKERS
+            if (texts := usage_texts(console, milestone))}
+
+
+@dataclass(frozen=True)
+class StartUp:
+    """A start-up's duration and the CPU its process had used by READY=1 (its usage text)."""
+
+    seconds: float  # from the process's start
+    cpu_s: float  # user + system, all threads
+
+    @classmethod
+    def of(cls, text: str) -> StartUp:
+        found = _USAGE.match(text)
+        if found is None:
+            raise ValueError(f"not a usage text: {text!r}")
+        return cls(float(found["age"]), round(float(found["user"]) + float(found["sys"]), 2))
+
+
+_USAGE = re.compile(r"(?P<age>[\d.]+) s after the process started \((?P<user>[\d.]+) s user "
+                    r"\+ (?P<sys>[\d.]+) s system CPU")
 
 
 def measure(vm: VmDir, label: str, smbios: Sequence[str], api_port: int, accel: str,
@@ -138,6 +173,24 @@ def measure(vm: VmDir, label: str, smbios: Sequence[str], api_port: int, accel: 
     sample = sample_of(label, ready_s, report_s, fields, usage)
     log.info("%s", sample)
     return sample
+
+
+def measure_restart(vm: VmDir, label: str, accel: str) -> tuple[StartUp, StartUp]:
+    """Boot once with the supervisor restarted right after its first READY=1 (RESTART):
+    its first start-up and the one after, warm (QEMU has translated its code already, the
+    guest caches its files, the rest of the boot is over)."""
+    dropin = credentials.credential(f"systemd.unit-dropin.{UNIT}", RESTART.encode())
+    with Boot(vm, label=label, smbios=[dropin], cpus=GUEST_CPUS, accelerator=accel) as boot:
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(texts := usage_texts(boot.console(), "ready")) < 2:
+            if not boot.running() or time.monotonic() > deadline:
+                raise SystemExit(f"boot {label}: the supervisor did not start twice after "
+                                 f"{boot.elapsed():.0f} s; console tail:\n"
+                                 f"{boot.console_tail()}")
+            time.sleep(POLL_S)
+    first, again = (StartUp.of(text) for text in texts[:2])
+    log.info("%s: first start-up %s, again %s", label, first, again)
+    return first, again
 
 
 def sample_of(label: str, ready_s: float | None, report_s: float, fields: dict[str, str],
@@ -188,6 +241,28 @@ def cpu_work(ready: Sequence[BootSample], floor: Sequence[BootSample], *, target
     return {key: round(statistics.median(row[key] for row in rows), 2) for key in rows[0]}
 
 
+def start_up_room(ready: Sequence[BootSample], floor: Sequence[BootSample], *,
+                  target: float) -> dict[str, float]:
+    """The supervisor's start to READY=1 on the guest's clock (``start_up_s``), against the
+    time ``target`` times the floor boot's would leave it from the same start
+    (``start_up_room_s``), pair by pair (medians over the pairs)."""
+    rows = []
+    for r, f in zip(ready, floor, strict=True):
+        off_clock_s = r.report_s - r.guest_uptime_s
+        rows.append({"start_up_s": r.supervisor_ready_s - r.supervisor_start_s,
+                     "start_up_room_s": (target * f.to_multi_user_s - off_clock_s
+                                         - r.supervisor_start_s)})
+    return {key: round(statistics.median(row[key] for row in rows), 2) for key in rows[0]}
+
+
+def _start_up_rows(room: dict[str, float], first: StartUp, again: StartUp) -> str:
+    return (f"| supervisor start to READY=1 (guest clock) / room at {TARGET}x | "
+            f"{room['start_up_s']:.1f} / {room['start_up_room_s']:.1f} |\n"
+            f"| one boot's supervisor start-ups: first / restarted at once (warm) | "
+            f"{first.seconds:.1f} s, {first.cpu_s:.1f} CPU-s / {again.seconds:.1f} s, "
+            f"{again.cpu_s:.1f} CPU-s |\n")
+
+
 def _work_rows(work: dict[str, float]) -> str:
     return (f"| guest CPUs busy, floor / ready boots | {work['floor_busy_share']:.0%} / "
             f"{work['ready_busy_share']:.0%} |\n"
@@ -231,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ready.append(measure(vm, f"ready-{i}", [], args.api_port, args.accel, True))
         floor.append(measure(vm, f"floor-{i}", [credentials.kernel_cmdline_extra(MASK)],
                              args.api_port, args.accel, False))
+    first_start, warm_start = measure_restart(vm, "restart", args.accel)
     if any(s.supervisor == "active" for s in floor):
         raise SystemExit("the floor boots ran the supervisor: systemd-stub ignored the "
                          "SMBIOS kernel-cmdline-extra string")
@@ -242,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratio = ready_s / floor_s
     pairs = pair_ratios(ready, floor)
     work = cpu_work(ready, floor, target=TARGET, cpus=GUEST_CPUS)
+    room = start_up_room(ready, floor, target=TARGET)
     packs = [ROOT / "build/demo" / f"{n}.sealed" for n in read_list(ROOT / "image/packs.list")]
     packs_bytes = sum(p.stat().st_size for p in packs)
     raw = args.image.stat().st_size
@@ -252,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        round(os.getloadavg()[0], 2)],
         "boot_to_ready_s": round(ready_s, 1), "floor_multi_user_s": round(floor_s, 1),
         "ratio": round(ratio, 2), "pair_ratios": pairs, "target_ratio": TARGET,
-        "cpu_work": work,
+        "cpu_work": work, "start_up": room,
+        "restart": {"first": asdict(first_start), "again": asdict(warm_start)},
         "first_boot_to_ready_s": first.ready_s and round(first.ready_s, 1),
         "samples": [asdict(s) for s in (first, *ready, *floor)],
         "image_raw_bytes": raw, "image_zstd_bytes": compressed, "zstd_level": args.zstd_level,
@@ -267,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| boot to ready (median of {args.repeat}) | {ready_s:.1f} |\n"
         f"| boot to multi-user, supervisor masked | {floor_s:.1f} |\n"
         f"| ratio (each pair: {min(pairs):.2f}-{max(pairs):.2f}) | {ratio:.2f} |\n"
-        f"{_work_rows(work)}\n"
+        f"{_work_rows(work)}{_start_up_rows(room, first_start, warm_start)}\n"
         f"| image | MB |\n|---|---|\n| raw | {raw / mb:.0f} |\n"
         f"| zstd -{args.zstd_level} | {compressed / mb:.0f} |\n"
         f"| zstd, without the sealed packs ({packs_bytes / mb:.0f} MB) | "

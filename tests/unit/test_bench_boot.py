@@ -4,8 +4,19 @@ guest's CPU time went."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from bench.boot_time import BootSample, cpu_work, pair_ratios, sample_of, usage_lines
+from bench.boot_time import (
+    BootSample,
+    StartUp,
+    cpu_work,
+    pair_ratios,
+    sample_of,
+    start_up_room,
+    usage_lines,
+    usage_texts,
+)
 from llmos_vm import report
 
 CONSOLE = """\
@@ -36,6 +47,22 @@ def test_a_floor_boot_has_none() -> None:
 def test_only_the_first_start_up_counts() -> None:
     again = CONSOLE.replace("19.26 s after", "3.00 s after")
     assert usage_lines(CONSOLE + again)["ready"].startswith("19.26 s")
+
+
+def test_every_start_up_of_a_boot_in_order() -> None:
+    again = ("[   52.10] llmos[410]: 2026-11-23 18:42:30,001 INFO llmos.supervisor: start-up "
+             "finished: ready: 2/2 models serving; warning: memory fallback (hugepages); "
+             "10.37 s after the process started (13.93 s user + 1.90 s system CPU, 4.64 s "
+             "in this thread)\n")
+    first, second = (StartUp.of(t) for t in usage_texts(CONSOLE + again, "ready"))
+    assert first == StartUp(seconds=19.26, cpu_s=22.93)
+    assert second == StartUp(seconds=10.37, cpu_s=15.83)
+    assert usage_texts(CONSOLE, "imports")[0].startswith("10.39 s after")
+
+
+def test_a_text_that_is_no_usage_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a usage text"):
+        StartUp.of("ready: 2/2 models serving")
 
 
 def _boot(label: str, ready_s: float | None, report_s: float, uptime_s: float = 20.0,
@@ -131,3 +158,14 @@ def test_the_room_counts_from_the_floor_boots_multi_user() -> None:
     # 1.3 x 1.5 s less of QEMU time, 2 CPUs, 90 % busy: 3.51 CPU-s less room
     floor = [_boot("floor-0", None, 30.0, 20.0, 36.0, 4.0, multi_user_s=18.5)]
     assert cpu_work(ready, floor, target=1.3, cpus=2)["extra_cpu_budget_s"] == 12.69
+
+
+def test_the_start_up_and_the_time_the_target_leaves_it() -> None:
+    # ready boot: its report 45 s after QEMU started, at 35 s of guest time (10 s off the
+    # guest's clock); the supervisor started at 11 s and sent READY=1 at 31 s
+    ready = [dataclasses.replace(_boot("ready-0", 44.0, 45.0, 35.0), supervisor_start_s=11.0,
+                                 supervisor_ready_s=31.0)]
+    floor = [_boot("floor-0", None, 30.0, 20.0)]
+    # 1.3 x 30 = 39 s of QEMU time, 29 s of guest time, 18 of them after the start
+    assert start_up_room(ready, floor, target=1.3) == {"start_up_s": 20.0,
+                                                       "start_up_room_s": 18.0}
