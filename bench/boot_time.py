@@ -103,6 +103,12 @@ class BootSample:
         return self.report_s - (self.guest_uptime_s - self.multi_user_s)
 
     @property
+    def off_clock_s(self) -> float:
+        """QEMU's time off the guest's clock: the firmware before the kernel (and the
+        console's and the poll's delay in showing the report line)."""
+        return self.report_s - self.guest_uptime_s
+
+    @property
     def busy_share(self) -> float:
         """How much of the guest CPUs' time was spent busy, up to the report's start."""
         return self.cpu_busy_s / (self.cpu_busy_s + self.cpu_idle_s)
@@ -181,13 +187,12 @@ def measure_restart(vm: VmDir, label: str, accel: str) -> tuple[StartUp, StartUp
     guest caches its files, the rest of the boot is over)."""
     dropin = credentials.credential(f"systemd.unit-dropin.{UNIT}", RESTART.encode())
     with Boot(vm, label=label, smbios=[dropin], cpus=GUEST_CPUS, accelerator=accel) as boot:
-        deadline = time.monotonic() + TIMEOUT_S
-        while len(texts := usage_texts(boot.console(), "ready")) < 2:
-            if not boot.running() or time.monotonic() > deadline:
-                raise SystemExit(f"boot {label}: the supervisor did not start twice after "
-                                 f"{boot.elapsed():.0f} s; console tail:\n"
-                                 f"{boot.console_tail()}")
-            time.sleep(POLL_S)
+        def two_start_ups() -> list[str] | None:
+            texts = usage_texts(boot.console(), "ready")
+            return texts if len(texts) >= 2 else None
+
+        texts = boot.wait_until(two_start_ups, timeout_s=TIMEOUT_S, interval_s=POLL_S,
+                                what=f"boot {label}: the supervisor's second start-up")
     first, again = (StartUp.of(text) for text in texts[:2])
     log.info("%s: first start-up %s, again %s", label, first, again)
     return first, again
@@ -228,17 +233,14 @@ def cpu_work(ready: Sequence[BootSample], floor: Sequence[BootSample], *, target
     its own busy share and with as much of QEMU's time off the guest's clock."""
     rows = []
     for r, f in zip(ready, floor, strict=True):
-        # QEMU's time off the guest's clock: the firmware before the kernel (and the
-        # console's and this poll's delay in showing the report line)
-        off_clock_s = r.report_s - r.guest_uptime_s
-        allowed_s = target * f.to_multi_user_s - off_clock_s
+        allowed_s = _allowed_guest_s(r, f, target)
         rows.append({
             "floor_cpu_busy_s": f.cpu_busy_s, "floor_busy_share": f.busy_share,
             "ready_cpu_busy_s": r.cpu_busy_s, "ready_busy_share": r.busy_share,
             "extra_cpu_s": r.cpu_busy_s - f.cpu_busy_s,
             "extra_cpu_budget_s": allowed_s * cpus * r.busy_share - f.cpu_busy_s,
         })
-    return {key: round(statistics.median(row[key] for row in rows), 2) for key in rows[0]}
+    return _medians(rows)
 
 
 def start_up_room(ready: Sequence[BootSample], floor: Sequence[BootSample], *,
@@ -246,12 +248,19 @@ def start_up_room(ready: Sequence[BootSample], floor: Sequence[BootSample], *,
     """The supervisor's start to READY=1 on the guest's clock (``start_up_s``), against the
     time ``target`` times the floor boot's would leave it from the same start
     (``start_up_room_s``), pair by pair (medians over the pairs)."""
-    rows = []
-    for r, f in zip(ready, floor, strict=True):
-        off_clock_s = r.report_s - r.guest_uptime_s
-        rows.append({"start_up_s": r.supervisor_ready_s - r.supervisor_start_s,
-                     "start_up_room_s": (target * f.to_multi_user_s - off_clock_s
-                                         - r.supervisor_start_s)})
+    return _medians([{"start_up_s": r.supervisor_ready_s - r.supervisor_start_s,
+                      "start_up_room_s": _allowed_guest_s(r, f, target) - r.supervisor_start_s}
+                     for r, f in zip(ready, floor, strict=True)])
+
+
+def _allowed_guest_s(ready: BootSample, floor: BootSample, target: float) -> float:
+    """The guest's clock at which ``ready`` would have reported within ``target`` times
+    ``floor``'s time, with as much of QEMU's time off the guest's clock."""
+    return target * floor.to_multi_user_s - ready.off_clock_s
+
+
+def _medians(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each key's median over the pairs' rows."""
     return {key: round(statistics.median(row[key] for row in rows), 2) for key in rows[0]}
 
 
@@ -306,12 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ready.append(measure(vm, f"ready-{i}", [], args.api_port, args.accel, True))
         floor.append(measure(vm, f"floor-{i}", [credentials.kernel_cmdline_extra(MASK)],
                              args.api_port, args.accel, False))
-    first_start, warm_start = measure_restart(vm, "restart", args.accel)
     if any(s.supervisor == "active" for s in floor):
         raise SystemExit("the floor boots ran the supervisor: systemd-stub ignored the "
                          "SMBIOS kernel-cmdline-extra string")
     if any(s.supervisor != "active" for s in ready):
         raise SystemExit("a ready boot's supervisor was not active")
+    first_start, warm_start = measure_restart(vm, "restart", args.accel)
 
     ready_s = statistics.median(s.ready_s for s in ready if s.ready_s is not None)
     floor_s = statistics.median(s.to_multi_user_s for s in floor)
