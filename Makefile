@@ -15,6 +15,9 @@ STAMPS   := $(BUILD)/stamps
 KEYS     := $(BUILD)/keys
 DEMO     := $(BUILD)/demo
 FLEETKEY := $(KEYS)/fleet.key
+# Secure Boot (PK/KEK/db; db also signs the expected PCR 11 values) and the OVMF variable
+# store with them enrolled: test keys made once per checkout (image/keys.sh).
+SBVARS   := $(KEYS)/secureboot/OVMF_VARS.fd
 PYTEST_ARGS ?=
 
 .PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image image-nvidia run bench clean
@@ -52,7 +55,10 @@ $(FLEETKEY): | $(STAMPS)/venv
 	@mkdir -p $(KEYS)
 	$(VENV)/bin/llmos keygen --out $@
 
-keys: $(FLEETKEY)
+$(SBVARS): image/keys.sh | $(STAMPS)/venv
+	VENV_BIN=$(VENV)/bin bash image/keys.sh $(KEYS)
+
+keys: $(FLEETKEY) $(SBVARS)
 
 demo-packs: $(STAMPS)/venv $(FLEETKEY)
 	$(VENV)/bin/llmos demo build --out $(DEMO) --key $(FLEETKEY)
@@ -97,11 +103,11 @@ bench: $(STAMPS)/venv demo-packs
 # --- the appliance image and the VM ----------------------------------------------------
 # image/build.sh rebuilds only when its inputs changed (hash of image/, the userland, the
 # wheel pins, the packs); mkosi's incremental cache keeps the installed packages.
-image: deps $(STAMPS)/venv demo-packs
+image: deps $(STAMPS)/venv demo-packs $(SBVARS)
 	PY=$(PY) bash image/build.sh default
 
 # Hardware image with the NVIDIA driver and onnxruntime-gpu (not part of make test).
-image-nvidia: deps $(STAMPS)/venv demo-packs
+image-nvidia: deps $(STAMPS)/venv demo-packs $(SBVARS)
 	PY=$(PY) bash image/build.sh nvidia
 
 # Boot the image in QEMU with a persistent swtpm (state in build/vm/run/). RUN_ARGS:

@@ -8,6 +8,7 @@ of a session, kept afterwards for the console logs).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -21,7 +22,9 @@ sys.path.insert(0, str(ROOT / "image"))  # llmos_vm, stage_packs, requirements
 IMAGE = ROOT / "build" / "image" / "llmos.raw"
 FLEET_KEY = ROOT / "build" / "keys" / "fleet.key"
 DEMO = ROOT / "build" / "demo"
-LAB = ROOT / "build" / "test-boot"
+# LLMOS_TEST_LAB: another directory, so that two sessions (e.g. the attack tests beside the
+# others) can run at once without wiping each other's VMs.
+LAB = Path(os.environ.get("LLMOS_TEST_LAB") or ROOT / "build" / "test-boot")
 
 
 def free_port() -> int:
