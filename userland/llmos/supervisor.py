@@ -335,7 +335,8 @@ class Supervisor:
             except Exception as exc:
                 err = exc if isinstance(exc, LlmosError) else KeyReleaseError(
                     f"{type(exc).__name__}: {exc}", "see the server log")
-                self._key = KeyStatus(self._key.provider, released=False, reason=_describe(err))
+                self._key = KeyStatus(self._key.provider, released=False, reason=_describe(err),
+                                      details=self._provider.describe() if self._provider else {})
                 log.error("fleet key unavailable (%s): %s", self._key.provider, _describe(err))
                 raise KeyReleaseError(f"fleet key unavailable: {err.message}", err.hint) from exc
             return self._released(provider, kek)
