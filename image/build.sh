@@ -52,6 +52,7 @@ input_files() {
   [ -f README.md ] && echo README.md
   echo "$packs_list"
   printf '%s\n' "${packs[@]}"
+  echo "${LLMOS_KEYS:-build/keys}/secureboot/db.crt"
 }
 inputs_hash=$( { echo "profile=$profile"; input_files | LC_ALL=C sort | xargs -d '\n' sha256sum; } \
   | sha256sum | cut -d' ' -f1)
@@ -112,12 +113,21 @@ KernelCommandLine=hugepages=$hugepages
 BuildSources=$stage/input:input
 ExtraTrees=$stage/root:/
 EOF
-if [ "$profile" = default ]; then
-  # No initrd (see mkosi.profiles/default): an empty initramfs stops mkosi from building
-  # its default one, and the kernel, finding no /init in it, mounts root= itself.
-  cpio --quiet -o -H newc < /dev/null > "$stage/empty-initrd.cpio"
-  echo "Initrds=$stage/empty-initrd.cpio" >> "$stage/mkosi.conf"
-fi
+# Secure Boot: systemd-boot and the UKI signed with the project's db key (make keys:
+# image/keys.sh); the UKI also carries the signature of its expected PCR 11 values
+# (SignExpectedPcr: mkosi 24 signs them with the same key; the fleet key is sealed to it).
+keys=${LLMOS_KEYS:-$repo/build/keys}
+for f in secureboot/db.key secureboot/db.crt; do
+  [ -s "$keys/$f" ] || { log "no $keys/$f: run 'make keys' (image/keys.sh)"; exit 1; }
+done
+cat >> "$stage/mkosi.conf" <<EOF
+[Validation]
+SecureBoot=yes
+SecureBootKey=$keys/secureboot/db.key
+SecureBootCertificate=$keys/secureboot/db.crt
+SecureBootAutoEnroll=no
+SignExpectedPcr=yes
+EOF
 
 # --- 3. mkosi -------------------------------------------------------------------------
 log "mkosi build (first run bootstraps Debian: several minutes)"
