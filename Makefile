@@ -20,7 +20,7 @@ FLEETKEY := $(KEYS)/fleet.key
 SBVARS   := $(KEYS)/secureboot/OVMF_VARS.fd
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image image-nvidia run bench clean
+.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image image-update image-nvidia run bench clean
 
 help:
 	@echo "make run        build the image (demo models sealed in) and boot it in QEMU with swtpm"
@@ -71,11 +71,11 @@ serve: $(STAMPS)/venv
 test-fast: $(STAMPS)/venv
 	$(PY) -m pytest -m "not boot" $(PYTEST_ARGS)
 
-test: deps $(STAMPS)/venv demo-packs image
+test: deps $(STAMPS)/venv demo-packs image image-update
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # QEMU boot tests only (tests/boot; the image is built first, never by the tests).
-test-boot: deps $(STAMPS)/venv demo-packs image
+test-boot: deps $(STAMPS)/venv demo-packs image image-update
 	$(PY) -m pytest -m boot tests/boot $(PYTEST_ARGS)
 
 # On a machine with an NVIDIA GPU (elsewhere they skip, saying why). The CUDA provider
@@ -105,6 +105,11 @@ bench: $(STAMPS)/venv demo-packs
 # wheel pins, the packs); mkosi's incremental cache keeps the installed packages.
 image: deps $(STAMPS)/venv demo-packs $(SBVARS)
 	PY=$(PY) bash image/build.sh default
+
+# The same image built again with one file more (build/image-update/): the boot tests' update
+# signed by the same keys, which must get the fleet key without re-enrollment.
+image-update: image
+	LLMOS_IMAGE_OUT=$(BUILD)/image-update LLMOS_BUILD_TAG=update PY=$(PY) bash image/build.sh default
 
 # Hardware image with the NVIDIA driver and onnxruntime-gpu (not part of make test).
 image-nvidia: deps $(STAMPS)/venv demo-packs $(SBVARS)

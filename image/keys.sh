@@ -10,6 +10,8 @@
 #                                 and (mkosi 24: SignExpectedPcr= uses the same key) its
 #                                 expected PCR 11 values, the policy the fleet key is sealed
 #                                 under (the UKI's .pcrpkey section carries the public half)
+#   DIR/secureboot/modules.{key,crt}  signs the nvidia profile's DKMS-built kernel modules
+#                                 (the kernel trusts it once enrolled as a MOK; docs/security.md)
 #   DIR/secureboot/OVMF_VARS.fd   OVMF variable store with PK/KEK/db enrolled (Secure Boot
 #                                 on): the template every test/run VM copies
 #
@@ -33,6 +35,7 @@ cert() {  # name CN -> self-signed RSA 2048 X.509 (UEFI firmware implementations
 cert PK  "LLM OS test platform key"
 cert KEK "LLM OS test key exchange key"
 cert db  "LLM OS test image signing key"
+cert modules "LLM OS test kernel module signing key"
 
 vars=$dir/secureboot/OVMF_VARS.fd
 if [ ! -s "$vars" ] || [ "$vars" -ot "$dir/secureboot/db.crt" ]; then
