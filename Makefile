@@ -85,7 +85,7 @@ lint: $(STAMPS)/venv
 # Side by side with the peers (FastAPI, MLServer, llama-cpp-python, onnxruntime-genai),
 # each in its own venv under build/bench-venvs/ (made once; a peer that fails to install
 # is reported, not fatal). The load comes from wrk. BENCH_ARGS="--duration 3 --only tensor"
-# gives a quick run; results land in bench/results/ and the README's bench markers.
+# gives a quick run; results land in bench/results/ and bench/README.md.
 BENCH_VENVS := $(BUILD)/bench-venvs
 BENCH_ARGS  ?=
 bench: $(STAMPS)/venv demo-packs
