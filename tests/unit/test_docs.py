@@ -30,9 +30,17 @@ FENCE = re.compile(r"^(```|~~~)")
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
 
 
+SKIP_DIRS = {"build", "node_modules"}  # build outputs, vendored packages
+
+
 def docs() -> list[Path]:
-    return [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README.md",
-            ROOT / "bench" / "BOOT.md"]
+    """Every Markdown file of the project (hidden and build folders left out)."""
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS
+                         and not d.endswith(".egg-info"))
+        found += [Path(folder) / f for f in sorted(files) if f.endswith(".md")]
+    return found
 
 
 def prose(text: str) -> list[str]:
