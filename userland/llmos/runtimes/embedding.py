@@ -18,7 +18,7 @@ import numpy as np
 
 from llmos.errors import BadRequestError, ModelLoadError, PackFormatError
 from llmos.pack.manifest import Manifest, TensorSpec
-from llmos.runtimes.validation import Signed, check_inputs
+from llmos.runtimes.validation import Signed, conform
 from llmos.text.tokenizer import TextTokenizer
 
 TEXT = "text"
@@ -95,7 +95,7 @@ class EmbeddingRuntime(Signed):
         self._outputs = public_outputs(dim)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = [_text(i, v) for i, v in enumerate(check_inputs(self._inputs, inputs)[TEXT])]
+        texts = [_text(i, v) for i, v in enumerate(conform(self._inputs, inputs)[TEXT])]
         if not texts:
             return {EMBEDDING: np.zeros((0, self._dim), dtype=np.float32)}
         batch = self._tokenizer.encode_batch(texts)

@@ -39,7 +39,7 @@ from llmos.runtimes.embedding import (
     EmbeddingConfig,
     EmbeddingRuntime,
 )
-from llmos.runtimes.validation import Signed, check_inputs
+from llmos.runtimes.validation import Signed, conform
 from llmos.text.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class OnnxRuntime(Signed):
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._session is None:
             raise ModelLoadError("this model instance is closed", "load the model again")
-        checked = check_inputs(self._inputs, inputs)
+        checked = conform(self._inputs, inputs)
         feed = {s.name: _to_feed(s, checked[s.name]) for s in self._inputs}
         try:
             results = self._session.run(self._output_names, feed)
