@@ -27,9 +27,9 @@ from llmos.llm.chat import Message
 from llmos.llm.generation import Generation, GenerationRequest
 from llmos.llm.model import LanguageModel
 from llmos.llm.openai_protocol import CompletionParams, FieldError
+from llmos.pack.embedding import EMBEDDING, TEXT
 from llmos.pack.manifest import Manifest
 from llmos.registry import ModelRegistry
-from llmos.runtimes.embedding import EMBEDDING, TEXT
 from llmos.runtimes.validation import check_inputs, check_outputs
 from llmos.serving.codec import InferRequest
 from llmos.serving.metrics import ServingMetrics

@@ -28,17 +28,13 @@ import numpy as np
 import onnxruntime as ort
 
 from llmos.errors import BadRequestError, ModelLoadError, PackFormatError
+from llmos.pack.embedding import ENCODER_INPUTS, OPTIONAL_INPUTS, EmbeddingConfig
 from llmos.pack.manifest import Manifest, TensorSpec
 from llmos.pack.weights import WeightTable, views
 from llmos.runtimes import heap
 from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.runtimes.device import Device, parse_device
-from llmos.runtimes.embedding import (
-    ENCODER_INPUTS,
-    OPTIONAL_INPUTS,
-    EmbeddingConfig,
-    EmbeddingRuntime,
-)
+from llmos.runtimes.embedding import EmbeddingRuntime
 from llmos.runtimes.validation import Signed, conform
 from llmos.text.tokenizer import TextTokenizer
 

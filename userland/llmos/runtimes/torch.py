@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from llmos.errors import ModelLoadError, PackFormatError
+from llmos.pack.embedding import EmbeddingConfig
 from llmos.pack.manifest import Manifest
 from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.runtimes.device import Device, parse_device
-from llmos.runtimes.embedding import EmbeddingConfig, EmbeddingRuntime
+from llmos.runtimes.embedding import EmbeddingRuntime
 from llmos.runtimes.validation import Signed, conform
 from llmos.text.tokenizer import TextTokenizer
 
