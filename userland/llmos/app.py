@@ -47,11 +47,11 @@ from llmos.hw.usage import process_usage
 from llmos.hw.view import ResourceView
 from llmos.llm.backend import KIND as CAUSAL_LM
 from llmos.llm.backend import causal_lm_backend
-from llmos.registry import STEP_TIMEOUT_S, ModelRegistry, Progress
+from llmos.registry import ModelRegistry
 from llmos.serving.backend import Backend, tensor_backend
 from llmos.serving.metrics import ServingMetrics
 from llmos.state import Health, assess
-from llmos.systemd import Notifier
+from llmos.systemd import STEP_TIMEOUT_S, Notifier, Progress
 from llmos.vault.keys import KeyProvider, provider_from_config
 from llmos.vault.opener import PackOpener
 from llmos.vault.prefetch import Prefetch

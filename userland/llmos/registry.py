@@ -6,10 +6,10 @@ state change goes through ``llmos.state``'s transition table (``ModelStatus.to``
 ``Cause``), so an illegal one raises instead of showing a state nobody planned.
 
 Loading a model: read the pack's clear header (version, kind, sizes), get the fleet key
-from the ``PackOpener``, then in a worker thread let the opener decrypt the pack into the
-memory pool and the backend of the manifest's ``kind`` build and warm the runtime(s). A
-failure is recorded in the model's status (FAILED, or UNAVAILABLE without a key) and the
-others carry on. The plaintext is kept while the model serves and freed with it.
+from the ``PackOpener``, then let the ``ModelLoader`` (``llmos.serving.loading``) open the
+pack and build its runtime(s) in a worker thread. A failure is recorded in the model's
+status (FAILED, or UNAVAILABLE without a key) and the others carry on. The plaintext is
+kept while the model serves and freed with it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from llmos.config import Config, ModelConfig
@@ -33,26 +33,16 @@ from llmos.errors import (
     NotReadyError,
 )
 from llmos.hw.memory import MemoryPool
-from llmos.pack.container import split_files
 from llmos.pack.manifest import Manifest
-from llmos.serving.backend import (
-    PLATFORMS,
-    Backend,
-    ModelContext,
-    Served,
-    TensorModel,
-    keep_all,
-    runtime_options,
-)
+from llmos.serving.backend import PLATFORMS, Backend, Served, TensorModel
+from llmos.serving.loading import ModelLoader, drop_frames
 from llmos.serving.metrics import ServingMetrics
 from llmos.state import Cause, KeyStatus, ModelState, ModelStatus
+from llmos.systemd import Progress
 from llmos.vault.opener import PackOpener, describe, read_manifest
 
 log = logging.getLogger(__name__)
 
-#: Start-up time systemd grants each step (key release, one model's load) beyond
-#: TimeoutStartSec=, so a large pack on a slow machine is not killed half-way.
-STEP_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -67,38 +57,34 @@ class _Entry:
     parked: bool = False  # unloaded by an operator: placements are recorded, not loaded
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def check_version(self, version: str | None) -> None:
+        if version is not None and version != self.status.version:
+            have = self.status.version or "unknown until the pack is read"
+            raise NotFoundError(f"model {self.config.name!r} has no version {version!r}",
+                                f"its version is {have}")
 
-def _drop_frames(exc: BaseException | None) -> None:
-    """Forget the tracebacks of a failed load: their frames still reference the plaintext
-    buffers, which could then not be unmapped and wiped memory would linger."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc.__traceback__ = None
-        exc = exc.__cause__ or exc.__context__
+    def known_manifest(self, version: str | None) -> Manifest:
+        self.check_version(version)
+        if self.manifest is None:
+            raise NotReadyError(f"model {self.config.name!r}: its pack could not be read: "
+                                f"{self.status.reason or self.status.state.value}",
+                                "see /health for the reason")
+        return self.manifest
+
+    def serving(self, version: str | None) -> Served:
+        self.check_version(version)
+        if self.served is None:
+            st, name = self.status, self.config.name
+            detail = f": {st.reason}" if st.reason else ""
+            raise NotReadyError(f"model {name!r} is {st.state.value}{detail}",
+                                f"retry once /v2/models/{name}/ready answers 200"
+                                if st.state is ModelState.LOADING else "see /health")
+        return self.served
 
 
 def _where(placement: Placement) -> dict[str, str]:
     """The status fields a placement sets."""
     return {"device": placement.device or "", "placement": placement.state.value}
-
-
-class Progress:
-    """Tells systemd what start-up is doing and, after it, keeps STATUS= current."""
-
-    def __init__(self, working: Callable[[str, float], object],
-                 status_line: Callable[[], object]) -> None:
-        self.starting = True
-        self._working = working
-        self._status_line = status_line
-
-    def step(self, what: str) -> None:
-        if self.starting:
-            self._working(what, STEP_TIMEOUT_S)
-
-    def changed(self) -> None:
-        if not self.starting:
-            self._status_line()
 
 
 class ModelRegistry:
@@ -111,8 +97,7 @@ class ModelRegistry:
         self.metrics = metrics
         self.progress = Progress(lambda what, s: None, lambda: None)
         self._opener = opener
-        self._memory = memory
-        self._backends = dict(backends)
+        self._loader = ModelLoader(config, opener, backends, metrics, memory)
         self._stopping = False
         self._entries: dict[str, _Entry] = {}
         now = time.time()
@@ -146,34 +131,13 @@ class ModelRegistry:
     def model_config(self, name: str) -> ModelConfig:
         return self._entry(name).config
 
-    def _check_version(self, entry: _Entry, version: str | None) -> None:
-        if version is not None and version != entry.status.version:
-            have = entry.status.version or "unknown until the pack is read"
-            raise NotFoundError(f"model {entry.config.name!r} has no version {version!r}",
-                                f"its version is {have}")
-
     def manifest(self, name: str, version: str | None = None) -> Manifest:
         """The pack's manifest (known once the pack's clear header was read)."""
-        entry = self._entry(name)
-        self._check_version(entry, version)
-        if entry.manifest is None:
-            raise NotReadyError(f"model {name!r}: its pack could not be read: "
-                                f"{entry.status.reason or entry.status.state.value}",
-                                "see /health for the reason")
-        return entry.manifest
+        return self._entry(name).known_manifest(version)
 
     def served(self, name: str, version: str | None = None) -> Served:
         """The loaded model, or NotReadyError saying why it is not serving."""
-        entry = self._entry(name)
-        if version is not None:
-            self._check_version(entry, version)
-        if entry.served is None:
-            st = entry.status
-            detail = f": {st.reason}" if st.reason else ""
-            raise NotReadyError(f"model {name!r} is {st.state.value}{detail}",
-                                f"retry once /v2/models/{name}/ready answers 200"
-                                if st.state is ModelState.LOADING else "see /health")
-        return entry.served
+        return self._entry(name).serving(version)
 
     def tensor_model(self, name: str, version: str | None = None) -> TensorModel:
         served = self.served(name, version)
@@ -224,60 +188,28 @@ class ModelRegistry:
             platform=PLATFORMS.get(manifest.runtime, manifest.runtime),
             size_packed=manifest.size_packed, size_plain=manifest.size_plain))
 
-    def _backend(self, manifest: Manifest) -> Backend:
-        backend = self._backends.get(manifest.kind)
-        if backend is None:
-            raise ModelLoadError(f"no serving backend for {manifest.kind!r} packs in this build",
-                                 f"serve it with a build that supports {manifest.kind} models")
-        return backend
-
-    def _build(self, cfg: ModelConfig, device: str, manifest: Manifest, payload: memoryview
-               ) -> Served:
-        """Build the runtime(s) of an opened pack on ``device`` (blocking; a worker thread)."""
-        timeout_s = cfg.timeout_s or float(self.config["server.request_timeout_s"])
-        release = keep_all if self._memory is None else self._memory.releaser(cfg.name)
-        ctx = ModelContext(cfg, manifest, split_files(manifest, payload), self.metrics,
-                           runtime_options(cfg, device), timeout_s, release)
-        try:
-            return self._backend(manifest)(ctx)
-        except LlmosError:
-            raise
-        except Exception as exc:
-            raise ModelLoadError(f"{manifest.runtime} runtime refused model {cfg.name!r} on "
-                                 f"{device}: {type(exc).__name__}: {exc}",
-                                 "check that the pack was made for this runtime version") from exc
-
-    def _held_bytes(self, name: str, manifest: Manifest) -> int:
-        """Weight memory a loaded model holds: its pool buffers, else its plaintext."""
-        if self._memory is None:
-            return manifest.size_plain
-        return sum(u.bytes for u in self._memory.usage() if u.owner == name)
-
     async def _open_and_build(self, entry: _Entry, device: str) -> None:
         """Decrypt and build in a worker thread; a failure frees the plaintext, is
         recorded, and raised (as an LlmosError)."""
         name = entry.config.name
         kek = await self._opener.key()
-
-        def work() -> tuple[Manifest, memoryview, Served]:
-            manifest, payload = self._opener.open(entry.config, kek, self._backend)
-            return manifest, payload, self._build(entry.config, device, manifest, payload)
-
         try:
-            entry.manifest, entry.payload, entry.served = await asyncio.to_thread(work)
+            loaded = await asyncio.to_thread(self._loader.build, entry.config, device, kek)
         except LlmosError as exc:
-            _drop_frames(exc)
-            self._free(name)
+            drop_frames(exc)
+            self._loader.free(name)
             self._fail(entry, exc)
             raise
         except Exception as exc:
             log.exception("model %s: unexpected load failure", name)
-            _drop_frames(exc)
-            self._free(name)
+            drop_frames(exc)
+            self._loader.free(name)
             wrapped = ModelLoadError(f"loading model {name!r} failed: "
                                      f"{type(exc).__name__}: {exc}", "see the server log")
             self._fail(entry, wrapped)
             raise wrapped from exc
+        entry.manifest, entry.payload, entry.served = \
+            loaded.manifest, loaded.payload, loaded.served
 
     async def _load_locked(self, entry: _Entry, placement: Placement) -> ModelStatus:
         """Load ``entry`` on its placement's device (``entry.lock`` held).
@@ -306,7 +238,7 @@ class ModelRegistry:
         self._set(entry, entry.status.to(
             Cause.LOADED, now=time.time(), load_time_s=seconds,
             reason=placement.reason if fallback else "",
-            memory_bytes=self._held_bytes(name, entry.manifest)))
+            memory_bytes=self._loader.held_bytes(name, entry.manifest)))
         log.info("model %s %s READY on %s%s in %.2f s (%d packed -> %d bytes in memory)",
                  name, entry.manifest.version, device, " (fallback)" if fallback else "",
                  seconds, entry.manifest.size_packed, entry.manifest.size_plain)
@@ -349,10 +281,6 @@ class ModelRegistry:
         self.progress.changed()
         return entry.status
 
-    def _free(self, name: str) -> None:
-        if self._memory is not None:
-            self._memory.free(name)
-
     async def _release(self, entry: _Entry, status: ModelStatus) -> None:
         """Stop serving (``status`` at once: not ready), let in-flight work finish while the
         runtime closes, drop every view of the plaintext, then free its memory."""
@@ -362,7 +290,7 @@ class ModelRegistry:
             await asyncio.get_running_loop().run_in_executor(None, served.close)
         entry.payload = None
         del served
-        self._free(entry.config.name)
+        self._loader.free(entry.config.name)
 
     async def unload(self, name: str) -> ModelStatus:
         """Stop serving a model and free its memory; it stays configured (UNLOADED) and
