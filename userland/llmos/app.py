@@ -103,8 +103,8 @@ class LlmOs:
         self.memory = memory
         self.metrics = ServingMetrics()
         self.opener = PackOpener(config, provider, memory, prefetch)
-        self.registry = ModelRegistry(config, self.opener, backends, self.metrics, memory)
-        self.registry.progress = Progress(self.notifier.working, self._status_line)
+        self.registry = ModelRegistry(config, self.opener, backends, self.metrics, memory,
+                                      Progress(self.notifier.working, self._status_line))
         self.devices = None if devices is None else DeviceController(
             devices.scan, self.registry.reconciler, monitor=devices.monitor,
             claimer=devices.claimer, settle_s=devices.settle_s)

@@ -92,10 +92,12 @@ class ModelRegistry:
     method runs on the event loop."""
 
     def __init__(self, config: Config, opener: PackOpener, backends: Mapping[str, Backend],
-                 metrics: ServingMetrics, memory: MemoryPool | None = None) -> None:
+                 metrics: ServingMetrics, memory: MemoryPool | None = None,
+                 progress: Progress | None = None) -> None:
+        """``progress``: where start-up steps and later status changes are told (systemd)."""
         self.config = config
         self.metrics = metrics
-        self.progress = Progress(lambda what, s: None, lambda: None)
+        self.progress = progress or Progress(lambda what, s: None, lambda: None)
         self._opener = opener
         self._loader = ModelLoader(config, opener, backends, metrics, memory)
         self._stopping = False
