@@ -21,8 +21,9 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run        build the image (demo models sealed in) and boot it in QEMU with swtpm"
-	@echo "make test       install what is needed and run the whole suite (boot tests included)"
+	@echo "make test       install what is needed, lint, and run the whole suite (boot tests included)"
 	@echo "make test-fast  unit and host integration tests only (no image, no QEMU)"
+	@echo "make lint       ruff and mypy --strict (part of make test)"
 	@echo "make test-gpu   the GPU tests, on a machine with an NVIDIA GPU (docs/status.md: GPU)"
 	@echo "make serve      serve the demo packs on this host (development key, loud warning)"
 	@echo "make image      build the appliance disk image"
@@ -65,7 +66,8 @@ serve: $(STAMPS)/venv
 test-fast: $(STAMPS)/venv
 	$(PY) -m pytest -m "not boot" $(PYTEST_ARGS)
 
-test: deps $(STAMPS)/venv demo-packs image
+# Lint first: ruff and mypy --strict take a minute and fail sooner than the suite.
+test: deps $(STAMPS)/venv lint demo-packs image
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # QEMU boot tests only (tests/boot; the image is built first, never by the tests).
