@@ -8,8 +8,8 @@ Errors keep the status the app's error table gives them (``llmos.web.errors.stat
 but take OpenAI's body shape, ``{"error": {"message", "type", "param", "code"}}``, since
 OpenAI clients read that; the hint rides along.
 
-``setup`` also registers the ``causal-lm`` backend with the supervisor, so a build with
-this module serves LLM packs.
+Handlers decode (``llmos.llm.openai_protocol``), call the data plane (``complete``,
+``chat``) and encode; the causal-LM backend is the composition root's business.
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ from aiohttp import web
 
 from llmos.errors import LlmosError, QueueFullError
 from llmos.llm import openai_protocol as proto
-from llmos.llm.backend import KIND, causal_lm_backend
-from llmos.llm.generation import Chunk, Completion, Generation, GenerationRequest
-from llmos.llm.model import LanguageModel
-from llmos.state import ModelState
+from llmos.llm.generation import Chunk, Completion, Generation
 from llmos.web.errors import status_of
-from llmos.web.keys import SUPERVISOR
+from llmos.web.keys import DATAPLANE
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +53,6 @@ def openai_errors(handler: Handler) -> Handler:
                 headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
             return web.json_response(_error_body(exc), status=status_of(exc), headers=headers)
     return wrapped
-
-
-def _model(request: web.Request, name: str) -> LanguageModel:
-    served = request.app[SUPERVISOR].served(name)
-    if not isinstance(served, LanguageModel):
-        raise proto.FieldError("model", f"{name!r} is not a language model",
-                               "tensor models are served under /v2")
-    return served
 
 
 def _gone(request: web.Request) -> bool:
@@ -132,30 +121,17 @@ async def _stream(request: web.Request, gen: Generation,
 
 
 async def list_models(request: web.Request) -> web.Response:
-    sup = request.app[SUPERVISOR]
-    cards = []
-    for st in sup.statuses():
-        if st.kind == KIND and st.state is ModelState.READY:
-            lm = sup.served(st.name)
-            if isinstance(lm, LanguageModel):
-                cards.append(proto.model_card(lm.name, lm.created, lm.context_length))
+    cards = [proto.model_card(lm.name, lm.created, lm.context_length)
+             for lm in request.app[DATAPLANE].language_models()]
     return web.json_response({"object": "list", "data": cards})
-
-
-def _submit(lm: LanguageModel, prompt_ids: tuple[int, ...],
-            params: proto.CompletionParams) -> Generation:
-    return lm.generate(GenerationRequest(prompt_ids, params.max_tokens, params.sampling,
-                                         params.stop, params.ignore_eos))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     req = proto.completion_request(proto.parse_body(await request.read()))
     p = req.params
-    lm = _model(request, p.model)
-    ids = lm.encode(req.prompt) if isinstance(req.prompt, str) else req.prompt
-    if any(t >= lm.tokenizer.vocab_size for t in ids):
-        raise proto.FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
-    gen = _submit(lm, ids, p)
+    plane = request.app[DATAPLANE]
+    lm = plane.language_model(p.model)
+    gen = plane.complete(lm, req.prompt, p)
     rid, created = proto.new_id("cmpl"), lm.created
     if not p.stream:
         done = await _collect(request, gen)
@@ -178,8 +154,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = proto.chat_request(proto.parse_body(await request.read()))
     p = req.params
-    lm = _model(request, p.model)
-    gen = _submit(lm, lm.encode(lm.chat_prompt(req.messages)), p)
+    plane = request.app[DATAPLANE]
+    lm = plane.language_model(p.model)
+    gen = plane.chat(lm, req.messages, p)
     rid, created = proto.new_id("chatcmpl"), lm.created
     if not p.stream:
         done = await _collect(request, gen)
@@ -209,9 +186,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
-    """Routes under /v1, and the causal-lm backend on the app's supervisor."""
-    app[SUPERVISOR].register_backend(KIND, causal_lm_backend)
+    """Routes under /v1."""
     app.router.add_get("/v1/models", openai_errors(list_models))
     app.router.add_post("/v1/completions", openai_errors(completions))
     app.router.add_post("/v1/chat/completions", openai_errors(chat_completions))
-
