@@ -1,13 +1,14 @@
 """Hostile boots of an enrolled appliance: each gets no key, and the appliance says why.
 
-One VM ("enrolled") boots once with the provisioning credential and seals the fleet key to
-its TPM. Every attack then boots a clone of it: its disk (copy-on-write), a copy of its TPM
-state (the same TPM: same seeds, same sealed key) and of its firmware variables, changed the
-way that attacker could:
+The session's enrollment boot (``first_boot``: VM "a" of test_appliance.py, booted once
+with the provisioning credential) left a snapshot of the enrolled machine. Every attack boots
+a clone of it: its disk (copy-on-write), a copy of its TPM state (the same TPM: same seeds,
+same sealed key) and of its firmware variables, changed the way that attacker could:
 
 a. the hypervisor hands in unit drop-ins (SMBIOS credentials) and an extra unit (fw_cfg
    credential) that one of them pulls in, each printing the released key, and tmpfiles and
-   sysctl lines (credentials too);
+   sysctl lines (credentials too): checked on VM "a"'s second boot (test_appliance.py),
+   which must serve from the TPM alone all the same, to spare a boot;
 b. the hypervisor appends a kernel command line through SMBIOS
    (``io.systemd.stub.kernel-cmdline-extra``);
 c. someone with the powered-off disk writes an ``ExecStartPre=`` into the supervisor's unit
@@ -19,12 +20,13 @@ and, the other way round, f. a later build signed with the same keys on the same
 TPM gets the key without re-enrollment.
 
 After each boot the console and the VM's disk are searched for the fleet key (hex, raw and
-base64). The injected commands print ATTACK_MARKER first: its absence shows they never ran.
+base64). The injected commands print ATTACK_MARKER first: its absence shows they never ran
+(``attacks``). One attack per boot: each of b-e makes the release fail by itself, so two in
+one boot would each hide whether the other was stopped.
 """
 
 from __future__ import annotations
 
-import base64
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,24 +37,14 @@ from llmos_vm.disk import find_all
 from llmos_vm.machine import Boot, VmDir
 from llmos_vm.qemu import Forward
 
-from llmos.vault.keyfile import read_keyfile
-
 from . import guest
-from .conftest import free_port
+from .attacks import STEAL, assert_no_key
+from .conftest import FirstBoot, free_port
 
 pytestmark = [pytest.mark.boot, pytest.mark.timeout(30 * 60)]
 
-ATTACK_MARKER = "LLMOS-ATTACK-RAN"
-BLOB = "/var/lib/llmos/fleet-key.tpm2"
-STEAL = (f"/bin/sh -c 'echo {ATTACK_MARKER}; systemd-creds decrypt --name=llmos-fleet-key "
-         f"{BLOB} -; tpm2_pcrread sha256:7,11,12'")
 UNSIGNED_TIMEOUT_S = 8 * 60.0
 DATA_PARTITION = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"  # linux-generic: /var (llmos-data)
-
-
-def _key_needles(fleet_key: Path) -> list[bytes]:
-    key = read_keyfile(fleet_key).key
-    return [key, key.hex().encode(), key.hex().upper().encode(), base64.b64encode(key)]
 
 
 class Clone:
@@ -74,19 +66,9 @@ class Clone:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def boot(self, label: str, smbios: tuple[str, ...] = (),
-             fw_cfg: tuple[tuple[str, Path], ...] = ()) -> Boot:
-        return Boot(self.dir, label=label, smbios=smbios, fw_cfg=fw_cfg, firmware=self.firmware,
+    def boot(self, label: str, smbios: tuple[str, ...] = ()) -> Boot:
+        return Boot(self.dir, label=label, smbios=smbios, firmware=self.firmware,
                     forwards=[Forward(self.api_port, 8000)])
-
-
-def _assert_no_key(boot: Boot, vm: Clone, fleet_key: Path) -> None:
-    console = boot.serial_log.read_bytes() if boot.serial_log else b""
-    needles = _key_needles(fleet_key)
-    assert not [n for n in needles if n in console], "fleet key bytes on the console"
-    assert ATTACK_MARKER not in boot.console(), "the injected command ran"
-    hits = list(find_all(vm.dir.disk, needles))
-    assert not hits, f"fleet key bytes on the disk at {[o for _, o in hits][:5]}"
 
 
 def _assert_up_without_key(boot: Boot, vm: Clone, why: str) -> dict[str, object]:
@@ -99,49 +81,10 @@ def _assert_up_without_key(boot: Boot, vm: Clone, why: str) -> dict[str, object]
 
 
 @pytest.fixture(scope="module")
-def enrolled(lab: Path, image: Path, fleet_key: Path) -> VmDir:
-    """The enrolled appliance: booted once with the provisioning credential, serving."""
-    vm = VmDir(lab / "attacks-enrolled")
-    vm.prepare(image, ovmf.find())
-    api = free_port()
-    smbios = (credentials.credential("llmos-provision-key", fleet_key.read_bytes()),)
-    with Boot(vm, label="enroll", smbios=smbios, forwards=[Forward(api, 8000)]) as boot:
-        health = guest.settled_health(boot, f"http://127.0.0.1:{api}")
-        assert health["status"] == "ready", health
-        key = health["key"]
-        assert isinstance(key, dict) and key["released"] is True, key
-        # The protected configuration, said by the appliance itself.
-        assert key["secure_boot"] is True and key["policy_signed"] is True, key
-        assert key["protected"] is True, key
-        assert key["pcrs"] == "7+12+13" and key["signed_pcrs"] == "11", key
-    assert boot.clean_shutdown
-    return vm
-
-
-def test_a_credentials_from_the_hypervisor_add_no_code(
-        enrolled: VmDir, lab: Path, fleet_key: Path) -> None:
-    vm = Clone(lab / "attack-a", enrolled)
-    (lab / "attack-a" / "fw_cfg").mkdir()
-    extra_unit = lab / "attack-a" / "fw_cfg" / "extra-unit"
-    extra_unit.write_text(f"[Unit]\nDefaultDependencies=no\n[Service]\nType=oneshot\n"
-                          f"StandardOutput=journal+console\nExecStart={STEAL}\n")
-    dropin = f"[Service]\nExecStartPre=+{STEAL}\n"
-    smbios = (credentials.credential("systemd.unit-dropin.llmos.service", dropin.encode()),
-              credentials.credential("systemd.unit-dropin.sysinit.target",
-                                     b"[Unit]\nWants=x.service\n"),
-              credentials.credential("tmpfiles.extra",
-                                     b"f+ /run/systemd/system/llmos.service.d/x.conf - - - - "
-                                     b"[Service]\\nExecStartPre=+/bin/echo LLMOS-ATTACK-RAN\n"),
-              credentials.credential("sysctl.extra", b"kernel.core_pattern=|/bin/sh -c x\n"))
-    # fw_cfg file names are at most 55 characters.
-    fw_cfg = (("opt/io.systemd.credentials/systemd.extra-unit.x.service", extra_unit),)
-    with vm.boot("a-credentials", smbios=smbios, fw_cfg=fw_cfg) as boot:
-        health = guest.settled_health(boot, vm.api)
-        # The drop-ins were not honoured: the supervisor got its key as on any boot.
-        assert health["status"] == "ready", health
-        assert guest.boot_report(boot)["supervisor"] == "active"
-    assert boot.clean_shutdown
-    _assert_no_key(boot, vm, fleet_key)
+def enrolled(first_boot: FirstBoot) -> VmDir:
+    """The enrolled appliance as its enrollment boot left it (serving: test_appliance.py)."""
+    assert first_boot.health["status"] == "ready", first_boot.health["reasons"]
+    return first_boot.enrolled
 
 
 def test_b_kernel_command_line_from_smbios_releases_nothing(
@@ -155,7 +98,7 @@ def test_b_kernel_command_line_from_smbios_releases_nothing(
         # The machine is still configured as protected: it just did not release the key.
         assert key["secure_boot"] is True and key["protected"] is True, key
     assert boot.clean_shutdown
-    _assert_no_key(boot, vm, fleet_key)
+    assert_no_key(boot, vm.dir, fleet_key)
 
 
 def _raw_copy(source: Path, dest: Path) -> Path:
@@ -183,7 +126,7 @@ def test_c_a_file_changed_offline_in_the_read_only_root_is_refused(
         console = boot.console()
         assert "verity" in console and "corrupt" in console, boot.console_tail()
         assert report["supervisor"] != "active", report
-    _assert_no_key(boot, vm, fleet_key)
+    assert_no_key(boot, vm.dir, fleet_key)
 
 
 def test_d_an_unsigned_uki_on_the_esp_does_not_boot(
@@ -205,7 +148,7 @@ def test_d_an_unsigned_uki_on_the_esp_does_not_boot(
                           timeout_s=UNSIGNED_TIMEOUT_S)
         assert "llmos-boot:" not in boot.console()
         boot.powerdown(timeout_s=5)  # the firmware ignores the power button here: killed
-    _assert_no_key(boot, vm, fleet_key)
+    assert_no_key(boot, vm.dir, fleet_key)
 
 
 def test_e_secure_boot_off_same_disk_same_tpm_releases_nothing(
@@ -215,7 +158,7 @@ def test_e_secure_boot_off_same_disk_same_tpm_releases_nothing(
         key = _assert_up_without_key(boot, vm, "Secure Boot is off")
         assert key["secure_boot"] is False and key["protected"] is False, key
     assert boot.clean_shutdown
-    _assert_no_key(boot, vm, fleet_key)
+    assert_no_key(boot, vm.dir, fleet_key)
 
 
 def test_f_an_update_signed_with_the_same_keys_gets_the_key_without_reenrollment(
@@ -251,4 +194,4 @@ def test_f_an_update_signed_with_the_same_keys_gets_the_key_without_reenrollment
         assert isinstance(key, dict) and key["released"] is True and key["protected"], key
         assert "sealing the fleet key" not in boot.console(), "it enrolled again"
     assert boot.clean_shutdown
-    _assert_no_key(boot, vm, fleet_key)
+    assert_no_key(boot, vm.dir, fleet_key)
