@@ -100,7 +100,7 @@ class DataPlane:
             if req.outputs is not None:
                 check_outputs(model.name, req.outputs, model.outputs)
             expected = False  # submit consumes the expectation, whatever happens next
-            outputs = await model.infer(inputs, model.timeout_s, expected=True)
+            outputs = await model.infer(inputs, req.deadline(model.timeout_s), expected=True)
         except BaseException:
             if expected:
                 batcher.unexpect()
