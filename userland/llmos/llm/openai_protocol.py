@@ -62,6 +62,9 @@ def parse_body(body: bytes) -> Mapping[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"request body is not valid JSON: {exc}",
                               "send a JSON object") from None
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise BadRequestError("request body is nested too deeply to read",
+                              "send a JSON object") from None
     if not isinstance(doc, dict):
         raise BadRequestError("request body must be a JSON object",
                               "send {\"model\": ..., ...}")
@@ -261,8 +264,3 @@ def usage_chunk(rid: str, created: int, model: str, obj: str, prompt_tokens: int
     """The last chunk of a stream when ``stream_options.include_usage`` is set."""
     return {"id": rid, "object": obj, "created": created, "model": model, "choices": [],
             "usage": usage(prompt_tokens, completion_tokens)}
-
-
-def model_card(name: str, created: int, context_length: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "llmos",
-            "max_model_len": context_length}

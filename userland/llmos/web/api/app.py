@@ -9,15 +9,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from llmos.dataplane import DataPlane
-from llmos.web.api import health, metrics, openai, v2
+from llmos.web.api import embeddings, health, metrics, openai, v2
 from llmos.web.errors import error_middleware
 from llmos.web.keys import DATAPLANE
 
 
 def build_api_app(plane: DataPlane, max_body_bytes: int) -> web.Application:
-    """/health, /v2 (OIP), /metrics and /v1 (OpenAI) on ``plane``."""
+    """/health, /v2 (OIP), /metrics and /v1 (OpenAI, embeddings included) on ``plane``."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[error_middleware()])
     app[DATAPLANE] = plane
-    for module in (health, v2, metrics, openai):
+    for module in (health, v2, metrics, openai, embeddings):
         module.setup(app)
     return app
