@@ -273,7 +273,7 @@ class Engine:
         now = time.perf_counter()
         self._observer.first_token(now - seq.submitted)
         seq.last_token_at = now
-        if not self._accept(seq, seq.sampler(logits), now, out):
+        if not self._advance(seq, logits, now, out):
             self._running.append(seq)
 
     def _step(self, out: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
@@ -285,10 +285,27 @@ class Engine:
             seq.length += 1
             self._observer.next_token(now - seq.last_token_at)
             seq.last_token_at = now
-            if self._accept(seq, seq.sampler(logits[i]), now, out):
+            if self._advance(seq, logits[i], now, out):
                 done.append(i)
         for slot in reversed(done):
             self._leave(slot)
+
+    def _advance(self, seq: _Sequence, logits: np.ndarray, now: float,
+                 out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:
+        """Sample, detokenise and check the stop rules of one sequence; True when it has
+        finished. Whatever fails here fails this sequence alone (its stream gets the
+        error), never the batch it was decoded with."""
+        try:
+            return self._accept(seq, seq.sampler(logits), now, out)
+        except Exception as exc:
+            log.warning("engine %s: one sequence failed: %s: %s", self.name,
+                        type(exc).__name__, exc)
+            err = exc if isinstance(exc, LlmosError) else LlmosError(
+                f"generation failed: {type(exc).__name__}: {exc}", "see the server log")
+            out.append((seq, err))
+            self._observer.finished(now - seq.submitted, len(seq.request.prompt_ids),
+                                    seq.stopper.generated, "cancelled")
+            return True
 
     def _accept(self, seq: _Sequence, token: int, now: float,
                 out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:

@@ -37,7 +37,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 
 
 def _error_body(exc: LlmosError) -> dict[str, Any]:
-    param = exc.param if isinstance(exc, proto.FieldError) else None
+    param = getattr(exc, "param", None)  # FieldError, JsonBodyError
     return {"error": {"message": exc.message, "type": type(exc).__name__, "param": param,
                       "code": status_of(exc)}, "hint": exc.hint}
 
