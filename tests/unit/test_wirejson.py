@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llmos.errors import BadRequestError
-from llmos.wirejson import MAX_DEPTH, JsonBodyError, loads, max_depth
+from llmos.wirejson import MAX_DEPTH, loads, max_depth
 
 
 @pytest.mark.parametrize("body, words", [
@@ -27,7 +27,7 @@ def test_malformed_bodies_are_bad_requests(body: bytes, words: str) -> None:
 
 
 def test_a_lone_surrogate_is_refused_naming_its_field() -> None:
-    with pytest.raises(JsonBodyError) as caught:
+    with pytest.raises(BadRequestError) as caught:
         loads(b'{"messages": [{"role": "user", "content": "ok \\udfff"}]}')
     assert caught.value.param == "messages[0].content"
     assert "U+DFFF" in caught.value.message

@@ -55,6 +55,7 @@ from llmos.systemd import STEP_TIMEOUT_S, Notifier, Progress
 from llmos.vault.keys import KeyProvider, provider_from_config
 from llmos.vault.opener import PackOpener
 from llmos.vault.prefetch import Prefetch
+from llmos.web.admission import Limits
 from llmos.web.admin.app import build_admin_app
 from llmos.web.admin.state import AdminOptions, DeviceView, MemoryView
 from llmos.web.api.app import build_api_app
@@ -189,7 +190,8 @@ class LlmOs:
     # --- the web apps ----------------------------------------------------------------------
     def api_app(self) -> web.Application:
         """The inference API (/health, /v2, /metrics, /v1); its life is the server's."""
-        app = build_api_app(self.dataplane, int(self.config["server.max_body_bytes"]))
+        app = build_api_app(self.dataplane, int(self.config["server.max_body_bytes"]),
+                            Limits.from_config(self.config))
         app.cleanup_ctx.append(self._watchdog)
         app.cleanup_ctx.append(self._lifecycle)
         return app

@@ -29,16 +29,8 @@ _STRING = re.compile(rb'"(?:[^"\\\\]|\\\\.)*"')
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
-class JsonBodyError(BadRequestError):
-    """The body is not strict JSON; ``param`` names the offending field when known."""
-
-    def __init__(self, message: str, hint: str, param: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.param = param
-
-
 def _refuse(message: str, param: str | None = None, hint: str = "") -> NoReturn:
-    raise JsonBodyError(message, hint or "send a JSON (RFC 8259) document", param)
+    raise BadRequestError(message, hint or "send a JSON (RFC 8259) document", param)
 
 
 def _no_constant(name: str) -> Any:
@@ -93,7 +85,8 @@ def _check_strings(doc: Any) -> None:
 
 
 def loads(body: bytes | str) -> Any:
-    """The JSON value of ``body``; ``JsonBodyError`` (a ``BadRequestError``) otherwise."""
+    """The JSON value of ``body``; ``BadRequestError`` (its ``param`` the field, where one
+    is at fault) otherwise."""
     if isinstance(body, bytes | bytearray | memoryview):
         raw = bytes(body)
         try:
@@ -110,7 +103,7 @@ def loads(body: bytes | str) -> Any:
         doc = json.loads(text, parse_constant=_no_constant)
     except RecursionError:
         _refuse(f"request body is nested deeper than {MAX_DEPTH} levels")
-    except JsonBodyError:
+    except BadRequestError:
         raise
     except ValueError as exc:  # JSONDecodeError, and int() beyond its digit limit
         _refuse(f"request body is not valid JSON: {exc}")

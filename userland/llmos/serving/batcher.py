@@ -169,14 +169,16 @@ class Batcher:
         return rows, tuple(key)
 
     def submit(self, inputs: Tensors, timeout_s: float = 3600.0, *,
-               expected: bool = False) -> _Item:
-        """Queue a request (call on the event loop). ``expected``: ``expect()`` preceded it."""
+               expected: bool = False, admitted: bool = False) -> _Item:
+        """Queue a request (call on the event loop). ``expected``: ``expect()`` preceded it.
+        ``admitted``: a further slice of a request already queued (``llmos.serving.slices``),
+        never refused for a full queue half-way through."""
         if expected:
             self._arriving = max(0, self._arriving - 1)
         if self._closed:
             raise NotReadyError(f"model {self.name!r} is being unloaded",
                                 "retry once it is loaded again")
-        if len(self._queue) >= self.policy.queue_size:
+        if not admitted and len(self._queue) >= self.policy.queue_size:
             raise QueueFullError(
                 f"model {self.name!r}: queue is full ({self.policy.queue_size} requests)",
                 "retry later, lower the request rate, or raise queue_size / instances",
@@ -189,9 +191,9 @@ class Batcher:
         return item
 
     async def infer(self, inputs: Tensors, timeout_s: float, *,
-                    expected: bool = False) -> dict[str, np.ndarray]:
+                    expected: bool = False, admitted: bool = False) -> dict[str, np.ndarray]:
         """Submit and await the result within ``timeout_s`` (queueing included)."""
-        item = self.submit(inputs, timeout_s, expected=expected)
+        item = self.submit(inputs, timeout_s, expected=expected, admitted=admitted)
         timer = item.loop.call_later(timeout_s, self._expire, item)
         try:
             return await item.future

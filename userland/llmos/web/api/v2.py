@@ -16,6 +16,7 @@ from llmos.pack.manifest import TensorSpec
 from llmos.serving import codec
 from llmos.serving.backend import PLATFORMS
 from llmos.state import ModelState
+from llmos.web.admission import decode, read_body
 from llmos.web.keys import DATAPLANE
 
 EXTENSIONS = ("model_repository",)
@@ -66,7 +67,7 @@ async def model_ready(request: web.Request) -> web.Response:
 
 
 async def _decode(request: web.Request) -> codec.InferRequest:
-    return codec.decode_request(codec.parse_json(await request.read()))
+    return await decode(request, lambda body: codec.decode_request(codec.parse_json(body)))
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -80,7 +81,7 @@ async def infer(request: web.Request) -> web.Response:
 
 
 async def _optional_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     doc = codec.parse_json(raw)
