@@ -172,6 +172,14 @@ class DataPlane:
     async def chat(self, lm: LanguageModel, messages: Sequence[Message],
                    params: CompletionParams) -> Generation:
         """The assistant's next message after ``messages`` (the model's chat template)."""
+        specials = lm.tokenizer.special_tokens
+        for i, m in enumerate(messages):  # content never becomes the template's markup
+            found = next((t for t in specials if t in m.content), None)
+            if found is not None:
+                raise FieldError(f"messages[{i}].content",
+                                 f"contains the special token {found!r}",
+                                 "special tokens are the chat template's markup; a message "
+                                 "cannot open or close a turn")
         size = sum(len(m.content) for m in messages)
         ids = await self._off_loop(size, lambda: lm.encode(lm.chat_prompt(messages)))
         return self._generate(lm, ids, params)
