@@ -55,7 +55,7 @@ pack = "minilm.sealed"
 [[models]]
 name = "{LLM}"
 pack = "smollm2.sealed"
-max_tokens = 32
+max_tokens = 8
 """
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from llmos.dataplane import DataPlane
 from llmos.web.admission import LIMITS, Admission, Limits
-from llmos.web.api import health, metrics, openai, v2
+from llmos.web.api import health, metrics, openai, openapi, v2
 from llmos.web.errors import error_middleware
 from llmos.web.keys import DATAPLANE
 
@@ -26,6 +26,6 @@ def build_api_app(plane: DataPlane, max_body_bytes: int,
     app[DATAPLANE] = plane
     if limits is not None:
         app[LIMITS] = limits
-    for module in (health, v2, metrics, openai):
+    for module in (health, v2, metrics, openai, openapi):
         module.setup(app)
     return app
