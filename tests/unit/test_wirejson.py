@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llmos.errors import BadRequestError
-from llmos.wirejson import MAX_DEPTH, loads, max_depth
+from llmos.serving.wirejson import MAX_DEPTH, loads, max_depth
 
 
 @pytest.mark.parametrize("body, words", [

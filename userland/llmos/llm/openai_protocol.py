@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llmos import wirejson
+from llmos.serving import wirejson
 from llmos.errors import BadRequestError
 from llmos.llm.chat import ROLES, Message
 from llmos.llm.generation import Chunk, Completion

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from llmos.datatypes import V2_TO_NUMPY, v2_of
-from llmos import wirejson
+from llmos.serving import wirejson
 from llmos.errors import BadRequestError
 
 MAX_DIMS = 32  # numpy's own limit is 64; no model here has more than a handful

@@ -186,22 +186,17 @@ def _path_param(name: str, served: list[str]) -> Doc:
 POST_ERRORS = (400, 408, 413, 503)
 
 
-def document(models: list[str] | None = None, llms: list[str] | None = None) -> Doc:
-    """The OpenAPI 3.0 document; ``models`` (all) and ``llms`` (the language models): the
-    names served now, given as the parameters' values (none: any string)."""
-    names = models or []
-    model, version = _path_param("model", names), _path_param("version", ["1"])
-    paths: Doc = {
+def _server_paths() -> Doc:
+    """Health, metrics, this document and the v2 server-wide routes."""
+    text = {"schema": {"type": "string"}}
+    return {
         "/health": {"get": {"summary": "the server's health: status, reasons, each model",
                             "tags": ["health"],
                             "responses": {"200": _json(_HEALTH, "ready"),
                                           "503": _json(_HEALTH, "not (yet) ready")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["metrics"],
-                             "responses": {"200": {"description": "the exposition",
-                                                   "content": {"text/plain": {
-                                                       "schema": {"type": "string"}},
-                                                       "application/openmetrics-text": {
-                                                       "schema": {"type": "string"}}}}}}},
+                             "responses": {"200": {"description": "the exposition", "content": {
+                                 "text/plain": text, "application/openmetrics-text": text}}}}},
         "/openapi.json": {"get": {"summary": "this document", "tags": ["meta"],
                                   "responses": {"200": _json({"type": "object"},
                                                              "OpenAPI 3.0")}}},
@@ -212,17 +207,19 @@ def document(models: list[str] | None = None, llms: list[str] | None = None) -> 
             "name, version, extensions"))},
         "/v2/health/live": {"get": _op("liveness", _json({
             "type": "object", "properties": {"live": {"type": "boolean"}}}, "live"))},
-        "/v2/health/ready": {"get": {**_op("readiness", _json(_READY, "ready")),
+        "/v2/health/ready": {"get": {"summary": "readiness", "tags": ["v2"],
                                      "responses": {"200": _json(_READY, "ready"),
                                                    "400": _json(_READY, "not ready")}}},
-        "/v2/repository/index": {"post": _op(
-            "every model and its state", _json({"type": "array", "items": _MODEL_STATUS},
-                                               "the index"),
-            errors=POST_ERRORS)},
     }
-    paths["/v2/repository/index"]["post"]["requestBody"] = {
-        "required": False, "content": {JSON: {"schema": {
-            "type": "object", "properties": {"ready": {"type": "boolean"}}}}}}
+
+
+def _repository_paths(model: Doc) -> Doc:
+    index = _op("every model and its state",
+                _json({"type": "array", "items": _MODEL_STATUS}, "the index"),
+                errors=POST_ERRORS)
+    index["requestBody"] = {"required": False, "content": {JSON: {"schema": {
+        "type": "object", "properties": {"ready": {"type": "boolean"}}}}}}
+    paths: Doc = {"/v2/repository/index": {"post": index}}
     for action in ("load", "unload"):
         op = _op(f"{action} a model (server.repository_control)",
                  _json(_MODEL_STATUS, "the model's state"),
@@ -230,6 +227,11 @@ def document(models: list[str] | None = None, llms: list[str] | None = None) -> 
         op["requestBody"] = {"required": False, "content": {JSON: {"schema": {
             "type": "object"}}}}
         paths[f"/v2/repository/models/{{model}}/{action}"] = {"post": op}
+    return paths
+
+
+def _model_paths(model: Doc, version: Doc) -> Doc:
+    paths: Doc = {}
     for base, params in (("/v2/models/{model}", [model]),
                          ("/v2/models/{model}/versions/{version}", [model, version])):
         paths[base] = {"get": _op("model metadata", _json(_MODEL_METADATA, "metadata"),
@@ -243,8 +245,14 @@ def document(models: list[str] | None = None, llms: list[str] | None = None) -> 
             "inference (Open Inference Protocol v2, JSON tensors)",
             _json(_INFER_RESPONSE, "the outputs"), body=_INFER_REQUEST,
             errors=(*POST_ERRORS, 404, 422, 504), params=params)}
+    return paths
+
+
+def _openai_paths(llms: list[str]) -> Doc:
     sse = {"text/event-stream": {"schema": {  # each event: a JSON chunk, or [DONE]
         "type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}}
+    paths: Doc = {"/v1/models": {"get": _op("the language models served", _json(
+        _MODEL_LIST, "the list"), tag="openai")}}
     for path, summary, request in (
             ("/v1/completions", "text completion (OpenAI)", _COMPLETION_REQUEST),
             ("/v1/chat/completions", "chat completion (OpenAI)", _CHAT_REQUEST)):
@@ -253,25 +261,34 @@ def document(models: list[str] | None = None, llms: list[str] | None = None) -> 
         request = copy.deepcopy(request)
         if llms:
             request["properties"]["model"].update(example=llms[0], enum=list(llms))
-        op = _op(summary, ok, body=request, errors=(*POST_ERRORS, 404, 504), openai=True,
-                 tag="openai")
-        paths[path] = {"post": op}
-    paths["/v1/models"] = {"get": _op("the language models served", _json(
-        _MODEL_LIST, "the list"), tag="openai")}
+        paths[path] = {"post": _op(summary, ok, body=request, openai=True, tag="openai",
+                                   errors=(*POST_ERRORS, 404, 504))}
+    return paths
+
+
+def document(models: list[str] | None = None, llms: list[str] | None = None,
+             versions: list[str] | None = None) -> Doc:
+    """The OpenAPI 3.0 document; ``models`` (all), ``llms`` (the language models) and
+    ``versions``: the values served now, given as the parameters' (none: any string)."""
+    model = _path_param("model", models or [])
+    version = _path_param("version", versions or [])
     return {
         "openapi": "3.0.3",
         "info": {"title": "LLM OS inference API", "version": __version__,
                  "description": "Open Inference Protocol v2 (tensor and embedding models), "
                                 "OpenAI completions and chat (language models), health and "
                                 "metrics. Errors name the field at fault."},
-        "paths": paths,
+        "paths": {**_server_paths(), **_repository_paths(model), **_model_paths(model, version),
+                  **_openai_paths(llms or [])},
     }
 
 
 async def openapi(request: web.Request) -> web.Response:
     plane = request.app[DATAPLANE]
-    names = [st.name for st in plane.index()]
-    return web.json_response(document(names, [lm.name for lm in plane.language_models()]))
+    index = plane.index()
+    return web.json_response(document([st.name for st in index],
+                                      [lm.name for lm in plane.language_models()],
+                                      sorted({st.version for st in index})))
 
 
 def setup(app: web.Application) -> None:
