@@ -213,7 +213,9 @@ class LlmOs:
         return Server((
             Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"])),
             Listener("admin", self.admin_app(), str(cfg["server.admin_host"]),
-                     int(cfg["server.admin_port"]))))
+                     int(cfg["server.admin_port"]))),
+            max_connections=int(cfg["server.max_connections"]),
+            idle_timeout_s=float(cfg["server.idle_timeout_s"]))
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT (``llmos serve``)."""
