@@ -50,6 +50,7 @@ from llmos.llm.backend import causal_lm_backend
 from llmos.registry import ModelRegistry
 from llmos.serving.backend import Backend, tensor_backend
 from llmos.serving.metrics import ServingMetrics
+from llmos.serving.workers import CRASHES
 from llmos.state import Health, assess
 from llmos.systemd import STEP_TIMEOUT_S, Notifier, Progress
 from llmos.vault.keys import KeyProvider, provider_from_config
@@ -119,7 +120,8 @@ class LlmOs:
 
     def health(self) -> Health:
         return assess(self.opener.status, self.registry.statuses(),
-                      self.registry.progress.starting, self.resources.warnings())
+                      self.registry.progress.starting,
+                      (*self.resources.warnings(), *CRASHES.warnings()))
 
     def _status_line(self) -> None:
         self.notifier.status(self.health().summary())

@@ -31,6 +31,7 @@ from llmos.llm.detokenize import IncrementalDecoder
 from llmos.llm.generation import Chunk, Generation, GenerationRequest
 from llmos.llm.sampling import Sampler
 from llmos.llm.stopping import FinishReason, StopChecker, StopCriteria
+from llmos.serving.workers import supervise
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,9 @@ class Engine:
         self._admitting = 0  # taken from the queue, being prefilled
         self._cancelled = False  # some running sequence was cancelled
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
+        self._thread = threading.Thread(  # restarted after a crash, its sequences failed
+            target=supervise(f"engine-{name}", self._work, self._crashed),
+            name=f"engine-{name}", daemon=True)
         self._thread.start()
 
     # --- event-loop side ---------------------------------------------------------
@@ -223,6 +226,17 @@ class Engine:
             self._deliver(out)
             self._observer.scheduled(len(self._running), len(self._waiting))
         self._shutdown()
+
+    def _crashed(self) -> None:
+        """After a crash of the worker loop: the running sequences' caches are in doubt,
+        so they fail; the waiting ones are admitted by the restarted loop."""
+        err = LlmosError(f"model {self.name!r}: the generation worker crashed",
+                         "retry; the server log has the trace")
+        with self._cv:
+            left = list(self._running)
+            self._running.clear()
+            self._admitting = 0
+        self._deliver([(seq, err) for seq in left])
 
     def _shutdown(self) -> None:
         err = NotReadyError(f"model {self.name!r} was unloaded", "retry once it is loaded again")

@@ -37,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from llmos.errors import BadRequestError, InferenceTimeoutError, NotReadyError, QueueFullError
+from llmos.serving.workers import supervise
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,10 @@ class Batcher:
         self._cond = threading.Condition(threading.Lock())
         self._arriving = 0  # written by the event loop only
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, args=(infer,), daemon=True,
-                             name=f"infer-{name}-{i}")
+        self._threads = [  # a crashed worker is restarted (its batch answers by timeout)
+            threading.Thread(target=supervise(f"infer-{name}-{i}", self._worker(infer),
+                                              lambda: None),
+                             daemon=True, name=f"infer-{name}-{i}")
             for i, infer in enumerate(instances)
         ]
         for t in self._threads:
@@ -230,6 +232,9 @@ class Batcher:
                 t.join(timeout_s)
 
     # --- worker side ---------------------------------------------------------------
+    def _worker(self, infer: Infer) -> Callable[[], None]:
+        return lambda: self._work(infer)
+
     def _fill(self, batch: list[_Item], rows: int) -> int:
         """Move compatible queued requests into ``batch`` (lock held). Returns its rows."""
         q = self._queue
