@@ -68,7 +68,7 @@ CASES: dict[str, tuple[str, str | bytes, int, str]] = {
 
 def _post(url: str, path: str, body: str | bytes, timeout: float = 120) -> tuple[int, bytes]:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     raw = body.encode("utf-8") if isinstance(body, str) else body
     conn.request("POST", path, body=raw, headers={"Content-Type": "application/json"})
     r = conn.getresponse()

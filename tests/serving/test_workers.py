@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from llmos.errors import InferenceTimeoutError, LlmosError
 from llmos.llm.engine import Engine, EngineLimits
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.sampling import SamplingParams
+from llmos.llm.stopping import FinishReason
 from llmos.serving.batcher import Batcher, BatchPolicy
 from llmos.serving.workers import CRASHES, CrashLog, supervise
 
@@ -53,7 +55,8 @@ class OnceBoom:
     def next_token(self, seconds: float) -> None:
         pass
 
-    def finished(self, *args: object) -> None:
+    def finished(self, seconds: float, prompt_tokens: int, generated_tokens: int,
+                 reason: FinishReason) -> None:
         pass
 
 
@@ -75,10 +78,11 @@ async def test_a_crashed_inference_worker_is_replaced_and_reported() -> None:
 class Runner:
     capacity = 64
 
-    def prefill(self, slot: int, token_ids: object) -> np.ndarray:
-        return np.eye(8, dtype=np.float32)[3]
+    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+        row: np.ndarray = np.eye(8, dtype=np.float32)[3]
+        return row
 
-    def decode(self, tokens: list[int], lengths: list[int]) -> np.ndarray:
+    def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
         return np.stack([np.eye(8, dtype=np.float32)[3] for _ in tokens])
 
     def move(self, src: int, dst: int, length: int) -> None:
@@ -87,7 +91,7 @@ class Runner:
 
 async def test_a_crashed_engine_fails_its_running_sequences_and_serves_on() -> None:
     e = Engine(Runner(), lambda ids: "x" * len(ids), frozenset(), EngineLimits(),
-               OnceBoom(), name="crashy")  # type: ignore[arg-type]
+               OnceBoom(), name="crashy")
     greedy = SamplingParams(temperature=0.0)
     try:
         with pytest.raises(LlmosError, match="worker crashed"):

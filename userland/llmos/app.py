@@ -56,9 +56,9 @@ from llmos.systemd import STEP_TIMEOUT_S, Notifier, Progress
 from llmos.vault.keys import KeyProvider, provider_from_config
 from llmos.vault.opener import PackOpener
 from llmos.vault.prefetch import Prefetch
-from llmos.web.admission import Limits
 from llmos.web.admin.app import build_admin_app
 from llmos.web.admin.state import AdminOptions, DeviceView, MemoryView
+from llmos.web.admission import Limits
 from llmos.web.api.app import build_api_app
 from llmos.web.server import Listener, Server
 from llmos.web.server import run as run_server

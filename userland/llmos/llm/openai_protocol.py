@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llmos.serving import wirejson
 from llmos.errors import BadRequestError
 from llmos.llm.chat import ROLES, Message
 from llmos.llm.generation import Chunk, Completion
 from llmos.llm.sampling import SamplingParams
+from llmos.serving import wirejson
 
 MAX_STOP = 4
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions

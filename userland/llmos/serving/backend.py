@@ -20,8 +20,8 @@ from llmos.config import ModelConfig
 from llmos.pack.manifest import Manifest, TensorSpec
 from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.serving.batcher import Batcher, BatchPolicy
-from llmos.serving.slices import rows_of, run_sliced
 from llmos.serving.metrics import ModelMetrics, ServingMetrics
+from llmos.serving.slices import rows_of, run_sliced
 from llmos.serving.warmup import sample_inputs
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 import numpy as np
 
 from llmos.datatypes import V2_TO_NUMPY, v2_of
-from llmos.serving import wirejson
 from llmos.errors import BadRequestError
+from llmos.serving import wirejson
 
 MAX_DIMS = 32  # numpy's own limit is 64; no model here has more than a handful
 

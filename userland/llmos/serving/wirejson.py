@@ -1,10 +1,11 @@
 """Strict JSON for request bodies (pure): whatever the bytes, a value or a ``BadRequestError``.
 
 Python's ``json`` accepts what JSON (RFC 8259) does not, and fails in ways that are not
-``ValueError``: ``NaN`` and ``Infinity`` literals, escapes that decode to lone UTF-16 surrogates (``"\\ud800"``, which no UTF-8
-encoder accepts later), and nesting deep enough to raise ``RecursionError``. Here each of
-them is refused with a message naming the problem and, where there is one, the field
-(``messages[0].content``), so the edge answers 400 and nothing downstream meets them.
+``ValueError``: ``NaN`` and ``Infinity`` literals, escapes that decode to lone UTF-16
+surrogates (``"\\ud800"``, which no UTF-8 encoder accepts later), and nesting deep enough
+to raise ``RecursionError``. Here each of them is refused with a message naming the
+problem and, where there is one, the field (``messages[0].content``), so the edge answers
+400 and nothing downstream meets them.
 Numbers that overflow to infinity (``1e400``) are left to each field's range check (a
 tensor's values, a sampling parameter): looking for them here would double the parse time.
 """

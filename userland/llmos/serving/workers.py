@@ -64,7 +64,7 @@ def supervise(name: str, loop: Callable[[], None], on_crash: Callable[[], None],
             try:
                 loop()
                 return
-            except BaseException as exc:  # noqa: BLE001 - nothing may end the worker
+            except BaseException as exc:
                 log.exception("worker thread %s crashed; restarting it", name)
                 crashes.record(name, exc)
                 try:

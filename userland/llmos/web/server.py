@@ -56,12 +56,12 @@ class Server:
         return str(bound[0]), int(bound[1])
 
     async def start(self) -> None:
-        extra = {} if self._idle_timeout_s is None else {
-            "keepalive_timeout": self._idle_timeout_s}
+        idle = 75.0 if self._idle_timeout_s is None else self._idle_timeout_s
         try:
             for listener in self._plan:
                 runner = web.AppRunner(listener.app, handle_signals=False,
-                                       access_log=log if self._access_log else None, **extra)
+                                       access_log=log if self._access_log else None,
+                                       keepalive_timeout=idle)
                 await runner.setup()
                 self._runners.append(runner)
                 self.addresses[listener.role] = await self._listen(listener, runner)

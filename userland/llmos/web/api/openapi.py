@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from llmos import __version__
+from llmos.datatypes import V2_TO_NUMPY
 from llmos.serving import codec
 from llmos.web.keys import DATAPLANE
 
@@ -37,7 +38,7 @@ _TENSOR: Doc = {
     "type": "object", "required": ["name", "datatype", "shape", "data"],
     "properties": {
         "name": {"type": "string", "minLength": 1},
-        "datatype": {"type": "string", "enum": list(codec.V2_TO_NUMPY)},
+        "datatype": {"type": "string", "enum": list(V2_TO_NUMPY)},
         "shape": {"type": "array", "maxItems": codec.MAX_DIMS,
                   "items": {"type": "integer", "minimum": 0}},
         "data": {"type": "array"},
