@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -51,7 +51,7 @@ from llmos.registry import ModelRegistry
 from llmos.serving.backend import Backend, tensor_backend
 from llmos.serving.metrics import ServingMetrics
 from llmos.serving.workers import CRASHES
-from llmos.state import Health, assess
+from llmos.state import Health, Overall, assess
 from llmos.systemd import STEP_TIMEOUT_S, Notifier, Progress
 from llmos.vault.keys import KeyProvider, provider_from_config
 from llmos.vault.opener import PackOpener
@@ -113,15 +113,20 @@ class LlmOs:
         self.resources = ResourceView(memory, self._inventory)
         self.metrics.watch_resources(self.resources.gauges, self.resources.fallback_counts)
         self.dataplane = DataPlane(self.registry, self.metrics, self.health)
+        self.startup_error: str | None = None  # set when start() failed unexpectedly
 
     # --- what the server says about itself -----------------------------------------------
     def _inventory(self) -> Inventory:
         return self.devices.inventory if self.devices is not None else Inventory()
 
     def health(self) -> Health:
-        return assess(self.opener.status, self.registry.statuses(),
-                      self.registry.progress.starting,
-                      (*self.resources.warnings(), *CRASHES.warnings()))
+        h = assess(self.opener.status, self.registry.statuses(),
+                   self.registry.progress.starting,
+                   (*self.resources.warnings(), *CRASHES.warnings()))
+        if self.startup_error is None:
+            return h
+        return replace(h, overall=Overall.UNAVAILABLE, settled=True,
+                       reasons=(self.startup_error, *h.reasons))
 
     def _status_line(self) -> None:
         self.notifier.status(self.health().summary())
@@ -162,6 +167,18 @@ class LlmOs:
         self.notifier.ready(health.summary())
         return health
 
+    async def start_or_report(self) -> None:
+        """``start``; an unexpected failure leaves the server up, /health (503) and
+        STATUS= saying why, and READY=1 sent: a fault that will not go away by itself
+        must not become a restart loop that ends with the unit failed."""
+        try:
+            await self.start()
+        except Exception as exc:
+            log.exception("start-up failed")
+            self.startup_error = f"start-up failed: {type(exc).__name__}: {exc}"
+            self.registry.progress.starting = False
+            self.notifier.ready(self.startup_error)
+
     async def stop(self) -> None:
         """Undo ``start``: unload every model (weights freed), release the devices, close
         the memory pool. Hot-plug no longer loads anything from here on."""
@@ -174,7 +191,7 @@ class LlmOs:
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         """Start-up runs in the background so /health answers (503, with reasons)."""
-        app[STARTUP_TASK] = asyncio.create_task(self.start(), name="llmos-start")
+        app[STARTUP_TASK] = asyncio.create_task(self.start_or_report(), name="llmos-start")
         yield
         task = app[STARTUP_TASK]
         task.cancel()
