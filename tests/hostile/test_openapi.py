@@ -55,7 +55,8 @@ def test_schemathesis_finds_no_5xx_and_no_schema_breach(served: Served, tmp_path
          "--request-timeout", "60", "--workers", "2", "--generation-deterministic",
          "--suppress-health-check", "all", "--no-color",
          "--report", "ndjson", "--report-ndjson-path", str(report)],
-        capture_output=True, text=True, timeout=900, check=False)
+        capture_output=True, text=True, timeout=900, check=False,
+        cwd=tmp_path)  # schemathesis keeps its cache (.schemathesis/) in the cwd
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
     events = report.read_text()
