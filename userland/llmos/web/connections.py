@@ -5,13 +5,24 @@ descriptors until the process hits ``LimitNOFILE`` and can accept nothing, /heal
 included. ``ConnectionLimit`` wraps the listener's protocol factory: beyond the cap a
 connection is answered ``503`` with ``Retry-After`` and closed at once, and the connections
 already open are served as before.
+
+Each connection is a file descriptor, so the cap only holds if the process may open that
+many: ``raise_nofile`` lifts the soft ``RLIMIT_NOFILE`` (1024 by default under systemd) to
+what the listeners' caps need, up to the hard limit (``LimitNOFILE=`` of llmos.service).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 from collections.abc import Callable
 from typing import cast
+
+log = logging.getLogger(__name__)
+
+# Descriptors besides the connections: packs, the TPM, pipes, the runtimes' own files.
+FD_RESERVE = 256
 
 _BODY = b'{"error":"too many open connections","hint":"retry later","type":"TooManyConnections"}'
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
@@ -66,3 +77,28 @@ class ConnectionLimit:
             return _Refuse()
         self.open += 1
         return _Counted(self._factory(), self)
+
+
+def descriptors_needed(max_connections: int, listeners: int) -> int:
+    return max_connections * listeners + FD_RESERVE
+
+
+def nofile_target(soft: int, hard: int, needed: int) -> int:
+    """The soft RLIMIT_NOFILE to run with: ``needed`` or more if ``hard`` allows it."""
+    if soft == resource.RLIM_INFINITY:
+        return soft
+    if hard == resource.RLIM_INFINITY:
+        return max(soft, needed)
+    return max(soft, min(needed, hard))
+
+
+def raise_nofile(needed: int) -> int:
+    """Lift the soft descriptor limit towards ``needed``; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = nofile_target(soft, hard, needed)
+    if target != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target != resource.RLIM_INFINITY and target < needed:
+        log.warning("open files are limited to %d, the connection caps need %d: raise "
+                    "LimitNOFILE or lower server.max_connections", target, needed)
+    return target

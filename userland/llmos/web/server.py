@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from llmos.systemd import Notifier
-from llmos.web.connections import ConnectionLimit
+from llmos.web.connections import ConnectionLimit, descriptors_needed, raise_nofile
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ class Server:
 
     async def start(self) -> None:
         idle = 75.0 if self._idle_timeout_s is None else self._idle_timeout_s
+        if self._max_connections is not None:
+            raise_nofile(descriptors_needed(self._max_connections, len(self._plan)))
         try:
             for listener in self._plan:
                 runner = web.AppRunner(listener.app, handle_signals=False,
