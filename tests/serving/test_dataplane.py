@@ -66,7 +66,7 @@ async def test_models_that_cannot_answer(root: LlmOs) -> None:
     assert {(c.name, c.kind) for c in plane.catalog()} == {
         ("alpha", "tensor"), ("slow", "tensor"), ("deadline", "tensor")}  # broken: not listed
     with pytest.raises(BadRequestError, match="not an embedding model"):
-        plane.count_tokens("alpha", ["text"])
+        await plane.count_tokens("alpha", ["text"])
 
 
 async def test_the_repository_extension_follows_the_configuration(root: LlmOs) -> None:
@@ -93,9 +93,10 @@ async def test_embed_gives_unit_vectors_that_rank_meaning(minilm_demo: dict[str,
         plane = server.dataplane
         width, cards = plane.embedding_width("minilm"), plane.catalog()
         # [CLS] a man is playing a guitar on the stage . [SEP]; long texts are truncated
-        tokens = [plane.count_tokens("minilm", ["A man is playing a guitar on the stage."]),
-                  plane.count_tokens("minilm", ["A man is playing a guitar on the stage."] * 2),
-                  plane.count_tokens("minilm", ["word " * 1000])]
+        guitar = "A man is playing a guitar on the stage."
+        tokens = [await plane.count_tokens("minilm", [guitar]),
+                  await plane.count_tokens("minilm", [guitar] * 2),
+                  await plane.count_tokens("minilm", ["word " * 1000])]
     finally:
         await server.stop()
     assert vectors.shape == (3, 384)

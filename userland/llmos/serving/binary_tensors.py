@@ -24,7 +24,6 @@ default). Every malformation is a ``BadRequestError`` that names the field.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +34,7 @@ import numpy as np
 
 from llmos.datatypes import V2_TO_NUMPY, v2_of
 from llmos.errors import BadRequestError
-from llmos.serving import codec
+from llmos.serving import codec, wirejson
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -111,21 +110,25 @@ def header_length(raw: str | None, body_size: int) -> int | None:
 
 
 def _parse_header(head: bytes, has_header: bool) -> Any:
+    """The JSON header, strictly (``wirejson``); a refusal's hint says what the binary
+    extension needs when the header length is the likely cause."""
     try:
-        return json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return wirejson.loads(head)
+    except BadRequestError as err:
+        message = err.message
+        if "not UTF-8" in message:  # raw tensor bytes, most likely
+            message = "request body is not valid JSON: " + message.removeprefix(
+                "request body is ")
+        elif "not valid JSON" not in message:
+            raise  # nesting, NaN, lone surrogates: the JSON itself is at fault
         if has_header:
             hint = f"check {HEADER_LENGTH}: it must be the exact length of the JSON object"
-        elif isinstance(exc, UnicodeDecodeError) or exc.msg == "Extra data":
+        elif "not UTF-8" in err.message or "Extra data" in message:
             hint = (f"binary tensor data after the JSON needs the {HEADER_LENGTH} header "
                     "(the JSON object's length in bytes)")
         else:
             hint = "send a JSON object with an 'inputs' list"
-        raise BadRequestError(f"request body is not valid JSON: {exc}", hint) from None
-    except RecursionError:
-        raise BadRequestError("request body is nested too deeply to read",
-                              "send tensor data flat (row-major) or nested by its shape"
-                              ) from None
+        raise BadRequestError(message, hint, err.param) from None
 
 
 def _shape(name: str, raw: Any) -> tuple[int, ...]:

@@ -9,15 +9,24 @@ from __future__ import annotations
 from aiohttp import web
 
 from llmos.dataplane import DataPlane
-from llmos.web.api import embeddings, health, metrics, openai, v2
+from llmos.web.admission import LIMITS, Admission, Limits
+from llmos.web.api import embeddings, health, metrics, openai, openapi, v2
 from llmos.web.errors import error_middleware
 from llmos.web.keys import DATAPLANE
 
 
-def build_api_app(plane: DataPlane, max_body_bytes: int) -> web.Application:
-    """/health, /v2 (OIP), /metrics and /v1 (OpenAI, embeddings included) on ``plane``."""
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[error_middleware()])
+def build_api_app(plane: DataPlane, max_body_bytes: int,
+                  limits: Limits | None = None) -> web.Application:
+    """/health, /v2 (OIP), /metrics and /v1 (OpenAI, embeddings included) on ``plane``;
+    ``limits``: the global cap on work in flight and the body deadline
+    (``llmos.web.admission``)."""
+    middlewares = [error_middleware()]
+    if limits is not None:
+        middlewares.append(Admission(limits).middleware())
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app[DATAPLANE] = plane
-    for module in (health, v2, metrics, openai, embeddings):
+    if limits is not None:
+        app[LIMITS] = limits
+    for module in (health, v2, metrics, openai, embeddings, openapi):
         module.setup(app)
     return app

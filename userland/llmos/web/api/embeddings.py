@@ -8,34 +8,28 @@ same queue, same metrics, same vectors), encode. Errors take OpenAI's shape
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from llmos.llm import openai_embeddings as emb
 from llmos.llm import openai_protocol as proto
+from llmos.web.admission import decode, offload
 from llmos.web.api.openai import openai_errors
 from llmos.web.keys import DATAPLANE
 
-# Beyond these (numbers in the response, characters of text) a request's usage count and
-# response body are made on a worker thread, not the event loop.
-LARGE = 32 * 1024
-LARGE_TEXT = 16 * 1024
+# A float as JSON text ("%.9g" and a comma): the size that decides whether a response is
+# formatted off the event loop (``server.offload_bytes``).
+JSON_BYTES_PER_FLOAT = 12
 
 
 async def create_embeddings(request: web.Request) -> web.Response:
-    req = emb.parse_request(proto.parse_body(await request.read()))
+    req = await decode(request, lambda body: emb.parse_request(proto.parse_body(body)))
     plane = request.app[DATAPLANE]
     emb.check_dimensions(req, plane.embedding_width(req.model))
     vectors = await plane.embed(req.model, req.texts)
-    # Tokenizing (a few ms per long text) and formatting many vectors take long enough to
-    # stall other requests: large ones run off the event loop.
-    large = sum(len(t) for t in req.texts) > LARGE_TEXT or vectors.size > LARGE
-    tokens = await asyncio.to_thread(plane.count_tokens, req.model, req.texts) if large \
-        else plane.count_tokens(req.model, req.texts)
-    args = (req.model, vectors, req.encoding_format, tokens)
-    body = await asyncio.to_thread(emb.response_bytes, *args) if large else \
-        emb.response_bytes(*args)
+    tokens = await plane.count_tokens(req.model, req.texts)  # long texts: off the loop
+    body = await offload(request, vectors.size * JSON_BYTES_PER_FLOAT,
+                         lambda: emb.response_bytes(req.model, vectors, req.encoding_format,
+                                                    tokens))
     return web.Response(body=body, content_type="application/json")
 
 

@@ -17,6 +17,8 @@ from llmos.pack.manifest import TensorSpec
 from llmos.serving import binary_tensors, codec
 from llmos.serving.backend import PLATFORMS
 from llmos.state import ModelState
+from llmos.web.admission import decode, read_body
+from llmos.web.api import public
 from llmos.web.keys import DATAPLANE
 
 EXTENSIONS = ("model_repository", binary_tensors.EXTENSION)
@@ -40,7 +42,8 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     h = request.app[DATAPLANE].health()
-    return _json({"ready": h.ready, "status": h.overall.value, "reasons": list(h.reasons)},
+    return _json({"ready": h.ready, "status": h.overall.value,
+                  "reasons": [public.text(r) for r in h.reasons]},
                  200 if h.ready else 400)
 
 
@@ -62,21 +65,23 @@ async def model_ready(request: web.Request) -> web.Response:
     ok = st.state is ModelState.READY
     doc: dict[str, Any] = {"name": name, "ready": ok, "state": st.state.value}
     if st.reason:
-        doc["reason"] = st.reason
+        doc["reason"] = public.text(st.reason)
     return _json(doc, 200 if ok else 400)
 
 
 class _Body:
-    """The request body, decoded when the data plane awaits it (after the batching hint);
-    the client's choice of binary or JSON outputs is kept here for the encoder."""
+    """The request body, decoded when the data plane awaits it (after the batching hint;
+    read with its deadline, parsed off the loop when large: ``web.admission.decode``); the
+    client's choice of binary or JSON outputs is kept here for the encoder."""
 
     def __init__(self, request: web.Request) -> None:
         self._request = request
         self.wire: binary_tensors.WireRequest | None = None
 
-    async def decode(self) -> codec.InferRequest:
-        self.wire = binary_tensors.decode_request(
-            await self._request.read(), self._request.headers.get(binary_tensors.HEADER_LENGTH))
+    async def read(self) -> codec.InferRequest:
+        header = self._request.headers.get(binary_tensors.HEADER_LENGTH)
+        self.wire = await decode(self._request,
+                                 lambda body: binary_tensors.decode_request(body, header))
         return self.wire.request
 
 
@@ -85,7 +90,7 @@ async def infer(request: web.Request) -> web.Response:
     match = request.match_info
     body = _Body(request)
     result = await request.app[DATAPLANE].infer(match["model"], match.get("version"),
-                                                body.decode())
+                                                body.read())
     assert body.wire is not None  # the data plane answers only after decoding the body
     answer = binary_tensors.encode_response(result.model, result.version, result.id,
                                             result.outputs, result.output_names,
@@ -95,7 +100,7 @@ async def infer(request: web.Request) -> web.Response:
 
 
 async def _optional_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     doc = codec.parse_json(raw)
