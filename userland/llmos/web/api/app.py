@@ -6,7 +6,10 @@ on this app's cleanup context.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from llmos.dataplane import DataPlane
 from llmos.web.api import health, metrics, openai, v2
@@ -14,9 +17,12 @@ from llmos.web.errors import error_middleware
 from llmos.web.keys import DATAPLANE
 
 
-def build_api_app(plane: DataPlane, max_body_bytes: int) -> web.Application:
-    """/health, /v2 (OIP), /metrics and /v1 (OpenAI) on ``plane``."""
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[error_middleware()])
+def build_api_app(plane: DataPlane, max_body_bytes: int,
+                  middlewares: Sequence[Middleware] = ()) -> web.Application:
+    """/health, /v2 (OIP), /metrics and /v1 (OpenAI) on ``plane``; ``middlewares`` run
+    inside the error mapping (drain, API keys)."""
+    app = web.Application(client_max_size=max_body_bytes,
+                          middlewares=[error_middleware(), *middlewares])
     app[DATAPLANE] = plane
     for module in (health, v2, metrics, openai):
         module.setup(app)
