@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("admin", "apikeys"),  # the admin console's HTTP-free logic; the API key store
     ("web",),  # HTTP only: web/api, web/admin
     ("app",),  # the composition root
+    ("fleet",),  # client side of a fleet (Dask workers, HAProxy config): never on the appliance
     ("commands", "cli", "__main__", "demo"),  # entry points and the demo builders
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
