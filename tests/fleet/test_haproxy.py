@@ -123,6 +123,9 @@ def test_drain_and_restart_behind_haproxy_loses_nothing(pair: tuple[Appliance, A
         log = a1.process.tail(20000)  # the restarted process's log
     finally:
         haproxy.stop()
+    # HAProxy took a1 out because its readiness said so (400), not because its port closed.
+    assert "a1 is DOWN, reason: Layer7 wrong status, code: 400" in haproxy.tail(20000), \
+        haproxy.tail()
     first_log = (a1.dir / "serve-1.log").read_text()
     assert "draining: not ready" in first_log and "drained in" in first_log, first_log[-3000:]
     assert load.outcomes["failed"] == 0, load.failures[:10]

@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     from llmos.fleet.job import load_job, with_overrides
 
     job = with_overrides(load_job(args.job), output=args.output)
-    with Client(args.scheduler) as client:
+    with Client(args.scheduler) as client:  # type: ignore[no-untyped-call]
         _, report = runner.run(client, job, show_progress=not args.no_progress)
     print(f"{report.items} results ({report.errors} refused) in {report.partitions} "
           f"partitions, {report.seconds:.1f} s -> {job.output}")

@@ -23,6 +23,9 @@ from llmos.fleet.worker import run_partition
 
 log = logging.getLogger(__name__)
 
+Results = list[dict[str, Any]]
+PartitionFuture = Future[Results]
+
 
 @dataclass(frozen=True)
 class Report:
@@ -32,21 +35,22 @@ class Report:
     seconds: float
 
 
-def partition_futures(client: Client, job: Job, items: db.Bag | Sequence[Any]) -> list[Future]:
+def partition_futures(client: Client, job: Job,
+                      items: db.Bag | Sequence[Any]) -> list[PartitionFuture]:
     """One future per partition, in partition order (submitted, not waited for)."""
-    bag = items if isinstance(items, db.Bag) else db.from_sequence(
+    bag = items if isinstance(items, db.Bag) else db.from_sequence(  # type: ignore[no-untyped-call]
         list(items), partition_size=job.partition_size)
-    parts = client.compute(bag.to_delayed(optimize_graph=False))
+    parts = client.compute(bag.to_delayed(optimize_graph=False))  # type: ignore[no-untyped-call]
     spec, token = job.spec(), uuid.uuid4().hex[:12]
     return [client.submit(run_partition, spec, part, key=f"llmos-{job.kind.value}-{token}-{i}",
                           resources={job.resource: 1}, retries=job.retries, pure=False)
             for i, part in enumerate(parts)]
 
 
-def gather(client: Client, futures: list[Future], show_progress: bool) -> list[dict[str, Any]]:
+def gather(client: Client, futures: list[PartitionFuture], show_progress: bool) -> Results:
     if show_progress:
-        progress(futures)  # Dask's own text progress bar (blocks until done)
-    parts: list[list[dict[str, Any]]] = client.gather(futures)
+        progress(futures)  # type: ignore[no-untyped-call]  # Dask's text bar, blocks
+    parts: list[Results] = client.gather(futures)  # type: ignore[no-untyped-call]
     return list(numbered(parts))
 
 

@@ -122,7 +122,7 @@ async def run_worker(scheduler: str, appliance: Appliance, *, slots: int,
         worker = Worker(scheduler, nthreads=slots, resources=resources, name=name,
                         plugins=(ApplianceBinding(appliance),))
         async with worker:
-            await worker.finished()
+            await worker.finished()  # type: ignore[no-untyped-call]
         if once:
             return
         await asyncio.sleep(1.0)
