@@ -94,7 +94,7 @@ class Process:
         self.log_path = log
         self._log: IO[bytes] = log.open("wb")
         self.proc = subprocess.Popen(cmd, env=env(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=REPO)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.bag as db
+from dask.base import compute as compute_locally
 from distributed import Client, Future, progress
 
 from llmos.fleet.job import Job, numbered, read_items, write_results
@@ -38,9 +39,14 @@ class Report:
 def partition_futures(client: Client, job: Job,
                       items: db.Bag | Sequence[Any]) -> list[PartitionFuture]:
     """One future per partition, in partition order (submitted, not waited for)."""
-    bag = items if isinstance(items, db.Bag) else db.from_sequence(  # type: ignore[no-untyped-call]
-        list(items), partition_size=job.partition_size)
-    parts = client.compute(bag.to_delayed(optimize_graph=False))  # type: ignore[no-untyped-call]
+    parts: Sequence[Any]
+    if isinstance(items, db.Bag):  # a collection: its partitions are made on the cluster
+        parts = client.compute(items.to_delayed(optimize_graph=False))  # type: ignore[no-untyped-call]
+    else:  # items in hand: Dask cuts them here and each task carries its own partition,
+        # so no partition is tied to the worker that happened to make it
+        bag = db.from_sequence(list(items), partition_size=job.partition_size)  # type: ignore[no-untyped-call]
+        made = compute_locally(*bag.to_delayed(), scheduler="sync")  # type: ignore[no-untyped-call]
+        parts = [list(p) for p in made]
     spec, token = job.spec(), uuid.uuid4().hex[:12]
     return [client.submit(run_partition, spec, part, key=f"llmos-{job.kind.value}-{token}-{i}",
                           resources={job.resource: 1}, retries=job.retries, pure=False)
