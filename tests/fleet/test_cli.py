@@ -11,9 +11,9 @@ from pathlib import Path
 
 import dask.bag as db
 import pytest
+from bench import sleep_appliance
 from distributed import Client
 
-from bench import sleep_appliance
 from llmos import apikeys
 from llmos.fleet import runner
 from llmos.fleet.appliance import Appliance as ApiClient
