@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -67,6 +68,7 @@ class Row:
     dask_s: float
     direct_s: float
     ideal_s: float
+    shares: tuple[int, ...] = ()  # requests each appliance served in the Dask run
 
     @property
     def items_per_s(self) -> float:
@@ -145,21 +147,30 @@ def run(args: argparse.Namespace) -> list[Row]:
                 job = Job("sleep", Kind.EMBEDDINGS, work / f"out{n}.jsonl",
                           partition_size=args.partition_size)
                 runner.run(client, job, items[: 4 * n * args.slots], show_progress=False)
+                before = [_served(c) for c in clients[:n]]
                 t0 = time.perf_counter()
                 results, _ = runner.run(client, job, items, show_progress=False)
                 dask_s = time.perf_counter() - t0
+                shares = tuple(int(_served(c) - b) for c, b in zip(clients, before, strict=False))
                 assert [r["id"] for r in results] == list(range(args.items))
                 assert all(abs(r["embedding"][0] - sleep_appliance.vector(f"item {r['id']}")[0])
                            < 1e-6 for r in results)
                 direct_s = _direct(clients[:n], items, args.partition_size, args.slots)
                 tasks = -(-args.items // args.partition_size)
                 rows.append(Row(n, args.items, dask_s, direct_s,
-                                tasks * args.latency_ms / 1000 / n))
+                                tasks * args.latency_ms / 1000 / n, shares))
                 print(_row_line(rows[-1], rows[0]), flush=True)
     finally:
         for p in reversed(procs):
             p.stop()
     return rows
+
+
+def _served(client: Any) -> float:
+    """Requests the bench key made on this appliance so far (its /metrics)."""
+    text = client.request_text("/metrics")
+    m = re.search(r'^llmos_api_key_requests_total\{key="bench"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def _direct(clients: list[Any], items: list[dict[str, Any]], size: int, slots: int) -> float:
@@ -177,13 +188,14 @@ def _direct(clients: list[Any], items: list[dict[str, Any]], size: int, slots: i
 
 
 HEADER = ("| appliances | items/s (Dask) | speed-up vs 1 | wall, Dask | wall, direct | ideal "
-          "| Dask overhead per item |\n|---|---|---|---|---|---|---|")
+          "| Dask overhead per item | requests per appliance |\n|---|---|---|---|---|---|---|---|")
 
 
 def _row_line(row: Row, first: Row) -> str:
     return (f"| {row.appliances} | {row.items_per_s:.1f} | "
             f"{row.items_per_s / first.items_per_s:.2f}x | {row.dask_s:.2f} s | "
-            f"{row.direct_s:.2f} s | {row.ideal_s:.2f} s | {row.overhead_ms_per_item:.1f} ms |")
+            f"{row.direct_s:.2f} s | {row.ideal_s:.2f} s | {row.overhead_ms_per_item:.1f} ms | "
+            f"{' / '.join(map(str, row.shares))} |")
 
 
 def main(argv: list[str] | None = None) -> int:

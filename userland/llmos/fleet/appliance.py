@@ -62,6 +62,15 @@ class Appliance:
         except (OSError, json.JSONDecodeError) as exc:  # URLError, timeouts are OSErrors
             raise Unavailable(f"{method} {self.url}{path}: {exc}") from exc
 
+    def request_text(self, path: str, timeout_s: float = 10.0) -> str:
+        """A GET whose answer is text (``/metrics``)."""
+        req = urllib.request.Request(self.url.rstrip("/") + path, headers=self._headers())
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                return bytes(resp.read()).decode()
+        except OSError as exc:
+            raise Unavailable(f"GET {self.url}{path}: {exc}") from exc
+
     def ready(self) -> bool:
         try:
             doc = self.request("GET", "/v2/health/ready", timeout_s=5)
