@@ -114,3 +114,12 @@ def test_workers_hold_the_key_the_appliance_wants_it(sleep_fleet: SleepFleet) ->
     assert exc.value.status == 401
     assert ApiClient(sleep_fleet.urls[0], sleep_fleet.key).embed("sleep", ["x"])[0] == \
         pytest.approx(sleep_appliance.vector("x"), abs=1e-6)
+
+
+def test_when_a_worker_leaves_the_cluster() -> None:
+    from llmos.fleet.worker import should_leave
+
+    assert should_leave(Unavailable("refused", None), appliance_ready=False)
+    assert should_leave(Unavailable("HTTP 401", 401), appliance_ready=True)  # key refused
+    assert should_leave(Unavailable("HTTP 404", 404), appliance_ready=True)  # model gone
+    assert not should_leave(Unavailable("HTTP 503", 503), appliance_ready=True)  # busy

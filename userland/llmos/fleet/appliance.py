@@ -17,6 +17,15 @@ from typing import Any
 
 #: 4xx statuses that are about the appliance (key, model presence), not about the input.
 _APPLIANCE_4XX = frozenset({401, 403, 404, 408, 429})
+MAX_BUSY_WAIT_S = 5.0
+
+
+def _seconds(retry_after: str) -> float:
+    """A Retry-After in seconds, capped (an HTTP date, rare here, counts as 1 s)."""
+    try:
+        return max(0.0, min(float(retry_after), MAX_BUSY_WAIT_S))
+    except ValueError:
+        return 1.0
 
 
 class ApplianceError(Exception):
@@ -29,6 +38,14 @@ class Unavailable(ApplianceError):
     """This appliance cannot serve the request now; another may."""
 
 
+class Busy(Unavailable):
+    """503 with Retry-After: the appliance's queue is full; it asks to be called later."""
+
+    def __init__(self, message: str, status: int, retry_after_s: float) -> None:
+        super().__init__(message, status)
+        self.retry_after_s = retry_after_s
+
+
 class Rejected(ApplianceError):
     """The input is refused (4xx); every appliance would refuse it."""
 
@@ -38,6 +55,7 @@ class Appliance:
     url: str  # http://host:port of the inference API
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 300.0
+    busy_retries: int = 3
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -47,6 +65,17 @@ class Appliance:
 
     def request(self, method: str, path: str, body: Any = None,
                 timeout_s: float | None = None) -> Any:
+        """One call; a 503 with Retry-After (queue full) is waited out ``busy_retries``
+        times before it counts as Unavailable."""
+        for _ in range(self.busy_retries):
+            try:
+                return self._request_once(method, path, body, timeout_s)
+            except Busy as exc:
+                time.sleep(exc.retry_after_s)
+        return self._request_once(method, path, body, timeout_s, busy_is_final=True)
+
+    def _request_once(self, method: str, path: str, body: Any, timeout_s: float | None,
+                      busy_is_final: bool = False) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method,
                                      headers=self._headers())
@@ -56,6 +85,9 @@ class Appliance:
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode(errors="replace")
             message = f"{method} {self.url}{path}: HTTP {exc.code}: {detail}"
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            if exc.code == 503 and retry_after and not busy_is_final:
+                raise Busy(message, 503, _seconds(retry_after)) from exc
             if exc.code >= 500 or exc.code in _APPLIANCE_4XX:
                 raise Unavailable(message, exc.code) from exc
             raise Rejected(message, exc.code) from exc

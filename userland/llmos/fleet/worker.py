@@ -27,6 +27,7 @@ from llmos.fleet.job import Kind, PartitionSpec, item_id, messages_of, resource_
 log = logging.getLogger(__name__)
 
 PLUGIN = "llmos-appliance"
+REFUSED_WAIT_S = 30.0
 
 
 class ApplianceBinding(WorkerPlugin):
@@ -96,14 +97,26 @@ def leave_cluster(worker: Worker, reason: str) -> None:
     worker.loop.add_callback(worker.close, reason=reason)
 
 
+#: Answers that stay wrong on this appliance until something changes there: the key is
+#: refused (401/403) or the model is gone (404). Retrying here would only fail again.
+_STUCK = frozenset({401, 403, 404})
+
+
+def should_leave(exc: Unavailable, appliance_ready: bool) -> bool:
+    """Whether a worker whose task failed with ``exc`` must leave the cluster: otherwise,
+    failing fast, it would draw every retry to itself. (It rejoins once its appliance is
+    ready again, with the models it then serves.)"""
+    return not appliance_ready or exc.status in _STUCK
+
+
 def run_partition(spec: PartitionSpec, items: list[Any]) -> list[dict[str, Any]]:
     """The Dask task: one partition on this worker's appliance, results in item order."""
     appliance = bound_appliance()
     try:
         return _RUN[spec.kind](appliance, spec, list(items))
     except Unavailable as exc:
-        if not appliance.ready():
-            leave_cluster(get_worker(), f"appliance {appliance.url} not ready ({exc})")
+        if should_leave(exc, appliance.ready()):
+            leave_cluster(get_worker(), f"appliance {appliance.url}: {exc}")
         raise
 
 
@@ -115,7 +128,13 @@ async def run_worker(scheduler: str, appliance: Appliance, *, slots: int,
         ok = await asyncio.to_thread(appliance.wait_ready, ready_timeout_s)
         if not ok:
             raise Unavailable(f"appliance {appliance.url} not ready in {ready_timeout_s:.0f} s")
-        models = await asyncio.to_thread(appliance.models)
+        try:
+            models = await asyncio.to_thread(appliance.models)  # needs the key, if any
+        except Unavailable as exc:
+            log.error("appliance %s is ready but refuses this worker (%s); retrying in "
+                      "%.0f s (check --api-key-file)", appliance.url, exc, REFUSED_WAIT_S)
+            await asyncio.sleep(REFUSED_WAIT_S)
+            continue
         resources = {resource_name(m): float(slots) for m in models}
         log.info("appliance %s serves %s: joining %s with %s", appliance.url, models,
                  scheduler, resources)
