@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -60,6 +61,8 @@ from llmos.web.admin.app import build_admin_app
 from llmos.web.admin.state import AdminOptions, DeviceView, MemoryView
 from llmos.web.admission import Limits
 from llmos.web.api.app import build_api_app
+from llmos.web.api_keys import middleware_from_config as key_middleware_from_config
+from llmos.web.drain import DRAIN, Drain
 from llmos.web.server import Listener, Server
 from llmos.web.server import run as run_server
 
@@ -104,6 +107,7 @@ class LlmOs:
         self.notifier = notifier or Notifier()
         self.memory = memory
         self.metrics = ServingMetrics()
+        self.drain = Drain()  # SIGTERM: not ready, then in-flight requests finish
         self.opener = PackOpener(config, provider, memory, prefetch)
         self.registry = ModelRegistry(config, self.opener, backends, self.metrics, memory,
                                       Progress(self.notifier.working, self._status_line))
@@ -209,8 +213,12 @@ class LlmOs:
     # --- the web apps ----------------------------------------------------------------------
     def api_app(self) -> web.Application:
         """The inference API (/health, /v2, /metrics, /v1); its life is the server's."""
-        app = build_api_app(self.dataplane, int(self.config["server.max_body_bytes"]),
-                            Limits.from_config(self.config))
+        cfg = self.config
+        keys = key_middleware_from_config(cfg["server.api_keys_file"], str(cfg["server.host"]),
+                                          self.metrics.registry, os.environ)
+        app = build_api_app(self.dataplane, int(cfg["server.max_body_bytes"]),
+                            Limits.from_config(cfg), (self.drain.middleware(), keys))
+        app[DRAIN] = self.drain
         app.cleanup_ctx.append(self._watchdog)
         app.cleanup_ctx.append(self._lifecycle)
         return app
@@ -238,4 +246,7 @@ class LlmOs:
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT (``llmos serve``)."""
-        await run_server(self.server(), self.notifier)
+        cfg = self.config
+        await run_server(self.server(), self.notifier,
+                         lambda: self.drain.run(float(cfg["server.drain_s"]),
+                                                float(cfg["server.drain_grace_s"])))

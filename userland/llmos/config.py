@@ -119,6 +119,15 @@ SETTINGS: tuple[Setting, ...] = (
             "API listener, unauthenticated; off: only the admin page loads and unloads"),
     Setting("server.request_timeout_s", _positive(float), 30.0,
             "deadline of one inference request (504 after)"),
+    Setting("server.api_keys_file", _optional_path, None,
+            "API keys ('NAME: KEY' or 'NAME: sha256:HEX' lines) required on the inference "
+            "API (besides the llmos-api-keys credential); none: the API is open",
+            "--api-keys-file"),
+    Setting("server.drain_s", _nonneg(float), 0.0,
+            "on SIGTERM: answer not-ready and keep serving this long before closing "
+            "(at least a load balancer's check interval x fall)", "--drain-s"),
+    Setting("server.drain_grace_s", _nonneg(float), 20.0,
+            "on SIGTERM, after drain_s: longest wait for requests in flight to finish"),
     Setting("server.state_dir", _path, Path("/var/lib/llmos"),
             "persistent state: admin password hash, enrollment marker", "--state-dir"),
     Setting("server.log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -80,8 +80,10 @@ class Server:
             await self._runners.pop().cleanup()
 
 
-async def run(server: Server, notifier: Notifier) -> None:
-    """Serve until SIGTERM/SIGINT; then STOPPING=1 and an orderly shutdown."""
+async def run(server: Server, notifier: Notifier,
+              drain: Callable[[], Awaitable[object]] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; then STOPPING=1, ``drain`` (not ready, finish what is in
+    flight) and an orderly shutdown."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,6 +92,9 @@ async def run(server: Server, notifier: Notifier) -> None:
     try:
         await stop.wait()
         log.info("stopping")
+        if drain is not None:
+            notifier.stopping("draining")
+            await drain()
     finally:
         notifier.stopping()
         await server.stop()

@@ -6,7 +6,10 @@ on this app's cleanup context.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from llmos.dataplane import DataPlane
 from llmos.web.admission import LIMITS, Admission, Limits
@@ -16,13 +19,16 @@ from llmos.web.keys import DATAPLANE
 
 
 def build_api_app(plane: DataPlane, max_body_bytes: int,
-                  limits: Limits | None = None) -> web.Application:
-    """/health, /v2 (OIP), /metrics and /v1 (OpenAI) on ``plane``; ``limits``: the global
-    cap on work in flight and the body deadline (``llmos.web.admission``)."""
-    middlewares = [error_middleware()]
+                  limits: Limits | None = None,
+                  middlewares: Sequence[Middleware] = ()) -> web.Application:
+    """/health, /v2 (OIP), /metrics and /v1 (OpenAI) on ``plane``; ``middlewares`` run
+    inside the error mapping (drain, API keys), before ``limits``: the global cap on work
+    in flight and the body deadline (``llmos.web.admission``), so a request without a
+    valid key takes no share of it."""
+    stack = [error_middleware(), *middlewares]
     if limits is not None:
-        middlewares.append(Admission(limits).middleware())
-    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
+        stack.append(Admission(limits).middleware())
+    app = web.Application(client_max_size=max_body_bytes, middlewares=stack)
     app[DATAPLANE] = plane
     if limits is not None:
         app[LIMITS] = limits
