@@ -233,8 +233,13 @@ class DataPlane:
     @staticmethod
     def _generate(lm: LanguageModel, ids: tuple[int, ...],
                   params: CompletionParams) -> Generation:
-        return lm.generate(GenerationRequest(ids, params.max_tokens, params.sampling,
-                                             params.stop, params.ignore_eos))
+        """The deadline covers the whole answer, or a stream's first token (then the client
+        is being answered and a client gone is what cancels)."""
+        gen = lm.generate(GenerationRequest(ids, params.max_tokens, params.sampling,
+                                            params.stop, params.ignore_eos))
+        if lm.timeout_s is not None:
+            gen.expire_after(lm.timeout_s, first_only=params.stream)
+        return gen
 
     # --- the repository extension --------------------------------------------------------
     def _allowed(self, request: Awaitable[object] | None) -> None:
