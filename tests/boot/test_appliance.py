@@ -116,7 +116,6 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
     assert "fleet key" in console and "enrolled in /var/lib/llmos/fleet-key.tpm2" in console, \
         "no enrollment message on the console"
     assert first_boot.report["supervisor"] == "active"
-    _assert_cpu_time_adds_up(first_boot.report, first_boot.cpus)
     assert "login:" not in console, "a login prompt on the console"
     _assert_embeddings_match(first_boot.embeddings, reference_embeddings)
     _assert_weights_pinned_on_hugepages(first_boot.metrics)
@@ -129,6 +128,9 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
 
     assert first_boot.admin_login_status == 200, "admin page not reachable"
     assert first_boot.clean_shutdown, "the guest did not power off on the ACPI request"
+    # Last: on an oversubscribed host the guest loses timer ticks and this undercounts;
+    # what the boot showed above is judged either way.
+    _assert_cpu_time_adds_up(first_boot.report, first_boot.cpus)
 
 
 def test_second_boot_releases_the_key_from_the_tpm_alone_and_takes_no_injected_code(
