@@ -17,9 +17,10 @@ import os
 import shutil
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -106,12 +107,30 @@ class FirstBoot:
     console: str
     report: dict[str, str]
     cpus: int
-    embeddings: np.ndarray
-    metrics: guest.Samples
-    chat: dict[str, Any]
+    embeddings: np.ndarray | AssertionError  # see ``result``
+    metrics: guest.Samples | AssertionError
+    chat: dict[str, Any] | AssertionError
     admin_login_status: int | None
     clean_shutdown: bool | None
     settled_s: float  # QEMU start to a settled /health
+
+
+T = TypeVar("T")
+
+
+def outcome(request: Callable[[], T]) -> T | AssertionError:
+    """What ``request`` returned, or the AssertionError it failed with."""
+    try:
+        return request()
+    except AssertionError as exc:
+        return exc
+
+
+def result(value: T | AssertionError) -> T:
+    """The value of a request kept by ``outcome``; fails the test if the request failed."""
+    if isinstance(value, AssertionError):
+        raise value
+    return value
 
 
 def _snapshot(vm: VmDir, dest: VmDir) -> VmDir:
@@ -138,9 +157,12 @@ def first_boot(lab: Path, image: Path, fleet_key: Path) -> FirstBoot:
         assert health["status"] == "ready", ("the enrollment boot does not serve",
                                              health["reasons"])
         report = guest.boot_report(boot)
-        embeddings = guest.embeddings(vm.api, EMBEDDING_MODEL, TEXTS)
-        metrics = guest.metrics(vm.api)
-        chat = guest.chat(vm.api, CHAT_MODEL, "Name the capital of France.", max_tokens=8)
+        # A request that fails is kept as its failure and judged by test_appliance, so
+        # that the attack tests, which need only the enrolled machine, still run.
+        embeddings = outcome(lambda: guest.embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
+        metrics = outcome(lambda: guest.metrics(vm.api))
+        chat = outcome(lambda: guest.chat(vm.api, CHAT_MODEL, "Name the capital of France.",
+                                           max_tokens=8))
         login = http.request(f"http://127.0.0.1:{vm.admin_port}/login")
         console = boot.console()
     return FirstBoot(vm, _snapshot(vm.dir, VmDir(lab / "enrolled")), health, console, report,
