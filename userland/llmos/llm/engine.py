@@ -27,9 +27,9 @@ from typing import Protocol
 import numpy as np
 
 from llmos.errors import BadRequestError, LlmosError, NotReadyError, QueueFullError
+from llmos.llm.decoding import Pick, TokenChooser
 from llmos.llm.detokenize import IncrementalDecoder
 from llmos.llm.generation import Chunk, Generation, GenerationRequest
-from llmos.llm.sampling import Sampler
 from llmos.llm.stopping import FinishReason, StopChecker, StopCriteria
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class _Sequence:
     request: GenerationRequest
     queue: asyncio.Queue[Chunk | BaseException]
     loop: asyncio.AbstractEventLoop
-    sampler: Sampler
+    chooser: TokenChooser
     stopper: StopChecker
     detok: IncrementalDecoder
     submitted: float = field(default_factory=time.perf_counter)
@@ -154,7 +154,8 @@ class Engine:
         budget = self.budget(request)
         seq = _Sequence(
             request=request, queue=asyncio.Queue(), loop=asyncio.get_running_loop(),
-            sampler=Sampler(request.sampling),
+            chooser=TokenChooser(request.sampling, request.penalties, request.top_logprobs,
+                                 request.constraint),
             stopper=StopChecker(StopCriteria(
                 budget, frozenset() if request.ignore_eos else self._eos, request.stop)),
             detok=IncrementalDecoder(self._decode_text))
@@ -273,7 +274,8 @@ class Engine:
         now = time.perf_counter()
         self._observer.first_token(now - seq.submitted)
         seq.last_token_at = now
-        if not self._accept(seq, seq.sampler(logits), now, out):
+        pick = self._choose(seq, logits, out)
+        if pick is not None and not self._accept(seq, pick, now, out):
             self._running.append(seq)
 
     def _step(self, out: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
@@ -285,18 +287,38 @@ class Engine:
             seq.length += 1
             self._observer.next_token(now - seq.last_token_at)
             seq.last_token_at = now
-            if self._accept(seq, seq.sampler(logits[i]), now, out):
+            pick = self._choose(seq, logits[i], out)
+            if pick is None or self._accept(seq, pick, now, out):
                 done.append(i)
         for slot in reversed(done):
             self._leave(slot)
 
-    def _accept(self, seq: _Sequence, token: int, now: float,
+    def _choose(self, seq: _Sequence, logits: np.ndarray,
+                out: list[tuple[_Sequence, Chunk | BaseException]]) -> Pick | None:
+        """The sequence's next token; None when its choice failed (its own grammar or
+        parameters): that sequence ends with the error, the batch goes on."""
+        try:
+            return seq.chooser(logits)
+        except Exception as exc:
+            log.exception("engine %s: choosing a token failed", self.name)
+            out.append((seq, exc if isinstance(exc, LlmosError) else LlmosError(
+                f"generation failed: {type(exc).__name__}: {exc}", "see the server log")))
+            self._observer.finished(time.perf_counter() - seq.submitted,
+                                    len(seq.request.prompt_ids), seq.stopper.generated,
+                                    "cancelled")
+            return None
+
+    def _accept(self, seq: _Sequence, pick: Pick, now: float,
                 out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:
         """Record a sampled token; True when the sequence has finished."""
+        token = pick.token_id
         text, reason = seq.stopper.feed(token, seq.detok.push(token))
         seq.pending = token
         prompt = len(seq.request.prompt_ids)
-        out.append((seq, Chunk(text, (token,), reason, prompt, seq.stopper.generated)))
+        logprobs = (pick.logprob,) if pick.logprob is not None and token not in self._eos \
+            else ()
+        out.append((seq, Chunk(text, (token,), reason, prompt, seq.stopper.generated,
+                               logprobs)))
         if reason is not None:
             self._observer.finished(now - seq.submitted, prompt, seq.stopper.generated, reason)
         return reason is not None
