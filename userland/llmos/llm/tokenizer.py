@@ -31,6 +31,10 @@ class Tokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return str(self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
+    def to_json(self) -> str:
+        """The tokenizer.json it was built from (for the grammar and logprob tables)."""
+        return str(self._tok.to_str())
+
     def token_id(self, token: str) -> int | None:
         found = self._tok.token_to_id(token)
         return None if found is None else int(found)
