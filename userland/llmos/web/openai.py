@@ -14,11 +14,10 @@ this module serves LLM packs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +25,6 @@ from aiohttp import web
 from llmos.errors import LlmosError, QueueFullError
 from llmos.llm import openai_protocol as proto
 from llmos.llm.backend import KIND, causal_lm_backend
-from llmos.llm.generation import Chunk, Completion, Generation, GenerationRequest
 from llmos.llm.model import LanguageModel
 from llmos.state import ModelState
 from llmos.web.errors import status_of
@@ -71,34 +69,6 @@ def _gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-async def _chunks(request: web.Request, gen: Generation) -> AsyncGenerator[Chunk, None]:
-    """The generation's chunks; cancels it when the client has gone or stops reading."""
-    try:
-        async for chunk in gen:
-            if _gone(request):
-                log.debug("client went away; cancelling its generation")
-                return
-            yield chunk
-    finally:
-        gen.cancel()
-
-
-async def _collect(request: web.Request, gen: Generation) -> Completion | None:
-    """The whole generation, or None when the client went away before it ended."""
-    texts: list[str] = []
-    ids: list[int] = []
-    last: Chunk | None = None
-    async with contextlib.aclosing(_chunks(request, gen)) as chunks:
-        async for chunk in chunks:
-            texts.append(chunk.text)
-            ids.extend(chunk.token_ids)
-            last = chunk
-    if last is None or last.finish_reason is None:
-        return None
-    return Completion("".join(texts), tuple(ids), last.finish_reason, last.prompt_tokens,
-                      last.completion_tokens)
-
-
 def _client_gone() -> web.Response:
     """Nobody reads this answer (nginx's 499, for the access log)."""
     return web.Response(status=499, text="client closed request")
@@ -106,29 +76,6 @@ def _client_gone() -> web.Response:
 
 def _event(doc: Any) -> bytes:
     return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
-
-
-async def _stream(request: web.Request, gen: Generation,
-                  render: Callable[[Chunk], list[dict[str, Any]]],
-                  tail: Callable[[Chunk], list[dict[str, Any]]]) -> web.StreamResponse:
-    response = web.StreamResponse(headers=SSE_HEADERS)
-    await response.prepare(request)
-    last: Chunk | None = None
-    try:
-        async with contextlib.aclosing(_chunks(request, gen)) as chunks:
-            async for chunk in chunks:
-                last = chunk
-                for doc in render(chunk):
-                    await response.write(_event(doc))
-        if last is not None and last.finish_reason is not None:
-            for doc in tail(last):
-                await response.write(_event(doc))
-            await response.write(b"data: [DONE]\n\n")
-    except LlmosError as exc:  # the engine failed mid-stream: say so in the stream
-        await response.write(_event(_error_body(exc)))
-    except ConnectionResetError:
-        log.debug("client went away while streaming")
-    return response
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -142,76 +89,13 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": cards})
 
 
-def _submit(lm: LanguageModel, prompt_ids: tuple[int, ...],
-            params: proto.CompletionParams) -> Generation:
-    return lm.generate(GenerationRequest(prompt_ids, params.max_tokens, params.sampling,
-                                         params.stop, params.ignore_eos))
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    req = proto.completion_request(proto.parse_body(await request.read()))
-    p = req.params
-    lm = _model(request, p.model)
-    ids = lm.encode(req.prompt) if isinstance(req.prompt, str) else req.prompt
-    if any(t >= lm.tokenizer.vocab_size for t in ids):
-        raise proto.FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
-    gen = _submit(lm, ids, p)
-    rid, created = proto.new_id("cmpl"), lm.created
-    if not p.stream:
-        done = await _collect(request, gen)
-        if done is None:
-            return _client_gone()
-        return web.json_response(proto.completion_response(rid, created, lm.name, done))
-
-    def render(c: Chunk) -> list[dict[str, Any]]:
-        if not c.text and c.finish_reason is None:
-            return []
-        return [proto.completion_chunk(rid, created, lm.name, c)]
-
-    def tail(c: Chunk) -> list[dict[str, Any]]:
-        return [proto.usage_chunk(rid, created, lm.name, "text_completion", c.prompt_tokens,
-                                  c.completion_tokens)] if p.include_usage else []
-
-    return await _stream(request, gen, render, tail)
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    req = proto.chat_request(proto.parse_body(await request.read()))
-    p = req.params
-    lm = _model(request, p.model)
-    gen = _submit(lm, lm.encode(lm.chat_prompt(req.messages)), p)
-    rid, created = proto.new_id("chatcmpl"), lm.created
-    if not p.stream:
-        done = await _collect(request, gen)
-        if done is None:
-            return _client_gone()
-        return web.json_response(proto.chat_response(rid, created, lm.name, done))
-    first = True
-
-    def render(c: Chunk) -> list[dict[str, Any]]:
-        nonlocal first
-        docs = []
-        if first:
-            docs.append(proto.chat_chunk(rid, created, lm.name,
-                                         {"role": "assistant", "content": ""}, None))
-            first = False
-        if c.text:
-            docs.append(proto.chat_chunk(rid, created, lm.name, {"content": c.text}, None))
-        if c.finish_reason is not None:
-            docs.append(proto.chat_chunk(rid, created, lm.name, {}, c.finish_reason))
-        return docs
-
-    def tail(c: Chunk) -> list[dict[str, Any]]:
-        return [proto.usage_chunk(rid, created, lm.name, "chat.completion.chunk",
-                                  c.prompt_tokens, c.completion_tokens)] if p.include_usage else []
-
-    return await _stream(request, gen, render, tail)
-
-
 def setup(app: web.Application) -> None:
     """Routes under /v1, and the causal-lm backend on the app's supervisor."""
+    from llmos.web import openai_generate  # it builds on this module's helpers
+
     app[SUPERVISOR].register_backend(KIND, causal_lm_backend)
     app.router.add_get("/v1/models", openai_errors(list_models))
-    app.router.add_post("/v1/completions", openai_errors(completions))
-    app.router.add_post("/v1/chat/completions", openai_errors(chat_completions))
+    app.router.add_post("/v1/completions", openai_errors(openai_generate.completions))
+    app.router.add_post("/v1/chat/completions",
+                        openai_errors(openai_generate.chat_completions))
 
