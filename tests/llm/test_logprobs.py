@@ -36,3 +36,11 @@ def test_chat_and_completion_shapes() -> None:
     assert legacy == {"tokens": ["Hello", " world"], "token_logprobs": [-0.1, -0.2],
                       "top_logprobs": [{"Hello": -0.1, " world": -2.5}, {}],
                       "text_offset": [3, 8]}
+
+
+def test_sentencepiece_pieces_and_byte_fallback() -> None:
+    t = TokenTexts(json.dumps({"model": {"type": "BPE", "vocab": {
+        "\u2581the": 0, "<0x0A>": 1, "<0xC3>": 2}}, "decoder": {"type": "Sequence",
+                                                           "decoders": [{"type": "Replace"}]}}))
+    assert t.text_of(0) == " the"
+    assert t.bytes_of(1) == b"\n" and t.bytes_of(2) == b"\xc3"

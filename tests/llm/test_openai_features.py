@@ -277,3 +277,18 @@ async def test_auto_tool_choice_answers_text_or_valid_calls(client: openai.Async
                                 WEATHER["function"]["parameters"])  # type: ignore[index]
     else:
         assert choice.message.content and not choice.message.content.startswith("<")
+
+
+async def test_streamed_chat_logprobs_cover_the_streamed_text(
+        client: openai.AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=[user("Name three fruits.")], logprobs=True, top_logprobs=2,
+        max_tokens=15, temperature=0, stream=True, stop=["\n\n"])
+    text, tokens = "", []
+    async for chunk in stream:
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            for t in (c.logprobs.content if c.logprobs else None) or []:
+                tokens.append(t.token)
+                _check_logprob_row(t.logprob, [a.logprob for a in t.top_logprobs])
+    assert tokens and "".join(tokens).startswith(text)

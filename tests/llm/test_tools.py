@@ -7,11 +7,12 @@ import json
 import pytest
 
 from llmos.llm import openai_protocol as proto
-from llmos.llm.chat import Message
+from llmos.llm.chat import ChatTemplate, Message
 from llmos.llm.tools import (
     Function,
     ToolSpec,
     parse_calls,
+    prompt_text,
     render_calls,
     tool_grammar,
     with_tools,
@@ -64,20 +65,50 @@ def test_grammar_shapes() -> None:
     assert "calls: call\n" in single
 
 
-def test_chat_request_renders_a_tool_conversation() -> None:
-    req = proto.chat_request({"model": "m", "tools": [
-        {"type": "function", "function": {"name": "add", "parameters": ADD.parameters}}],
-        "messages": [
-            {"role": "user", "content": "1+1?"},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "c1", "type": "function",
-                 "function": {"name": "add", "arguments": '{"a": 1}'}}]},
-            {"role": "tool", "tool_call_id": "c1", "content": "2"}]})
-    roles = [m.role for m in req.messages]
-    assert roles == ["system", "user", "assistant", "tool"]
-    assert parse_calls(req.messages[2].content)[1][0].name == "add"
-    assert req.messages[3].content == "<tool_response>\n2\n</tool_response>"
-    assert req.features.tools is not None and req.features.constrained
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+          "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+# A template with its own tool syntax, in the way of Qwen2.5's.
+NATIVE = ("{% if tools %}TOOLS:{% for t in tools %}{{ t.function.name }};{% endfor %}\n"
+          "{% endif %}{% for m in messages %}{{ m.role }}:"
+          "{% if m.tool_calls %}{% for c in m.tool_calls %}CALL {{ c.function.name }} "
+          "{{ c.function.arguments | tojson }}{% endfor %}"
+          "{% elif m.role == 'tool' %}RESULT {{ m.content }}"
+          "{% else %}{{ m.content }}{% endif %}\n{% endfor %}")
+
+CONVERSATION = {"model": "m", "tools": [
+    {"type": "function", "function": {"name": "add", "parameters": ADD.parameters}}],
+    "messages": [
+        {"role": "user", "content": "1+1?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "add", "arguments": '{"a": 1}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "2"}]}
+
+
+def test_a_template_without_tools_gets_the_convention() -> None:
+    req = proto.chat_request(CONVERSATION)
+    assert req.messages[1].tool_calls[0]["function"]["arguments"] == {"a": 1}
+    assert req.messages[2].tool_call_id == "c1"
+    template = ChatTemplate(CHATML)
+    assert not template.speaks_tools
+    prompt = prompt_text(template, req.messages, req.features.tools)
+    assert prompt.startswith("<|im_start|>system\nYou can call functions.")
+    assert '{"name": "add", "arguments": {"a": 1}}' in prompt
+    assert "<|im_start|>tool\n<tool_response>\n2\n</tool_response><|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    # tool_choice none: the tools are not offered, the history still reads the same
+    none = proto.chat_request({**CONVERSATION, "tool_choice": "none"})
+    quiet = prompt_text(template, none.messages, none.features.tools)
+    assert "You can call functions" not in quiet and "<tool_response>" in quiet
+
+
+def test_a_template_with_tools_renders_them_itself() -> None:
+    req = proto.chat_request(CONVERSATION)
+    template = ChatTemplate(NATIVE)
+    assert template.speaks_tools
+    assert prompt_text(template, req.messages, req.features.tools) == (
+        'TOOLS:add;user:1+1?assistant:CALL add {"a": 1}tool:RESULT 2')  # trim_blocks
 
 
 @pytest.mark.parametrize(("doc", "n", "top", "penalties"), [

@@ -11,6 +11,7 @@ completions shape (``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offs
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's bound for chat; completions allow 5
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class TokenTexts:
     Byte-level BPE vocabularies (GPT-2 style, as SmolLM2's) map back to exact bytes; a token
     that is only part of a UTF-8 character has text with U+FFFD but its true bytes, as
     OpenAI's ``bytes`` field intends. Other vocabularies use the token's spelling, with
-    SentencePiece's word marker as a space."""
+    SentencePiece's word marker as a space and its ``<0xNN>`` byte-fallback pieces as
+    that byte."""
 
     def __init__(self, tokenizer_json: str) -> None:
         doc = json.loads(tokenizer_json)
@@ -75,7 +78,9 @@ class TokenTexts:
         size = max(vocab.values(), default=-1) + 1
         self._bytes: list[bytes] = [b""] * size
         for piece, i in vocab.items():
-            if i in specials or not byte_level or any(c not in table for c in piece):
+            if not byte_level and _BYTE_PIECE.fullmatch(piece):
+                raw = bytes([int(piece[3:5], 16)])  # SentencePiece byte fallback
+            elif i in specials or not byte_level or any(c not in table for c in piece):
                 raw = piece.replace("\u2581", " ").encode()
             else:
                 raw = bytes(table[c] for c in piece)

@@ -18,7 +18,7 @@ from llmos.llm.chat import Message
 from llmos.llm.decoding import Penalties
 from llmos.llm.logprobs import MAX_TOP_LOGPROBS
 from llmos.llm.openai_fields import FieldError
-from llmos.llm.tools import Function, ToolSpec, render_calls, render_result
+from llmos.llm.tools import Function, ToolSpec
 
 MAX_N = 8  # choices per request (each takes a decode slot)
 MAX_COMPLETION_LOGPROBS = 5  # the legacy endpoint's bound
@@ -169,22 +169,26 @@ def _arguments(where: str, raw: Any) -> Any:
 
 
 def tool_message(i: int, m: Mapping[str, Any], role: str, content: str) -> Message:
-    """A message of a conversation with tools, in the convention of ``llmos.llm.tools``
-    (plain messages come back as they are)."""
+    """A message, with its ``tool_calls`` (arguments parsed, as chat templates take them)
+    or the ``tool_call_id`` it answers."""
     calls = m.get("tool_calls")
     if role == "assistant" and calls:
         if not isinstance(calls, list):
             raise FieldError(f"messages[{i}].tool_calls", "must be a list")
-        rendered = []
+        parsed = []
         for j, c in enumerate(calls):
             where = f"messages[{i}].tool_calls[{j}]"
             f = c.get("function") if isinstance(c, dict) else None
             if not isinstance(f, dict) or not isinstance(f.get("name"), str):
                 raise FieldError(where, "must be {id, type: function, function: {name, "
                                  "arguments}}")
-            rendered.append((f["name"], _arguments(f"{where}.function.arguments",
-                                                   f.get("arguments"))))
-        return Message(role, render_calls(content, rendered))
+            parsed.append({"type": "function", "id": c.get("id"), "function": {
+                "name": f["name"],
+                "arguments": _arguments(f"{where}.function.arguments", f.get("arguments"))}})
+        return Message(role, content, tuple(parsed))
     if role == "tool":
-        return Message(role, render_result(content))
+        call_id = m.get("tool_call_id")
+        if call_id is not None and not isinstance(call_id, str):
+            raise FieldError(f"messages[{i}].tool_call_id", "must be a string")
+        return Message(role, content, tool_call_id=call_id)
     return Message(role, content)

@@ -21,7 +21,6 @@ from llmos.llm import openai_features as features
 from llmos.llm.chat import ROLES, Message
 from llmos.llm.openai_fields import FieldError as FieldError  # re-exported
 from llmos.llm.sampling import SamplingParams
-from llmos.llm.tools import with_tools
 
 MAX_STOP = 4
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -199,9 +198,7 @@ def chat_request(doc: Mapping[str, Any]) -> ChatRequest:
             raise FieldError(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}, "
                              f"got {json.dumps(role)}")
         messages.append(features.tool_message(i, m, role, _content(i, m.get("content"))))
-    tools = extra.tools
-    return ChatRequest(params, with_tools(messages, tools) if tools else tuple(messages),
-                       extra)
+    return ChatRequest(params, tuple(messages), extra)
 
 
 # --- responses ------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Tool calling for chat models whose template has no tool syntax (pure).
+"""Tool calling: the prompt, the grammar of the calls, and the calls parsed back (pure).
 
-SmolLM2's chat template (ChatML) renders ``role`` and ``content`` only, so the tools
-follow the Hermes function-calling convention, the one Qwen2.5's and Hermes' templates
-write natively:
+A chat template that reads ``tools`` (Qwen2.5's, Hermes') renders the tools, the calls
+and the tool results itself (``prompt_text``). SmolLM2's (ChatML) renders ``role`` and
+``content`` only, so for such templates the conversation is rewritten in the Hermes
+function-calling convention, the one those templates write natively:
 
 - the tools are described in the system message, with the JSON Schema of their arguments;
 - the assistant calls a tool by answering
@@ -11,7 +12,8 @@ write natively:
 - an assistant message with ``tool_calls`` is rendered back that way, and a ``role: tool``
   message as ``<tool_response>\\n...\\n</tool_response>``.
 
-The calls are enforced, not hoped for: ``tool_grammar`` is a Lark grammar (for
+Either way the model answers calls in that convention (the one these native templates
+teach), and the calls are enforced, not hoped for: ``tool_grammar`` is a Lark grammar (for
 ``llmos.llm.constraints``) whose ``%json`` rules are the functions' parameter schemas, so
 every emitted call names a real function and its arguments validate. With
 ``tool_choice: "auto"`` the answer is either calls or text that does not start with ``<``
@@ -27,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llmos.llm.chat import Message
+from llmos.llm.chat import ChatTemplate, Message
 from llmos.llm.constraints import json_schema_grammar_text
 
 CALL_OPEN = "<tool_call>"
@@ -110,6 +112,38 @@ def render_calls(content: str, calls: Sequence[tuple[str, Any]]) -> str:
 
 def render_result(content: str) -> str:
     return f"<tool_response>\n{content}\n</tool_response>"
+
+
+def in_convention(messages: Sequence[Message]) -> tuple[Message, ...]:
+    """Tool calls and results written as plain content, for templates without tools."""
+    out = []
+    for m in messages:
+        if m.tool_calls:
+            calls = [(c["function"]["name"], c["function"]["arguments"]) for c in m.tool_calls]
+            out.append(Message(m.role, render_calls(m.content, calls)))
+        elif m.role == "tool":
+            out.append(Message(m.role, render_result(m.content)))
+        else:
+            out.append(Message(m.role, m.content))
+    return tuple(out)
+
+
+def wire_tools(spec: ToolSpec) -> list[dict[str, Any]]:
+    """The offered functions as chat templates take them (OpenAI's tools shape)."""
+    return [{"type": "function", "function": {
+        "name": f.name, "description": f.description, "parameters": dict(f.parameters)}}
+        for f in spec.offered]
+
+
+def prompt_text(template: ChatTemplate, messages: Sequence[Message],
+                spec: ToolSpec | None) -> str:
+    """The prompt of a conversation that may involve tools, in the template's own tool
+    syntax when it has one, otherwise in the convention."""
+    active = spec is not None and spec.active
+    if template.speaks_tools:
+        return template.render(messages, tools=wire_tools(spec) if spec and active else None)
+    converted = in_convention(messages)
+    return template.render(with_tools(converted, spec) if spec and active else converted)
 
 
 def with_tools(messages: Sequence[Message], spec: ToolSpec) -> tuple[Message, ...]:

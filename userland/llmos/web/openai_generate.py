@@ -35,7 +35,7 @@ from llmos.llm.generation import Chunk, Generation, GenerationRequest
 from llmos.llm.logprobs import TokenLogprob, TokenTexts, chat_content, completion_logprobs
 from llmos.llm.model import LanguageModel
 from llmos.llm.openai_features import Features
-from llmos.llm.tools import CALL_OPEN, ToolSpec, parse_calls, tool_grammar
+from llmos.llm.tools import CALL_OPEN, ToolSpec, parse_calls, prompt_text, tool_grammar
 from llmos.web.openai import SSE_HEADERS, _client_gone, _error_body, _event, _gone, _model
 
 Item = tuple[int, Chunk]
@@ -302,7 +302,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = proto.chat_request(proto.parse_body(await request.read()))
     p, f = req.params, req.features
     lm = _model(request, p.model)
-    tables, gens = await _submit(lm, lm.encode(lm.chat_prompt(req.messages)), p, f)
+    if lm.chat is None:
+        prompt = lm.chat_prompt(req.messages)  # refused: the model has no chat template
+    else:
+        prompt = prompt_text(lm.chat, req.messages, f.tools)
+    tables, gens = await _submit(lm, lm.encode(prompt), p, f)
     rid, created = proto.new_id("chatcmpl"), lm.created
     head = {"id": rid, "created": created, "model": lm.name}
 
