@@ -13,6 +13,7 @@ from llmos.llm.constraints import Grammar, GrammarError, Grammars
 from llmos.llm.decoding import TokenChooser
 from llmos.llm.packinfo import LLMInfo
 from llmos.llm.sampling import SamplingParams
+from llmos.llm.schema_bounds import bounded
 from llmos.llm.tokenizer import Tokenizer
 from llmos.llm.tools import Function, ToolSpec, parse_calls, tool_grammar
 from llmos.pack import container
@@ -81,3 +82,29 @@ def test_unenforceable_schemas_are_refused(grammars: Grammars) -> None:
         grammars.json_schema({"type": "object", "properties": {"a": {"type": "strin"}}})
     with pytest.raises(GrammarError):
         grammars.lark("start: %json {nope")
+
+
+def test_bounded_free_form_objects_end_even_with_a_random_model(
+        grammars: Grammars, vocab: tuple[Tokenizer, int]) -> None:
+    grammar = grammars.json_schema(bounded({"type": "object"}))
+    for seed in range(4):
+        assert isinstance(json.loads(run(grammars, *vocab, grammar, seed, limit=6000)), dict)
+
+
+def test_a_document_closes_before_its_budget_runs_out(grammars: Grammars,
+                                                      vocab: tuple[Tokenizer, int]) -> None:
+    tok, eos = vocab
+    budget = 60
+    grammar = grammars.json_schema(bounded({"type": "object"}))
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        chooser = TokenChooser(SamplingParams(temperature=1.0, seed=seed),
+                               constraint=grammars.constraint(grammar))
+        ids: list[int] = []
+        for used in range(budget):
+            t = chooser(rng.normal(0, 3, tok.vocab_size).astype(np.float32), budget - used)
+            if t.token_id == eos:
+                break
+            ids.append(t.token_id)
+        assert len(ids) < budget
+        assert isinstance(json.loads(tok.decode(ids)), dict), tok.decode(ids)

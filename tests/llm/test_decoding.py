@@ -22,7 +22,7 @@ class OnlyEven:
     def __init__(self) -> None:
         self.seen: list[int] = []
 
-    def allowed(self, vocab_size: int) -> np.ndarray:
+    def allowed(self, vocab_size: int, remaining: int | None = None) -> np.ndarray:
         return np.arange(vocab_size) % 2 == 0
 
     def advance(self, token_id: int) -> None:
@@ -30,7 +30,7 @@ class OnlyEven:
 
 
 class Nothing(OnlyEven):
-    def allowed(self, vocab_size: int) -> np.ndarray:
+    def allowed(self, vocab_size: int, remaining: int | None = None) -> np.ndarray:
         return np.zeros(vocab_size, bool)
 
 

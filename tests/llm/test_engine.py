@@ -241,7 +241,7 @@ class _Refuses:
     def __init__(self) -> None:
         self.steps = 0
 
-    def allowed(self, vocab_size: int) -> np.ndarray:
+    def allowed(self, vocab_size: int, remaining: int | None = None) -> np.ndarray:
         self.steps += 1
         return np.full(vocab_size, self.steps < 3)
 

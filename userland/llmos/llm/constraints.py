@@ -11,6 +11,13 @@ holding a fresh matcher, so the mask of one sequence never touches another's log
 
 JSON is generated compactly (``", "`` and ``": "`` between items, no free whitespace), so
 a small model cannot wander off into endless blank lines inside a valid document.
+
+Near the end of its token budget a sequence closes what it has open: once at most
+``CLOSING_RESERVE`` tokens (a quarter of a smaller budget) are left, the tokens made only
+of ``"``, ``}`` and ``]`` (and the end token) are the only ones allowed whenever the
+grammar allows any of them, so a document the model has not finished still ends valid
+instead of being cut off by ``max_tokens`` (where the grammar needs more, a required
+property or a value, the model writes it as usual).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import numpy as np
 
 from llmos.errors import BadRequestError, LlmosError
 
+CLOSING_RESERVE = 24
+CLOSERS = frozenset(b'"}]')
 JSON_STYLE: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ",
                               "key_separator": ": "}
 
@@ -57,6 +66,7 @@ class Grammars:
         self._json = tokenizer_json
         self._eos = eos_token_id
         self._tok: llguidance.LLTokenizer | None = None
+        self._closing: np.ndarray | None = None
         self._lock = threading.Lock()
 
     @property
@@ -65,6 +75,22 @@ class Grammars:
             if self._tok is None:
                 self._tok = llguidance.LLTokenizer(self._json, eos_token=self._eos)
             return self._tok
+
+    @property
+    def closing(self) -> np.ndarray:
+        """Tokens made only of closing characters, and the end token (boolean row)."""
+        tok = self.tokenizer
+        with self._lock:
+            if self._closing is None:
+                row = np.zeros(tok.vocab_size, bool)
+                for i in range(tok.vocab_size):
+                    if tok.is_special_token(i):
+                        continue
+                    raw = tok.decode_bytes([i])
+                    row[i] = bool(raw) and set(raw) <= CLOSERS
+                row[self._eos] = True
+                self._closing = row
+            return self._closing
 
     def _checked(self, grammar: str) -> Grammar:
         err = llguidance.LLMatcher.validate_grammar(grammar, self.tokenizer)
@@ -89,20 +115,37 @@ class Grammars:
 
     def constraint(self, grammar: Grammar) -> GrammarConstraint:
         return GrammarConstraint(llguidance.LLMatcher(self.tokenizer, grammar.source,
-                                                      log_level=0))
+                                                      log_level=0), self.closing)
 
 
 class GrammarConstraint:
     """One sequence's matcher and mask buffer (thread-confined to the engine's worker)."""
 
-    def __init__(self, matcher: llguidance.LLMatcher) -> None:
+    def __init__(self, matcher: llguidance.LLMatcher, closing: np.ndarray | None = None) -> None:
         if matcher.is_error():
             raise BadRequestError(f"the grammar does not compile: {matcher.get_error()}",
                                   "check the response_format or tools schema")
         self._m = matcher
         self._words: np.ndarray | None = None
+        self._closing = closing
+        self._reserve: int | None = None
 
-    def allowed(self, vocab_size: int) -> np.ndarray:
+    def allowed(self, vocab_size: int, remaining: int | None = None) -> np.ndarray:
+        mask = self._mask(vocab_size)
+        if remaining is None or self._closing is None:
+            return mask
+        if self._reserve is None:  # the first call sees the whole budget
+            self._reserve = min(CLOSING_RESERVE, remaining // 4)
+        if remaining <= self._reserve:
+            n = min(vocab_size, self._closing.size)
+            closing = mask.copy()
+            closing[:n] &= self._closing[:n]
+            closing[n:] = False
+            if closing.any():
+                return closing
+        return mask
+
+    def _mask(self, vocab_size: int) -> np.ndarray:
         if self._words is None:
             self._words = np.zeros((vocab_size + 31) // 32, np.int32)
         words = self._words

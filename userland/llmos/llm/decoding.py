@@ -44,8 +44,9 @@ class Penalties:
 class TokenConstraint(Protocol):
     """A per-sequence grammar (``llmos.llm.constraints``): which tokens may come next."""
 
-    def allowed(self, vocab_size: int) -> np.ndarray:
-        """A boolean row of ``vocab_size``: True where the token keeps the output valid."""
+    def allowed(self, vocab_size: int, remaining: int | None = None) -> np.ndarray:
+        """A boolean row of ``vocab_size``: True where the token keeps the output valid;
+        ``remaining``: tokens the sequence may still generate, this one included."""
         ...
 
     def advance(self, token_id: int) -> None:
@@ -87,8 +88,9 @@ class TokenChooser:
         return (self.top_logprobs is None and self.constraint is None
                 and not self.penalties.active)
 
-    def __call__(self, logits: np.ndarray) -> Pick:
-        """The next token from a 1-D row of logits (the row is not modified)."""
+    def __call__(self, logits: np.ndarray, remaining: int | None = None) -> Pick:
+        """The next token from a 1-D row of logits (the row is not modified);
+        ``remaining``: the tokens left in the budget, this one included."""
         p = self.params
         if self._plain and p.greedy:
             return Pick(int(np.argmax(logits)), None)
@@ -98,7 +100,7 @@ class TokenChooser:
             counts = np.fromiter(self._counts.values(), np.float64, len(self._counts))
             x[ids] -= counts * self.penalties.frequency + self.penalties.presence
         if self.constraint is not None:
-            allowed = self.constraint.allowed(x.size)
+            allowed = self.constraint.allowed(x.size, remaining)
             if not allowed.any():
                 raise BadRequestError("the output constraint allows no next token",
                                       "check the response_format or tools schema")

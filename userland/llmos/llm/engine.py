@@ -298,7 +298,8 @@ class Engine:
         """The sequence's next token; None when its choice failed (its own grammar or
         parameters): that sequence ends with the error, the batch goes on."""
         try:
-            return seq.chooser(logits)
+            stop = seq.stopper
+            return seq.chooser(logits, stop.criteria.max_tokens - stop.generated)
         except Exception as exc:
             log.exception("engine %s: choosing a token failed", self.name)
             out.append((seq, exc if isinstance(exc, LlmosError) else LlmosError(

@@ -15,7 +15,8 @@ function-calling convention, the one those templates write natively:
 Either way the model answers calls in that convention (the one these native templates
 teach), and the calls are enforced, not hoped for: ``tool_grammar`` is a Lark grammar (for
 ``llmos.llm.constraints``) whose ``%json`` rules are the functions' parameter schemas, so
-every emitted call names a real function and its arguments validate. With
+every emitted call names a real function and its arguments validate (bounded where the
+schema leaves them open, ``llmos.llm.schema_bounds``, so that the call ends). With
 ``tool_choice: "auto"`` the answer is either calls or text that does not start with ``<``
 (or, with a ``response_format`` schema, a document of that schema).
 """
@@ -31,6 +32,7 @@ from typing import Any, Literal
 
 from llmos.llm.chat import ChatTemplate, Message
 from llmos.llm.constraints import json_schema_grammar_text
+from llmos.llm.schema_bounds import bounded
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
@@ -167,8 +169,8 @@ def _call_schema(f: Function) -> dict[str, Any]:
 def tool_grammar(spec: ToolSpec, answer_schema: Mapping[str, Any] | None = None) -> str:
     """The Lark grammar of the answers ``spec`` allows (``spec.active`` must hold)."""
     offered = spec.offered
-    schema: Mapping[str, Any] = (_call_schema(offered[0]) if len(offered) == 1
-                                 else {"anyOf": [_call_schema(f) for f in offered]})
+    schema = bounded(_call_schema(offered[0]) if len(offered) == 1
+                     else {"anyOf": [_call_schema(f) for f in offered]})
     # Parallel calls: at most one per function offered, so a small model that keeps
     # repeating itself still ends (after the last call only the end token is allowed).
     most = min(len(offered), MAX_PARALLEL_CALLS) if spec.parallel else 1
@@ -183,7 +185,7 @@ def tool_grammar(spec: ToolSpec, answer_schema: Mapping[str, Any] | None = None)
     if spec.choice in ("required", "function"):
         return "\n".join(["start: calls", *rules])
     if answer_schema is not None:
-        answer = [f"answer: %json {json_schema_grammar_text(answer_schema)}"]
+        answer = [f"answer: %json {json_schema_grammar_text(bounded(answer_schema))}"]
     else:
         answer = [r"answer: TEXT", r"TEXT: /[^<][\s\S]*/"]
     return "\n".join(["start: calls | answer", *rules, *answer])

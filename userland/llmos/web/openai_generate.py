@@ -35,6 +35,7 @@ from llmos.llm.generation import Chunk, Generation, GenerationRequest
 from llmos.llm.logprobs import TokenLogprob, TokenTexts, chat_content, completion_logprobs
 from llmos.llm.model import LanguageModel
 from llmos.llm.openai_features import Features
+from llmos.llm.schema_bounds import bounded
 from llmos.llm.tools import CALL_OPEN, ToolSpec, parse_calls, prompt_text, tool_grammar
 from llmos.web.openai import SSE_HEADERS, _client_gone, _error_body, _event, _gone, _model
 
@@ -68,7 +69,7 @@ def _grammar(tables: _Tables, f: Features) -> Grammar | None:
             tables.grammars.constraint(grammar)  # fails here, not in the engine
             return grammar
         if f.json_schema is not None:
-            return tables.grammars.json_schema(f.json_schema)
+            return tables.grammars.json_schema(bounded(f.json_schema))
     except GrammarError as exc:
         param = "tools" if f.tools is not None and f.tools.active else "response_format"
         raise proto.FieldError(param, exc.message, exc.hint) from None
