@@ -33,11 +33,11 @@ from llmos.llm.decoding import TokenChooser, TokenConstraint
 from llmos.llm.engine import EngineLimits
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.model import LanguageModel, load_language_model
-from llmos.llm.packinfo import LLMInfo
 from llmos.llm.sampling import SamplingParams
-from llmos.llm.tokenizer import Tokenizer
 from llmos.llm.tools import Function, ToolSpec, tool_grammar
+from llmos.pack.llm.packinfo import LLMInfo
 from llmos.runtimes.base import RuntimeOptions
+from llmos.text.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "constrained_decoding.md"

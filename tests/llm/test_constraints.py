@@ -11,12 +11,12 @@ import pytest
 
 from llmos.llm.constraints import Grammar, GrammarError, Grammars
 from llmos.llm.decoding import TokenChooser
-from llmos.llm.packinfo import LLMInfo
 from llmos.llm.sampling import SamplingParams
 from llmos.llm.schema_bounds import bounded
-from llmos.llm.tokenizer import Tokenizer
 from llmos.llm.tools import Function, ToolSpec, parse_calls, tool_grammar
 from llmos.pack import container
+from llmos.pack.llm.packinfo import LLMInfo
+from llmos.text.tokenizer import Tokenizer
 
 from .conftest import PackPath
 

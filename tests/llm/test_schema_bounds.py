@@ -6,7 +6,10 @@ import jsonschema
 
 from llmos.llm.schema_bounds import (
     ANY,
+    KEY_PATTERN,
+    MAX_DEPTH,
     MAX_ITEMS,
+    MAX_KEY,
     MAX_MAGNITUDE,
     MAX_PROPERTIES,
     MAX_STRING,
@@ -40,10 +43,21 @@ def test_open_strings_arrays_and_objects_get_bounds() -> None:
 def test_a_free_form_object_gets_bounded_values() -> None:
     b = bounded({"type": "object"})
     assert b["maxProperties"] == MAX_PROPERTIES
-    assert b["additionalProperties"] == {"$ref": f"#/$defs/{ANY}"}
-    assert ANY in b["$defs"]
+    assert b["patternProperties"] == {KEY_PATTERN: {"$ref": f"#/$defs/{ANY}_{MAX_DEPTH - 1}"}}
+    assert b["additionalProperties"] is False
     doc = {"a": "x", "b": [1, {"c": None}], "d": True}
     jsonschema.validate(doc, b)
+
+
+def test_free_form_values_nest_only_so_deep_and_keys_are_short() -> None:
+    b = bounded({"type": "object"})
+    deep: object = 1
+    for _ in range(MAX_DEPTH - 1):
+        deep = [deep]
+    jsonschema.validate({"a": deep}, b)  # MAX_DEPTH levels of containers, the object's too
+    too_deep = [deep]
+    assert not jsonschema.Draft202012Validator(b).is_valid({"a": too_deep})
+    assert not jsonschema.Draft202012Validator(b).is_valid({"k" * (MAX_KEY + 1): 1})
 
 
 def test_bounded_documents_validate_against_the_original() -> None:

@@ -11,7 +11,8 @@ request, ran to a 1,500-token limit.
 So where the schema says nothing, the enforced grammar (never the schema the client
 validates against) gets bounds: strings at most ``MAX_STRING`` characters, arrays at
 most ``MAX_ITEMS`` items, free-form objects at most ``MAX_PROPERTIES`` properties with
-bounded values, and objects that list their ``properties`` no others (OpenAI's strict
+names of at most ``MAX_KEY`` characters and bounded values nested at most ``MAX_DEPTH``
+deep, and objects that list their ``properties`` no others (OpenAI's strict
 mode requires that of every schema anyway). Every document of the bounded schema
 validates against the original one; a bound the schema gives is kept. Numbers: within
 +-``MAX_MAGNITUDE`` and, for ``number``, multiples of ``NUMBER_STEP`` (at most six
@@ -26,9 +27,12 @@ from typing import Any
 MAX_STRING = 256  # characters
 MAX_ITEMS = 16
 MAX_PROPERTIES = 16
+MAX_KEY = 64  # characters of a free-form object's property names
+KEY_PATTERN = f"^.{{1,{MAX_KEY}}}$"
+MAX_DEPTH = 4  # levels of arrays and objects inside a free-form value
 MAX_MAGNITUDE = 10**15  # integers and numbers within +-1e15...
 NUMBER_STEP = 1e-6  # ...numbers with at most 6 decimals
-ANY = "llmos_any_value"  # the $defs name of a bounded free-form value
+ANY = "llmos_any_value"  # the $defs names of a bounded free-form value: ANY_0 ... ANY_DEPTH
 
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
@@ -44,16 +48,31 @@ def _types(node: Mapping[str, Any]) -> set[str]:
     return set()
 
 
-def _any_value() -> dict[str, Any]:
-    ref = {"$ref": f"#/$defs/{ANY}"}
-    return {"anyOf": [
+def _ref(depth: int) -> dict[str, str]:
+    return {"$ref": f"#/$defs/{ANY}_{depth}"}
+
+
+def _free_object(values: dict[str, Any]) -> dict[str, Any]:
+    """Any names (llguidance has no ``propertyNames``: a pattern bounds them), bounded
+    values."""
+    return {"type": "object", "patternProperties": {KEY_PATTERN: values},
+            "additionalProperties": False, "maxProperties": MAX_PROPERTIES}
+
+
+def _any_values() -> dict[str, Any]:
+    """Free-form values, level by level: ``ANY_0`` scalars, ``ANY_d`` also arrays and
+    objects of ``ANY_(d-1)`` (a recursive definition lets a model nest without end)."""
+    scalars: list[dict[str, Any]] = [
         {"type": "string", "maxLength": MAX_STRING},
         {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE,
          "multipleOf": NUMBER_STEP},
-        {"type": "boolean"}, {"type": "null"},
-        {"type": "array", "items": ref, "maxItems": MAX_ITEMS},
-        {"type": "object", "additionalProperties": ref, "maxProperties": MAX_PROPERTIES},
-    ]}
+        {"type": "boolean"}, {"type": "null"}]
+    levels: dict[str, Any] = {f"{ANY}_0": {"anyOf": scalars}}
+    for d in range(1, MAX_DEPTH + 1):
+        levels[f"{ANY}_{d}"] = {"anyOf": [
+            *scalars, {"type": "array", "items": _ref(d - 1), "maxItems": MAX_ITEMS},
+            _free_object(_ref(d - 1))]}
+    return levels
 
 
 def _bound(node: Any, used_any: list[bool]) -> Any:
@@ -86,7 +105,9 @@ def _bound(node: Any, used_any: list[bool]) -> Any:
         if "properties" in out or "patternProperties" in out:
             out.setdefault("additionalProperties", False)
         elif "additionalProperties" not in out and not fixed:
-            out["additionalProperties"] = {"$ref": f"#/$defs/{ANY}"}
+            free = _free_object(_ref(MAX_DEPTH - 1))
+            out["patternProperties"] = free["patternProperties"]
+            out["additionalProperties"] = False
             out.setdefault("maxProperties", MAX_PROPERTIES)
             used_any[0] = True
     return out
@@ -97,5 +118,5 @@ def bounded(schema: Mapping[str, Any]) -> dict[str, Any]:
     used_any = [False]
     out: dict[str, Any] = _bound(dict(schema), used_any)
     if used_any[0]:
-        out["$defs"] = {**(out.get("$defs") or {}), ANY: _any_value()}
+        out["$defs"] = {**(out.get("$defs") or {}), **_any_values()}
     return out

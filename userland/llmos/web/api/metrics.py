@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmos.web.keys import SUPERVISOR
+from llmos.web.keys import DATAPLANE
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body, content_type = request.app[SUPERVISOR].metrics.render(request.headers.get("Accept"))
+    body, content_type = request.app[DATAPLANE].metrics.render(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

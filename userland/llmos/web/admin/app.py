@@ -1,12 +1,13 @@
 """The admin console: its own aiohttp app, on its own listener (server.admin_host:port).
 
-``build_app(supervisor)`` is the hook ``llmos.web.app.build_admin_app`` calls. The app:
+``build_admin_app(plane, options, ...)`` is what the composition root (``llmos.app``) calls.
+The app:
 
-- guards every route (``admin_auth.guard``: session + CSRF) and sets security headers;
-- serves server-rendered page shells (``admin_pages``) that ``static/admin.js`` fills
-  from JSON under /api (``admin_api``, ``admin_models``, ``admin_playground``);
+- guards every route (``auth.guard``: session + CSRF) and sets security headers;
+- serves server-rendered page shells (``pages``) that ``static/admin.js`` fills
+  from JSON under /api (``api``, ``models``, ``playground``);
 - samples the metrics into the chart ring, keeps a log ring, and provisions the admin
-  password, each as a cleanup_ctx pair (``admin_sampler``).
+  password, each as a cleanup_ctx pair (``sampler``).
 
 Nothing here is reachable from the inference API's listener.
 """
@@ -19,12 +20,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from llmos.supervisor import Supervisor
-from llmos.web import admin_api, admin_auth, admin_models, admin_pages, admin_playground
-from llmos.web.admin_sampler import log_ring, password, sampler
-from llmos.web.admin_state import ADMIN, AdminOptions, AdminState, DeviceView, MemoryView
+from llmos.dataplane import DataPlane
+from llmos.web.admin import api as admin_api
+from llmos.web.admin import auth as admin_auth
+from llmos.web.admin import models as admin_models
+from llmos.web.admin import pages as admin_pages
+from llmos.web.admin import playground as admin_playground
+from llmos.web.admin.sampler import log_ring, password, sampler
+from llmos.web.admin.state import ADMIN, AdminOptions, AdminState, DeviceView, MemoryView
 from llmos.web.errors import error_middleware
-from llmos.web.keys import SUPERVISOR
+from llmos.web.keys import DATAPLANE
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +65,18 @@ async def static(request: web.Request) -> web.StreamResponse:
                                            "Cache-Control": "no-cache"})
 
 
-def build_app(supervisor: Supervisor, *, options: AdminOptions | None = None,
-              devices: DeviceView | None = None,
-              memory: MemoryView | None = None) -> web.Application:
-    """The admin app. ``devices`` (the DeviceController) and ``memory`` (the MemoryPool)
-    feed the Accelerators and Memory pages; without them those pages say so."""
-    options = options or AdminOptions.from_config(supervisor.config)
+def build_admin_app(plane: DataPlane, options: AdminOptions,
+                    devices: DeviceView | None = None, memory: MemoryView | None = None,
+                    accelerators_used: Callable[[], dict[str, int]] = dict
+                    ) -> web.Application:
+    """The admin app on ``plane``. ``devices`` (the DeviceController) and ``memory`` (the
+    MemoryPool) feed the Accelerators and Memory pages; without them those pages say so."""
     app = web.Application(
         middlewares=[admin_auth.security_headers, error_middleware(), admin_auth.guard],
         client_max_size=1024 * 1024)  # forms and JSON; uploads stream past this limit
-    app[SUPERVISOR] = supervisor
-    app[ADMIN] = AdminState.create(
-        options,
-        devices if devices is not None else getattr(supervisor, "devices", None),
-        memory if memory is not None else getattr(supervisor, "memory", None))
+    app[DATAPLANE] = plane
+    app[ADMIN] = AdminState.create(options, devices, memory,
+                                   accelerators_used=accelerators_used)
     app.cleanup_ctx.extend([log_ring, password, sampler])
     admin_auth.setup(app)
     for page in admin_pages.PAGES:
@@ -81,5 +84,5 @@ def build_app(supervisor: Supervisor, *, options: AdminOptions | None = None,
     app.router.add_get("/static/{path:.+}", static)
     admin_api.setup(app)
     admin_models.setup(app)
-    admin_playground.setup(app)
+    admin_playground.setup(app, int(plane.registry.config["server.max_body_bytes"]))
     return app

@@ -3,7 +3,7 @@
 An upload streams to a temporary file in ``server.packs_dir`` (never into memory whole),
 is checked before it is kept - a sealed header with a valid manifest, the exact length the
 header promises, sealed for the fleet key this machine holds - then renamed into place
-(``<name>-<version>.sealed``) and loaded through the supervisor like any configured model.
+(``<name>-<version>.sealed``) and loaded through the model registry like any configured model.
 The pack stays encrypted on disk; decryption happens in memory at load, as at boot.
 """
 
@@ -20,12 +20,12 @@ from aiohttp import BodyPartReader, web
 from llmos.config import ModelConfig
 from llmos.errors import BadRequestError, NotFoundError, PayloadTooLargeError, WrongKeyError
 from llmos.pack.manifest import Manifest
+from llmos.registry import ModelRegistry
 from llmos.state import ModelState
-from llmos.supervisor import Supervisor
 from llmos.vault.sealed import SealedPack
-from llmos.web.admin_api import json_response
-from llmos.web.admin_state import ADMIN
-from llmos.web.keys import SUPERVISOR
+from llmos.web.admin.api import json_response
+from llmos.web.admin.state import ADMIN
+from llmos.web.keys import DATAPLANE
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,12 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 async def load(request: web.Request) -> web.Response:
-    status = await request.app[SUPERVISOR].load(request.match_info["model"])
+    status = await request.app[DATAPLANE].registry.load(request.match_info["model"])
     return json_response(status.to_dict())
 
 
 async def unload(request: web.Request) -> web.Response:
-    status = await request.app[SUPERVISOR].unload(request.match_info["model"])
+    status = await request.app[DATAPLANE].registry.unload(request.match_info["model"])
     return json_response(status.to_dict())
 
 
@@ -89,7 +89,7 @@ async def _receive(request: web.Request, directory: Path, limit: int) -> Path:
     return tmp
 
 
-def _loaded(sup: Supervisor, name: str) -> bool:
+def _loaded(sup: ModelRegistry, name: str) -> bool:
     try:
         return sup.status(name).state is ModelState.READY
     except NotFoundError:
@@ -97,7 +97,7 @@ def _loaded(sup: Supervisor, name: str) -> bool:
 
 
 async def upload(request: web.Request) -> web.Response:
-    state, sup = request.app[ADMIN], request.app[SUPERVISOR]
+    state, sup = request.app[ADMIN], request.app[DATAPLANE].registry
     if not request.content_type.startswith("multipart/"):
         raise BadRequestError("an upload must be multipart/form-data",
                               f"send the sealed pack in the form field {FIELD!r}")

@@ -1,8 +1,8 @@
 """The admin console's read-only JSON endpoints (the pages' data), under /api.
 
-Handlers only gather and shape; what they read comes from the supervisor (health, key,
-models), the device controller and memory pool (when the supervisor runs them), the
-chart ring, and the system readers in ``admin_system``.
+Handlers only gather and shape; what they read comes from the data plane (health, key,
+models), the device controller and memory pool (when the server runs them), the
+chart ring, and the system readers in ``llmos.admin.system``.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any
 from aiohttp import web
 
 from llmos import __version__
+from llmos.admin import system as admin_system
 from llmos.errors import LlmosError
 from llmos.hw.model import Accelerator, DeviceNode
 from llmos.hw.resources import sample
 from llmos.hw.usage import system_uptime_s
 from llmos.serving.codec import dumps
 from llmos.state import ModelState
-from llmos.web import admin_system
-from llmos.web.admin_playground import mounted
-from llmos.web.admin_state import ADMIN
-from llmos.web.keys import SUPERVISOR
+from llmos.web.admin.playground import mounted
+from llmos.web.admin.state import ADMIN
+from llmos.web.keys import DATAPLANE
 
 
 def json_response(doc: Any, status: int = 200) -> web.Response:
@@ -33,8 +33,8 @@ def json_response(doc: Any, status: int = 200) -> web.Response:
 
 
 async def overview(request: web.Request) -> web.Response:
-    state, sup = request.app[ADMIN], request.app[SUPERVISOR]
-    health = sup.health()
+    state = request.app[ADMIN]
+    health = request.app[DATAPLANE].health()
     tpm, boot = await asyncio.gather(
         asyncio.to_thread(admin_system.read_tpm),
         admin_system.read_journal(state.options.boot_events))
@@ -53,7 +53,7 @@ async def overview(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    h = request.app[SUPERVISOR].health()
+    h = request.app[DATAPLANE].health()
     return json_response({"status": h.overall.value, "ready": h.ready, "summary": h.summary()})
 
 
@@ -92,13 +92,13 @@ async def accelerators(request: web.Request) -> web.Response:
 
 
 async def memory(request: web.Request) -> web.Response:
-    state, sup = request.app[ADMIN], request.app[SUPERVISOR]
+    state, registry = request.app[ADMIN], request.app[DATAPLANE].registry
     inventory = state.devices.inventory if state.devices is not None else None
     snap = await asyncio.to_thread(sample, None, inventory,
-                                   accelerators_used=sup.accelerators_used())
+                                   accelerators_used=state.accelerators_used())
     usage = {u.owner: u for u in (state.memory.usage() if state.memory is not None else ())}
     models = []
-    for st in sup.statuses():
+    for st in registry.statuses():
         u = usage.get(st.name)
         models.append({
             "name": st.name, "state": st.state.value,
@@ -127,14 +127,14 @@ async def memory(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    sup = request.app[SUPERVISOR]
+    registry = request.app[DATAPLANE].registry
     rows = []
-    for st in sup.statuses():
+    for st in registry.statuses():
         row = st.to_dict()
         row["compression_ratio"] = (st.size_plain / st.size_packed) if st.size_packed else None
-        row["pack"] = str(sup.model_config(st.name).pack)
+        row["pack"] = str(registry.model_config(st.name).pack)
         try:
-            manifest = sup.manifest(st.name)
+            manifest = registry.manifest(st.name)
         except LlmosError:
             row["quantization"] = row["runtime"] = None
         else:

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from llmos.llm.architecture import (
+from llmos.pack.llm.architecture import (
     INPUT_IDS,
     LOGITS,
     LOGITS_TO_KEEP,

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from llmos.admin.logs import LogRing
 from llmos.admin.password import PasswordHash
 from llmos.admin.password_file import hash_path
 from llmos.admin.ratelimit import LimitPolicy, LoginLimiter
@@ -22,7 +23,6 @@ from llmos.controllers.devices import HotplugEvent
 from llmos.hw.claim import Claim
 from llmos.hw.memory import Fallback, OwnerUsage
 from llmos.hw.model import Inventory
-from llmos.web.admin_logs import LogRing
 
 
 class DeviceView(Protocol):
@@ -101,6 +101,7 @@ class AdminState:
     options: AdminOptions
     devices: DeviceView | None
     memory: MemoryView | None
+    accelerators_used: Callable[[], dict[str, int]]
     sessions: SessionStore
     limiter: LoginLimiter
     series: ChartSeries
@@ -114,8 +115,9 @@ class AdminState:
     @classmethod
     def create(cls, options: AdminOptions, devices: DeviceView | None = None,
                memory: MemoryView | None = None,
-               clock: Callable[[], float] = time.time) -> AdminState:
-        return cls(options, devices, memory, SessionStore(options.sessions),
+               clock: Callable[[], float] = time.time,
+               accelerators_used: Callable[[], dict[str, int]] = dict) -> AdminState:
+        return cls(options, devices, memory, accelerators_used, SessionStore(options.sessions),
                    LoginLimiter(options.limits),
                    ChartSeries(options.chart_points, options.chart_window_s),
                    LogRing(options.log_lines), clock=clock)

@@ -27,8 +27,8 @@ from llmos.admin.password import PasswordHash, verify_password
 from llmos.admin.password_file import read_hash
 from llmos.admin.sessions import Session
 from llmos.serving.codec import dumps
-from llmos.web import admin_pages
-from llmos.web.admin_state import ADMIN, AdminState
+from llmos.web.admin import pages as admin_pages
+from llmos.web.admin.state import ADMIN, AdminState
 
 log = logging.getLogger(__name__)
 

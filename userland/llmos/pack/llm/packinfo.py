@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmos.errors import PackFormatError
-from llmos.llm.architecture import DecoderSpec
+from llmos.pack.llm.architecture import DecoderSpec
 
 EXTRA_KEY = "llm"
 TOKENIZER_FILE = "tokenizer.json"

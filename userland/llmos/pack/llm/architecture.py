@@ -15,7 +15,7 @@ from llmos.errors import ModelLoadError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
-# The graph's interface (see llmos.llm.onnx_graph for what each input means).
+# The graph's interface (see llmos.pack.llm.onnx_graph for what each input means).
 INPUT_IDS = "input_ids"
 POSITION_IDS = "position_ids"
 SEQLENS_K = "seqlens_k"

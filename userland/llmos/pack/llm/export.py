@@ -1,10 +1,10 @@
 """Causal LM export (build side): checkpoint -> ONNX decoder with a KV cache -> compressed.
 
-``export`` reads a Hugging Face-style folder or a GGUF file (``llmos.llm.checkpoint``),
-optionally prunes it, builds the decoder graph (``llmos.llm.onnx_graph``), quantises it
-(``llmos.llm.compress``) and gathers what serving needs besides the graph: tokenizer.json,
+``export`` reads a Hugging Face-style folder or a GGUF file (``llmos.pack.llm.checkpoint``),
+optionally prunes it, builds the decoder graph (``llmos.pack.llm.onnx_graph``), quantises it
+(``llmos.pack.llm.compress``) and gathers what serving needs besides the graph: tokenizer.json,
 the chat template, the generation config, and a description for the manifest's
-``extra["llm"]`` (``llmos.llm.packinfo``).
+``extra["llm"]`` (``llmos.pack.llm.packinfo``).
 
 Exports are cached on disk by content (source identity + options), since each one costs
 minutes of CPU: ``export_cached`` returns the stored graph when nothing changed.
@@ -26,9 +26,9 @@ from typing import Any
 import onnx
 
 from llmos.errors import ConfigError
-from llmos.llm import checkpoint, compress, onnx_graph, prune
-from llmos.llm.architecture import spec_from_config
-from llmos.llm.packinfo import (
+from llmos.pack.llm import checkpoint, compress, onnx_graph, prune
+from llmos.pack.llm.architecture import spec_from_config
+from llmos.pack.llm.packinfo import (
     CHAT_TEMPLATE_FILE,
     GENERATION_CONFIG_FILE,
     TOKENIZER_FILE,
@@ -44,7 +44,7 @@ EXPORT_CODE = (checkpoint, onnx_graph, compress, prune)
 
 @dataclass(frozen=True)
 class ExportOptions:
-    quantization: str = "int8"  # one of llmos.llm.compress.METHODS
+    quantization: str = "int8"  # one of llmos.pack.llm.compress.METHODS
     sparsity: float = 0.0  # magnitude pruning of the projections before quantising
     context_length: int = 2048  # tokens per sequence the server preallocates
 

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from llmos.admin.password_file import Source, provision
 from llmos.admin.series import ChartPoint, reduce
-from llmos.web.admin_state import ADMIN
-from llmos.web.keys import SUPERVISOR
+from llmos.web.admin.state import ADMIN
+from llmos.web.keys import DATAPLANE
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ BANNER = """
 
 def sample_once(app: web.Application) -> ChartPoint:
     """Read the metrics now and add a chart point."""
-    reading = reduce(app[SUPERVISOR].metrics.samples(), time.time())
+    reading = reduce(app[DATAPLANE].metrics.samples(), time.time())
     return app[ADMIN].series.add(reading)
 
 

@@ -4,7 +4,7 @@ The graph and its weights are split the way every ONNX pack is (``llmos.pack.onn
 graph in ``model.onnx``, large tensors in ``weights.bin``, used in place at load time) and
 assembled by the packer (``llmos.pack.packer.assemble``: reproducible, zstd). The
 tokenizer, chat template and generation config ride along as files; the manifest's
-``extra["llm"]`` describes them (``llmos.llm.packinfo``).
+``extra["llm"]`` describes them (``llmos.pack.llm.packinfo``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import replace
 import onnx
 import onnx.numpy_helper
 
-from llmos.llm.export import ExportedLM
-from llmos.llm.packinfo import EXTRA_KEY
 from llmos.pack import container
+from llmos.pack.llm.export import ExportedLM
+from llmos.pack.llm.packinfo import EXTRA_KEY
 from llmos.pack.onnx_build import signature, split_weights
 from llmos.pack.packer import ONNX_ENTRYPOINT, BuiltPack, PackSpec, assemble
 from llmos.pack.weights import EXTRA_KEY as WEIGHTS_KEY

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmos.web.admin_logs import LogLine
+from llmos.admin.logs import LogLine
 
 log = logging.getLogger(__name__)
 

@@ -6,18 +6,17 @@ false", as Triton does), with a small JSON body saying why.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
 
 from llmos import __version__
-from llmos.errors import BadRequestError, ForbiddenError
+from llmos.errors import BadRequestError
 from llmos.pack.manifest import TensorSpec
 from llmos.serving import codec
 from llmos.serving.backend import PLATFORMS
 from llmos.state import ModelState
-from llmos.web.keys import SUPERVISOR
+from llmos.web.keys import DATAPLANE
 
 EXTENSIONS = ("model_repository",)
 
@@ -39,14 +38,14 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    h = request.app[SUPERVISOR].health()
+    h = request.app[DATAPLANE].health()
     return _json({"ready": h.ready, "status": h.overall.value, "reasons": list(h.reasons)},
                  200 if h.ready else 400)
 
 
 async def model_metadata(request: web.Request) -> web.Response:
     name, version = request.match_info["model"], request.match_info.get("version")
-    manifest = request.app[SUPERVISOR].manifest(name, version)
+    manifest = request.app[DATAPLANE].metadata(name, version)
     return _json({
         "name": name,
         "versions": [manifest.version],
@@ -58,10 +57,7 @@ async def model_metadata(request: web.Request) -> web.Response:
 
 async def model_ready(request: web.Request) -> web.Response:
     name, version = request.match_info["model"], request.match_info.get("version")
-    sup = request.app[SUPERVISOR]
-    st = sup.status(name)
-    if version is not None:
-        sup.manifest(name, version)  # NotFoundError for a version this model does not have
+    st = request.app[DATAPLANE].model_status(name, version)
     ok = st.state is ModelState.READY
     doc: dict[str, Any] = {"name": name, "ready": ok, "state": st.state.value}
     if st.reason:
@@ -69,29 +65,17 @@ async def model_ready(request: web.Request) -> web.Response:
     return _json(doc, 200 if ok else 400)
 
 
+async def _decode(request: web.Request) -> codec.InferRequest:
+    return codec.decode_request(codec.parse_json(await request.read()))
+
+
 async def infer(request: web.Request) -> web.Response:
-    """The hot path: decode, check, queue, await, encode. Nothing else."""
-    started = time.perf_counter()
+    """The hot path: decode, call the data plane, encode. Nothing else."""
     match = request.match_info
-    model = request.app[SUPERVISOR].tensor_model(match["model"], match.get("version"))
-    batcher = model.batcher
-    batcher.expect()
-    expected = True
-    try:
-        req = codec.decode_request(codec.parse_json(await request.read()))
-        codec.check_inputs(model.name, req.inputs, model.inputs)
-        if req.outputs is not None:
-            codec.check_outputs(model.name, req.outputs, model.outputs)
-        expected = False  # submit consumes the expectation, whatever happens next
-        outputs = await model.infer(req.inputs, model.timeout_s, expected=True)
-        body = codec.response_bytes(model.name, model.version, req.id, outputs,
-                                    req.outputs or model.output_names)
-    except BaseException:
-        if expected:
-            batcher.unexpect()
-        model.metrics.request(False, time.perf_counter() - started)
-        raise
-    model.metrics.request(True, time.perf_counter() - started)
+    result = await request.app[DATAPLANE].infer(match["model"], match.get("version"),
+                                                _decode(request))
+    body = codec.response_bytes(result.model, result.version, result.id, result.outputs,
+                                result.output_names)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -107,34 +91,20 @@ async def _optional_json(request: web.Request) -> dict[str, Any]:
 
 async def repository_index(request: web.Request) -> web.Response:
     doc = await _optional_json(request)
-    only_ready = doc.get("ready") is True
-    rows = [
-        {"name": st.name, "version": st.version, "state": st.state.value, "reason": st.reason}
-        for st in request.app[SUPERVISOR].statuses()
-        if not only_ready or st.state is ModelState.READY
-    ]
+    rows = [{"name": st.name, "version": st.version, "state": st.state.value,
+             "reason": st.reason}
+            for st in request.app[DATAPLANE].index(only_ready=doc.get("ready") is True)]
     return _json(rows)
 
 
-def _check_control(request: web.Request) -> None:
-    if not request.app[SUPERVISOR].config["server.repository_control"]:
-        raise ForbiddenError(
-            "loading and unloading models is turned off on the inference API",
-            "use the admin page (it authenticates), or set server.repository_control = "
-            "true where everyone who reaches this port may load and unload models")
-
-
 async def repository_load(request: web.Request) -> web.Response:
-    _check_control(request)
-    await _optional_json(request)
-    st = await request.app[SUPERVISOR].load(request.match_info["model"])
+    st = await request.app[DATAPLANE].load(request.match_info["model"], _optional_json(request))
     return _json(st.to_dict())
 
 
 async def repository_unload(request: web.Request) -> web.Response:
-    _check_control(request)
-    await _optional_json(request)
-    st = await request.app[SUPERVISOR].unload(request.match_info["model"])
+    st = await request.app[DATAPLANE].unload(request.match_info["model"],
+                                             _optional_json(request))
     return _json(st.to_dict())
 
 
