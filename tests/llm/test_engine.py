@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from llmos.errors import BadRequestError, QueueFullError
+from llmos.errors import BadRequestError, LlmosError, QueueFullError
 from llmos.llm.engine import Engine, EngineLimits
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.sampling import SamplingParams
@@ -262,3 +262,29 @@ async def test_one_sequences_failed_choice_leaves_the_others_running() -> None:
         e.close()
     for i, r in enumerate(results):
         assert list(r.token_ids) == reference((i + 1,), 15)
+
+
+class _Breaks(_Refuses):
+    """A grammar whose matcher breaks (an exception that is no LlmosError) mid-answer."""
+
+    def advance(self, token_id: int) -> None:
+        if self.steps >= 2:
+            raise RuntimeError("matcher state corrupted")
+
+
+async def test_a_broken_constraint_fails_its_own_sequence_only() -> None:
+    runner = Runner(3)
+    e = engine(runner, max_running=3)
+    try:
+        good = [e.submit(GenerationRequest((i + 1,), 15, GREEDY, top_logprobs=2))
+                for i in range(2)]
+        bad = e.submit(GenerationRequest((9,), 15, GREEDY, constraint=_Breaks()))
+        results = await asyncio.gather(*(g.collect() for g in good))
+        with pytest.raises(LlmosError, match="matcher state corrupted"):
+            await bad.collect()
+        again = await e.submit(GenerationRequest((1,), 15, GREEDY)).collect()
+    finally:
+        e.close()
+    for i, r in enumerate(results):
+        assert list(r.token_ids) == reference((i + 1,), 15)
+    assert list(again.token_ids) == reference((1,), 15)  # the engine serves on

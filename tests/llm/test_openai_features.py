@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any
@@ -299,3 +300,41 @@ async def test_streamed_chat_logprobs_cover_the_streamed_text(
                 tokens.append(t.token)
                 _check_logprob_row(t.logprob, [a.logprob for a in t.top_logprobs])
     assert tokens and "".join(tokens).startswith(text)
+
+
+BAD_NEIGHBOURS: list[dict[str, Any]] = [
+    {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "strin"}}}}}},
+    {"logprobs": True, "top_logprobs": 21},
+    {"logprobs": "yes"},
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": "nope"}}]},
+    {"tools": [WEATHER], "tool_choice": "required", "parallel_tool_calls": "maybe"},
+]
+
+
+async def test_bad_and_constrained_neighbours_never_hurt_a_stream(
+        server: Running, client: openai.AsyncOpenAI) -> None:
+    """While one stream runs: malformed feature requests are 400s, and a constrained
+    request with log-probabilities decodes in the same batch; the stream's answer is the
+    one it gives alone."""
+    ask: Any = {"model": MODEL, "messages": [user("Count from one to ten in words.")],
+                "max_tokens": 40, "temperature": 0}
+    alone = (await client.chat.completions.create(**ask)).choices[0].message.content
+    base = {"model": MODEL, "messages": [user("Describe a dog as JSON.")], "max_tokens": 30}
+    text, sent = "", 0
+    stream = await client.chat.completions.create(**ask, stream=True)
+    async with aiohttp.ClientSession() as http:
+        neighbour = asyncio.create_task(client.chat.completions.create(
+            **base, response_format={"type": "json_object"}, logprobs=True, top_logprobs=3))
+        async for chunk in stream:
+            for c in chunk.choices:
+                text += c.delta.content or ""
+            if sent < len(BAD_NEIGHBOURS):
+                async with http.post(f"{server.base}/v1/chat/completions",
+                                     json={**base, **BAD_NEIGHBOURS[sent]}) as r:
+                    assert r.status == 400, await r.text()
+                sent += 1
+        done = await neighbour
+    assert sent == len(BAD_NEIGHBOURS)
+    assert text == alone
+    assert done.choices[0].logprobs is not None and done.choices[0].logprobs.content
