@@ -21,7 +21,7 @@ import numpy as np
 
 from llmos.errors import BadRequestError
 from llmos.llm.logprobs import TokenLogprob, top_alternatives
-from llmos.llm.sampling import SamplingParams, nucleus
+from llmos.llm.sampling import Sampler, SamplingParams, clean_row, distribution
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class TokenChooser:
         self.penalties = penalties
         self.top_logprobs = top_logprobs  # None: no log-probabilities
         self.constraint = constraint
-        self._rng = np.random.default_rng(params.seed)
+        self._sampler = Sampler(params)  # the same draws as a plain request's
         self._counts: dict[int, int] = {}
 
     @property
@@ -92,9 +92,9 @@ class TokenChooser:
         """The next token from a 1-D row of logits (the row is not modified);
         ``remaining``: the tokens left in the budget, this one included."""
         p = self.params
-        if self._plain and p.greedy:
-            return Pick(int(np.argmax(logits)), None)
-        x = logits.astype(np.float64)
+        if self._plain:
+            return Pick(self._sampler(logits), None)
+        x = clean_row(logits).copy()
         if self.penalties.active and self._counts:
             ids = np.fromiter(self._counts.keys(), np.int64, len(self._counts))
             counts = np.fromiter(self._counts.values(), np.float64, len(self._counts))
@@ -105,24 +105,19 @@ class TokenChooser:
                 raise BadRequestError("the output constraint allows no next token",
                                       "check the response_format or tools schema")
             x[~allowed] = -np.inf
+            if not np.isfinite(x).any():  # the model gives every allowed token -inf
+                x[allowed] = 0.0
+        logp: np.ndarray | None = None
         if p.greedy:
             token = int(np.argmax(x))
-            logp = log_softmax(x) if self.top_logprobs is not None else None
+            if self.top_logprobs is not None:
+                logp = log_softmax(x)
         else:
-            x /= p.temperature
-            if p.top_k and p.top_k < x.size:
-                cut = np.partition(x, -p.top_k)[-p.top_k]
-                x = np.where(x >= cut, x, -np.inf)
-            probs = np.exp(x - x[np.isfinite(x)].max())
-            probs /= probs.sum()
-            if p.top_p < 1.0:
-                probs = nucleus(probs, p.top_p)
-            token = int(self._rng.choice(probs.size, p=probs))
+            probs = distribution(x, p)
+            token = self._sampler.draw(probs)
             if self.top_logprobs is not None:
                 with np.errstate(divide="ignore"):
                     logp = np.log(probs)
-            else:
-                logp = None
         self._counts[token] = self._counts.get(token, 0) + 1
         if self.constraint is not None:
             self.constraint.advance(token)

@@ -10,5 +10,4 @@ class FieldError(BadRequestError):
     """A request field is missing or malformed."""
 
     def __init__(self, param: str, message: str, hint: str = "") -> None:
-        super().__init__(f"{param}: {message}", hint or "see the OpenAI API reference")
-        self.param = param
+        super().__init__(f"{param}: {message}", hint or "see the OpenAI API reference", param)
