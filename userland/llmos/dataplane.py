@@ -35,6 +35,7 @@ from llmos.llm.tools import prompt_text
 from llmos.pack.embedding import EMBEDDING, TEXT
 from llmos.pack.manifest import Manifest
 from llmos.registry import ModelRegistry
+from llmos.runtimes.embedding import EmbeddingRuntime
 from llmos.runtimes.validation import check_inputs, check_outputs
 from llmos.serving.codec import InferRequest
 from llmos.serving.metrics import ServingMetrics
@@ -137,6 +138,26 @@ class DataPlane:
 
         result = await self.infer(name, None, request())
         return result.outputs[EMBEDDING]
+
+    async def embed_counted(self, name: str, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """``embed``, and the tokens the model read (OpenAI's usage)."""
+        vectors = await self.embed(name, texts)
+        runtime = self.registry.tensor_model(name).runtimes[0]
+        tokens = await asyncio.to_thread(runtime.count_tokens, list(texts)) \
+            if isinstance(runtime, EmbeddingRuntime) else 0
+        return vectors, tokens
+
+    def served_models(self) -> tuple[tuple[str, str, int, int | None], ...]:
+        """Every model serving now: name, kind, when it was loaded, context length (the
+        causal LMs') or None."""
+        out: list[tuple[str, str, int, int | None]] = []
+        for st in self.index(only_ready=True):
+            served = self.registry.served(st.name)
+            if isinstance(served, LanguageModel):
+                out.append((st.name, st.kind, served.created, served.context_length))
+            else:
+                out.append((st.name, st.kind, int(st.since), None))
+        return tuple(out)
 
     # --- language models -------------------------------------------------------------------
     def language_model(self, name: str) -> LanguageModel:

@@ -57,5 +57,11 @@ class EmbeddingRuntime(Signed):
                                  "the pack's model does not fit its manifest; pack it again")
         return {EMBEDDING: out}
 
+    def count_tokens(self, texts: list[str]) -> int:
+        """The tokens the model reads for ``texts`` (after truncation), for usage counts."""
+        if not texts:
+            return 0
+        return int(self._tokenizer.encode_batch(texts).attention_mask.sum())
+
     def close(self) -> None:
         self._release()

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API for causal LMs: /v1/models, /v1/completions, /v1/chat/completions.
+"""The OpenAI-compatible API: /v1/models (every served model, with its kind),
+/v1/completions and /v1/chat/completions (causal LMs), /v1/embeddings (embedding models).
 
 ``stream: true`` answers server-sent events, one per generated piece of text, ending with
 ``data: [DONE]``. A client that goes away (the connection closes) cancels its generation;
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from llmos.errors import BadRequestError, LlmosError, QueueFullError
 from llmos.llm import openai_answers as answers
+from llmos.llm import openai_embeddings as emb
 from llmos.llm import openai_protocol as proto
 from llmos.llm.choices import Answer, Choice
 from llmos.llm.generation import Chunk
@@ -119,9 +121,13 @@ async def _answer(request: web.Request, answer: Answer, head: dict[str, Any],
 
 
 async def list_models(request: web.Request) -> web.Response:
-    cards = [proto.model_card(lm.name, lm.created, lm.context_length)
-             for lm in request.app[DATAPLANE].language_models()]
-    return web.json_response({"object": "list", "data": cards})
+    return web.json_response(emb.model_cards(request.app[DATAPLANE].served_models()))
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    req = await decode(request, lambda body: emb.embeddings_request(proto.parse_body(body)))
+    vectors, tokens = await request.app[DATAPLANE].embed_counted(req.model, req.texts)
+    return web.json_response(emb.embeddings_response(req, vectors, tokens))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -153,4 +159,5 @@ def setup(app: web.Application) -> None:
     """Routes under /v1."""
     app.router.add_get("/v1/models", openai_errors(list_models))
     app.router.add_post("/v1/completions", openai_errors(completions))
+    app.router.add_post("/v1/embeddings", openai_errors(embeddings))
     app.router.add_post("/v1/chat/completions", openai_errors(chat_completions))
