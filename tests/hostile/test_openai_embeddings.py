@@ -47,7 +47,11 @@ def test_embeddings_equal_the_v2_embeddings(client: openai.OpenAI, served: Serve
         assert [d.index for d in answer.data] == [0, 1, 2]
         got = np.array([d.embedding for d in answer.data], dtype=np.float32)
         assert np.array_equal(got, reference)
-    assert np.array_equal(np.array(one.data[0].embedding, dtype=np.float32), reference[1])
+    # Compared with the same text alone on v2: the int8 model's vector for a text moves
+    # slightly with its batch companions (seen here: a batch of three differs from each
+    # text alone in the third decimal), so like is compared with like.
+    alone = v2_embeddings(served, TEXTS[1:2])[0]
+    assert np.array_equal(np.array(one.data[0].embedding, dtype=np.float32), alone)
     assert listed.usage.prompt_tokens == listed.usage.total_tokens > len(TEXTS)
     assert one.usage.prompt_tokens < listed.usage.prompt_tokens
 

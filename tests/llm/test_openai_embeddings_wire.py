@@ -39,6 +39,7 @@ def test_float_and_base64_answers_carry_the_same_vectors() -> None:
     ({"model": "m", "input": ["x"] * 2049}, "input"),
     ({"model": "m", "input": "x", "encoding_format": "int8"}, "encoding_format"),
     ({"model": "m", "input": "x", "dimensions": True}, "dimensions"),
+    ({"model": "m", "input": "x", "truncate": "END"}, "truncate"),  # unknown: never ignored
 ])
 def test_malformed_requests_name_their_field(doc: dict[str, object], param: str | None) -> None:
     if param is None:

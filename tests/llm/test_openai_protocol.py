@@ -117,3 +117,24 @@ def test_body_must_be_a_json_object() -> None:
         proto.parse_body(b"{nope")
     with pytest.raises(BadRequestError):
         proto.parse_body(b"[1, 2]")
+
+
+@pytest.mark.parametrize(("parse", "doc"), [
+    (proto.completion_request, {"model": "m", "prompt": "x", "min_p": 0.1}),
+    (proto.chat_request, {"model": "m", "messages": [{"role": "user", "content": "x"}],
+                          "reasoning_effort": "high"}),
+    (proto.chat_request, {"model": "m", "messages": [{"role": "user", "content": "x"}],
+                          "repetition_penalty": 1.2}),
+])
+def test_unknown_fields_are_refused_by_name(parse: Any, doc: dict[str, Any]) -> None:
+    """A field this server does not know would be silently ignored otherwise."""
+    unknown = (set(doc) - {"model", "prompt", "messages"}).pop()
+    with pytest.raises(proto.FieldError) as info:
+        parse(doc)
+    assert info.value.param == unknown
+
+
+def test_known_fields_that_do_not_change_the_answer_are_accepted() -> None:
+    doc = {"model": "m", "messages": [{"role": "user", "content": "x"}], "user": "u",
+           "metadata": {"k": "v"}, "store": False, "service_tier": "auto"}
+    assert proto.chat_request(doc).messages[0].content == "x"

@@ -20,6 +20,7 @@ from llmos.llm.openai_fields import FieldError
 
 MAX_INPUTS = 2048  # OpenAI's bound on a list input
 FORMATS = ("float", "base64")
+FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class EmbeddingsRequest:
 
 
 def embeddings_request(doc: Mapping[str, Any]) -> EmbeddingsRequest:
+    unknown = sorted(k for k in doc if k not in FIELDS)
+    if unknown:
+        raise FieldError(unknown[0], "is not a field this server knows",
+                         f"leave {unknown[0]!r} out")
     model = doc.get("model")
     if not isinstance(model, str) or not model:
         raise FieldError("model", "is required and must be a string",

@@ -3,7 +3,8 @@
 Requests are validated field by field; a malformed one raises ``FieldError`` (a
 ``BadRequestError`` that names the field, answered 400). Fields this server does not
 implement are refused when they would change the answer (``echo``, ``logit_bias``,
-``best_of``, audio...) and ignored when they would not (``user``, ``metadata``). The fields
+``best_of``, audio...) and accepted when they would not (``user``, ``metadata``); a field
+this server does not know at all is refused too, naming it, never ignored. The fields
 that steer the choice of tokens (``n``, penalties, log-probabilities, structured output,
 tools) are parsed by ``llmos.llm.openai_features``.
 """
@@ -24,6 +25,16 @@ from llmos.llm.sampling import SamplingParams
 from llmos.serving import wirejson
 
 MAX_STOP = 4
+#: Every field each endpoint knows; any other is a 400 that names it.
+_COMMON = frozenset({
+    "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
+    "stream_options", "ignore_eos", "n", "presence_penalty", "frequency_penalty", "logprobs",
+    "logit_bias", "best_of", "user", "metadata", "store", "service_tier"})
+COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix"}
+CHAT_FIELDS = _COMMON | {
+    "messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
+    "tool_choice", "parallel_tool_calls", "functions", "function_call", "audio", "modalities",
+    "prediction", "web_search_options"}
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
 
@@ -144,7 +155,16 @@ def _params(doc: Mapping[str, Any], max_tokens_key: tuple[str, ...],
                             include_usage, _bool(doc, "ignore_eos"))
 
 
+def _known(doc: Mapping[str, Any], fields: frozenset[str]) -> None:
+    unknown = sorted(k for k in doc if k not in fields)
+    if unknown:
+        raise FieldError(unknown[0], "is not a field this server knows",
+                         f"leave {unknown[0]!r} out (the supported fields: "
+                         "docs/openai-features.md)")
+
+
 def completion_request(doc: Mapping[str, Any]) -> CompletionRequest:
+    _known(doc, COMPLETION_FIELDS)
     _refuse(doc, "echo", (None, False), "echo")
     _refuse(doc, "suffix", (None, ""), "suffix")
     params = _params(doc, ("max_tokens",), COMPLETIONS_DEFAULT_MAX_TOKENS)
@@ -180,6 +200,7 @@ def _content(index: int, raw: Any) -> str:
 
 
 def chat_request(doc: Mapping[str, Any]) -> ChatRequest:
+    _known(doc, CHAT_FIELDS)
     for key in ("audio", "prediction", "web_search_options", "function_call"):
         _refuse(doc, key, (None,), key)
     _refuse(doc, "modalities", (None, ["text"]), "output other than text")

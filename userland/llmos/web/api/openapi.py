@@ -94,7 +94,9 @@ _SAMPLING: Doc = {
     "top_k": {"type": "integer", "nullable": True},
     "seed": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1,
              "nullable": True},
-    "n": {"type": "integer", "minimum": 1, "maximum": 1, "nullable": True},
+    "n": {"type": "integer", "minimum": 1, "maximum": 8, "nullable": True},
+    "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
+    "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
     "stop": _STOP,
     "stream": {"type": "boolean", "nullable": True},
     "stream_options": {"type": "object", "nullable": True,
@@ -104,25 +106,45 @@ _SAMPLING: Doc = {
 }
 _COMPLETION_REQUEST: Doc = {
     "type": "object", "required": ["model", "prompt"],
-    "properties": {**_SAMPLING, "prompt": {"oneOf": [
+    "properties": {**_SAMPLING,
+                   "logprobs": {"type": "integer", "minimum": 0, "maximum": 5,
+                                "nullable": True},
+                   "prompt": {"oneOf": [
         {"type": "string"},
         {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}]}}}
 _MESSAGE: Doc = {
     "type": "object", "required": ["role", "content"],
     "properties": {"role": {"type": "string",
-                            "enum": ["system", "user", "assistant", "developer"]},
-                   "content": {"type": "string", "nullable": True}}}
+                            "enum": ["system", "user", "assistant", "developer", "tool"]},
+                   "content": {"type": "string", "nullable": True},
+                   "tool_calls": {"type": "array", "items": {"type": "object"}},
+                   "tool_call_id": {"type": "string"}}}
+_TOOL: Doc = {"type": "object", "required": ["type", "function"],
+              "properties": {"type": {"type": "string", "enum": ["function"]},
+                             "function": {"type": "object", "required": ["name"],
+                                          "properties": {"name": {"type": "string"},
+                                                         "description": {"type": "string"},
+                                                         "parameters": {"type": "object"}}}}}
 _CHAT_REQUEST: Doc = {
     "type": "object", "required": ["model", "messages"],
     "properties": {**_SAMPLING,
                    "max_completion_tokens": {"type": "integer", "minimum": 1,
                                              "nullable": True},
-                   "messages": {"type": "array", "minItems": 1, "items": _MESSAGE}}}
+                   "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+                   "logprobs": {"type": "boolean", "nullable": True},
+                   "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20,
+                                    "nullable": True},
+                   "response_format": {"type": "object", "nullable": True},
+                   "tools": {"type": "array", "items": _TOOL, "nullable": True},
+                   "tool_choice": {"oneOf": [
+                       {"type": "string", "enum": ["auto", "none", "required"]},
+                       {"type": "object"}], "nullable": True},
+                   "parallel_tool_calls": {"type": "boolean", "nullable": True}}}
 _USAGE: Doc = {"type": "object", "required": ["prompt_tokens", "completion_tokens",
                                              "total_tokens"],
                "properties": {k: {"type": "integer", "minimum": 0}
                               for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
-_FINISH: Doc = {"type": "string", "enum": ["stop", "length"]}
+_FINISH: Doc = {"type": "string", "enum": ["stop", "length", "tool_calls"]}
 _COMPLETION: Doc = {
     "type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
     "properties": {"id": {"type": "string"}, "object": {"type": "string"},
@@ -139,7 +161,26 @@ _MODEL_LIST: Doc = {
         "type": "object", "required": ["id", "object", "created", "owned_by"],
         "properties": {"id": {"type": "string"}, "object": {"type": "string"},
                        "created": {"type": "integer"}, "owned_by": {"type": "string"},
-                       "max_model_len": {"type": "integer"}}}}}}
+                       "kind": {"type": "string"}, "max_model_len": {"type": "integer"}}}}}}
+_EMBEDDINGS_REQUEST: Doc = {
+    "type": "object", "required": ["model", "input"],
+    "properties": {"model": {"type": "string", "minLength": 1},
+                   "input": {"oneOf": [{"type": "string"}, {
+                       "type": "array", "minItems": 1, "maxItems": 2048,
+                       "items": {"type": "string"}}]},
+                   "encoding_format": {"type": "string", "enum": ["float", "base64"],
+                                       "nullable": True},
+                   "dimensions": {"type": "integer", "minimum": 1, "nullable": True},
+                   "user": {"type": "string"}}}
+_EMBEDDINGS: Doc = {
+    "type": "object", "required": ["object", "data", "model", "usage"],
+    "properties": {"object": {"type": "string"}, "model": {"type": "string"},
+                   "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"]},
+                   "data": {"type": "array", "items": {
+                       "type": "object", "required": ["object", "index", "embedding"],
+                       "properties": {"index": {"type": "integer"}, "embedding": {"oneOf": [
+                           {"type": "array", "items": {"type": "number"}},
+                           {"type": "string"}]}}}}}}
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -249,11 +290,17 @@ def _model_paths(model: Doc, version: Doc) -> Doc:
     return paths
 
 
-def _openai_paths(llms: list[str]) -> Doc:
+def _openai_paths(llms: list[str], embedders: list[str]) -> Doc:
     sse = {"text/event-stream": {"schema": {  # each event: a JSON chunk, or [DONE]
         "type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}}
-    paths: Doc = {"/v1/models": {"get": _op("the language models served", _json(
+    paths: Doc = {"/v1/models": {"get": _op("every model served, with its kind", _json(
         _MODEL_LIST, "the list"), tag="openai")}}
+    embeddings = copy.deepcopy(_EMBEDDINGS_REQUEST)
+    if embedders:
+        embeddings["properties"]["model"].update(example=embedders[0], enum=list(embedders))
+    paths["/v1/embeddings"] = {"post": _op(
+        "embeddings (OpenAI)", _json(_EMBEDDINGS, "one vector per input"), body=embeddings,
+        openai=True, tag="openai", errors=(*POST_ERRORS, 404, 504))}
     for path, summary, request in (
             ("/v1/completions", "text completion (OpenAI)", _COMPLETION_REQUEST),
             ("/v1/chat/completions", "chat completion (OpenAI)", _CHAT_REQUEST)):
@@ -268,19 +315,21 @@ def _openai_paths(llms: list[str]) -> Doc:
 
 
 def document(models: list[str] | None = None, llms: list[str] | None = None,
-             versions: list[str] | None = None) -> Doc:
-    """The OpenAPI 3.0 document; ``models`` (all), ``llms`` (the language models) and
-    ``versions``: the values served now, given as the parameters' (none: any string)."""
+             versions: list[str] | None = None, embedders: list[str] | None = None) -> Doc:
+    """The OpenAPI 3.0 document; ``models`` (all), ``llms`` (the language models),
+    ``versions`` and ``embedders`` (the embedding models): the values served now, given as
+    the parameters' (none: any string)."""
     model = _path_param("model", models or [])
     version = _path_param("version", versions or [])
     return {
         "openapi": "3.0.3",
         "info": {"title": "LLM OS inference API", "version": __version__,
                  "description": "Open Inference Protocol v2 (tensor and embedding models), "
-                                "OpenAI completions and chat (language models), health and "
+                                "OpenAI completions, chat (language models) and embeddings, "
+                                "health and "
                                 "metrics. Errors name the field at fault."},
         "paths": {**_server_paths(), **_repository_paths(model), **_model_paths(model, version),
-                  **_openai_paths(llms or [])},
+                  **_openai_paths(llms or [], embedders or [])},
     }
 
 
@@ -289,7 +338,8 @@ async def openapi(request: web.Request) -> web.Response:
     index = plane.index()
     return web.json_response(document([st.name for st in index],
                                       [lm.name for lm in plane.language_models()],
-                                      sorted({st.version for st in index})))
+                                      sorted({st.version for st in index}),
+                                      [st.name for st in index if st.kind == "embedding"]))
 
 
 def setup(app: web.Application) -> None:
