@@ -186,9 +186,12 @@ async def submit(lm: LanguageModel, prompt_ids: tuple[int, ...], p: CompletionPa
             constraint = None
             if g is not None and t is not None:
                 constraint = await asyncio.to_thread(t.grammars.constraint, g)
-            gens.append(lm.generate(GenerationRequest(
+            gen = lm.generate(GenerationRequest(
                 prompt_ids, p.max_tokens, dataclasses.replace(p.sampling, seed=seed),
-                p.stop, p.ignore_eos, f.penalties, f.top_logprobs, constraint)))
+                p.stop, p.ignore_eos, f.penalties, f.top_logprobs, constraint))
+            if lm.timeout_s is not None:  # the whole answer, or a stream's first token
+                gen.expire_after(lm.timeout_s, first_only=p.stream)
+            gens.append(gen)
     except BaseException:
         for gen in gens:
             gen.cancel()

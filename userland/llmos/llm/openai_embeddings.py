@@ -1,26 +1,32 @@
-"""The OpenAI embeddings wire format (pure): ``POST /v1/embeddings`` in, its answer out.
+"""The OpenAI embeddings wire format over an embedding model (pure: dicts in, dicts out).
 
-``input`` is a string or a list of strings (token-id inputs are refused: the embedding
-models here take text); ``encoding_format`` ``float`` (the default) or ``base64`` (the
-float32 vector's little-endian bytes, as OpenAI's clients decode them); ``user`` is
-accepted; ``dimensions`` only where it is the model's own (no truncated embeddings).
+``POST /v1/embeddings`` takes ``model``, ``input`` (a string or a list of strings),
+``encoding_format`` (``float``, or ``base64``: the float32 little-endian bytes, which the
+``openai`` client asks for by default) and ``user`` (accepted, unused). ``dimensions`` is
+accepted only when it equals the model's own width: the packed models are not trained to be
+truncated (Matryoshka), so a shorter vector would be a different, worse embedding. Token-id
+inputs are refused: an embedding pack's public input is text. Every refusal is a
+``FieldError`` naming the field.
+
+The vectors are the embedding model's v2 output for the same texts (``text`` BYTES in,
+``embedding`` FP32 out), so both APIs give the same numbers.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from llmos.llm.openai_fields import FieldError
+from llmos.llm.openai_protocol import FieldError
 
-MAX_INPUTS = 2048  # OpenAI's bound on a list input
-FORMATS = ("float", "base64")
-FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+MAX_INPUTS = 2048  # OpenAI's limit on the inputs of one request
+ENCODINGS = ("float", "base64")
+FIELDS = ("model", "input", "encoding_format", "dimensions", "user")
 
 
 @dataclass(frozen=True)
@@ -31,60 +37,90 @@ class EmbeddingsRequest:
     dimensions: int | None = None
 
 
-def embeddings_request(doc: Mapping[str, Any]) -> EmbeddingsRequest:
+def _texts(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        return (raw,)
+    if not isinstance(raw, list) or not raw:
+        raise FieldError("input", "must be a string or a non-empty list of strings")
+    if len(raw) > MAX_INPUTS:
+        raise FieldError("input", f"has {len(raw)} items; at most {MAX_INPUTS} per request",
+                         "split the inputs over several requests")
+    if all(isinstance(x, str) for x in raw):
+        return tuple(raw)
+    if all(type(x) is int or (isinstance(x, list) and all(type(t) is int for t in x))
+           for x in raw):
+        raise FieldError("input", "token-id arrays are not supported",
+                         "send the text itself: the model tokenizes it with its own tokenizer")
+    raise FieldError("input", "must be a string or a list of strings")
+
+
+def parse_request(doc: Mapping[str, Any]) -> EmbeddingsRequest:
+    """A parsed JSON body -> EmbeddingsRequest, or FieldError naming the field."""
     unknown = sorted(k for k in doc if k not in FIELDS)
     if unknown:
-        raise FieldError(unknown[0], "is not a field this server knows",
-                         f"leave {unknown[0]!r} out")
+        raise FieldError(unknown[0], "is not supported by /v1/embeddings",
+                         f"its fields are {', '.join(FIELDS)}")
     model = doc.get("model")
     if not isinstance(model, str) or not model:
-        raise FieldError("model", "is required and must be a string",
-                         "GET /v1/models lists the models and their kinds")
-    raw = doc.get("input")
-    if isinstance(raw, str):
-        texts: tuple[str, ...] = (raw,)
-    elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
-        texts = tuple(raw)
-    else:
-        raise FieldError("input", "must be a string or a non-empty list of strings "
-                         "(token ids are not supported)", "send the text itself")
-    if len(texts) > MAX_INPUTS:
-        raise FieldError("input", f"at most {MAX_INPUTS} inputs, got {len(texts)}")
-    fmt = doc.get("encoding_format") or "float"
-    if fmt not in FORMATS:
-        raise FieldError("encoding_format", f"must be float or base64, got {json.dumps(fmt)}")
+        raise FieldError("model", "is required (a string)", "GET /v1/models lists the models")
+    if "input" not in doc:
+        raise FieldError("input", "is required")
+    encoding = doc.get("encoding_format")
+    if encoding is None:
+        encoding = "float"
+    if encoding not in ENCODINGS:
+        raise FieldError("encoding_format", f"must be one of {', '.join(ENCODINGS)}, "
+                         f"got {encoding!r}")
     dims = doc.get("dimensions")
-    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
-        raise FieldError("dimensions", f"must be a positive integer, got {json.dumps(dims)}")
-    return EmbeddingsRequest(model, texts, fmt, dims)
+    if dims is not None and (type(dims) is not int or dims < 1):
+        raise FieldError("dimensions", f"must be a positive integer, got {dims!r}")
+    user = doc.get("user")
+    if user is not None and not isinstance(user, str):
+        raise FieldError("user", "must be a string")
+    return EmbeddingsRequest(model, _texts(doc["input"]), str(encoding), dims)
 
 
-def _vector(row: np.ndarray, fmt: str) -> list[float] | str:
-    if fmt == "base64":
+def check_dimensions(req: EmbeddingsRequest, width: int) -> None:
+    if req.dimensions is not None and req.dimensions != width:
+        raise FieldError("dimensions", f"model {req.model!r} gives {width}-dimensional "
+                         f"vectors and cannot shorten them to {req.dimensions}",
+                         f"leave dimensions out, or set it to {width}")
+
+
+def _vector(row: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
         return base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode()
-    return [float(x) for x in row]
+    values: list[float] = row.astype(np.float32, copy=False).tolist()
+    return values
 
 
-def embeddings_response(req: EmbeddingsRequest, vectors: np.ndarray,
-                        tokens: int) -> dict[str, Any]:
-    """The answer; FieldError when ``dimensions`` asks for another size than the model's."""
-    if req.dimensions is not None and req.dimensions != vectors.shape[1]:
-        raise FieldError("dimensions", f"model {req.model!r} gives {vectors.shape[1]} "
-                         f"dimensions, not {req.dimensions}", "leave dimensions out")
-    return {"object": "list", "model": req.model,
-            "data": [{"object": "embedding", "index": i,
-                      "embedding": _vector(row, req.encoding_format)}
-                     for i, row in enumerate(vectors)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+def response(model: str, vectors: np.ndarray, encoding: str,
+             prompt_tokens: int) -> dict[str, Any]:
+    """The response document: one ``embedding`` object per input, in order, and usage."""
+    data = [{"object": "embedding", "index": i, "embedding": _vector(row, encoding)}
+            for i, row in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
 
 
-def model_cards(models: Sequence[tuple[str, str, int, int | None]]) -> dict[str, Any]:
-    """``/v1/models``: (name, kind, created, context length or None) of each served model."""
-    cards = []
-    for name, kind, created, context in models:
-        card: dict[str, Any] = {"id": name, "object": "model", "created": created,
-                                "owned_by": "llmos", "kind": kind}
-        if context is not None:
-            card["max_model_len"] = context
-        cards.append(card)
-    return {"object": "list", "data": cards}
+def response_bytes(model: str, vectors: np.ndarray, encoding: str,
+                   prompt_tokens: int) -> bytes:
+    """``response(...)`` as compact JSON. Float vectors are written with ``%.9g``, which gives
+    back the same float32 when read (and is several times faster than ``json.dumps``)."""
+    if encoding != "float" or vectors.size == 0 or not np.isfinite(vectors).all():
+        return json.dumps(response(model, vectors, encoding, prompt_tokens),
+                          separators=(",", ":")).encode()
+    row = '{"object":"embedding","index":%d,"embedding":[' + ",".join(
+        ["%.9g"] * vectors.shape[1]) + "]}"
+    data = ",".join([row % (i, *values)
+                     for i, values in enumerate(vectors.astype(np.float32).tolist())])
+    usage = f'{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens}}}'
+    return (f'{{"object":"list","data":[{data}],"model":{json.dumps(model)},'
+            f'"usage":{usage}}}').encode()
+
+
+def model_card(name: str, kind: str, created: int, **extra: Any) -> dict[str, Any]:
+    """One entry of GET /v1/models: OpenAI's model object plus this server's ``kind``
+    (``causal-lm``, ``embedding`` or ``tensor``) and what else a client may plan with."""
+    return {"id": name, "object": "model", "created": created, "owned_by": "llmos",
+            "kind": kind, **extra}

@@ -229,8 +229,3 @@ def new_id(prefix: str) -> str:
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
-
-
-def model_card(name: str, created: int, context_length: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "llmos",
-            "max_model_len": context_length}

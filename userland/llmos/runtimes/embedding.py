@@ -6,7 +6,7 @@ answer; the format (signature, manifest extra) is ``llmos.pack.embedding``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -57,10 +57,8 @@ class EmbeddingRuntime(Signed):
                                  "the pack's model does not fit its manifest; pack it again")
         return {EMBEDDING: out}
 
-    def count_tokens(self, texts: list[str]) -> int:
-        """The tokens the model reads for ``texts`` (after truncation), for usage counts."""
-        if not texts:
-            return 0
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """The tokens the model sees for ``texts``: special tokens in, truncation applied."""
         return int(self._tokenizer.encode_batch(texts).attention_mask.sum())
 
     def close(self) -> None:

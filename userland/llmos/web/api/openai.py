@@ -1,5 +1,5 @@
-"""The OpenAI-compatible API: /v1/models (every served model, with its kind),
-/v1/completions and /v1/chat/completions (causal LMs), /v1/embeddings (embedding models).
+"""The OpenAI-compatible API for causal LMs: /v1/completions, /v1/chat/completions, and
+/v1/models (every model, with its kind; /v1/embeddings is ``llmos.web.api.embeddings``).
 
 ``stream: true`` answers server-sent events, one per generated piece of text, ending with
 ``data: [DONE]``. A client that goes away (the connection closes) cancels its generation;
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from llmos.dataplane import ModelCard
 from llmos.errors import BadRequestError, LlmosError, QueueFullError
 from llmos.llm import openai_answers as answers
 from llmos.llm import openai_embeddings as emb
@@ -120,14 +121,17 @@ async def _answer(request: web.Request, answer: Answer, head: dict[str, Any],
     return web.json_response(whole(head, done, answer))
 
 
+def _card(model: ModelCard) -> dict[str, Any]:
+    extra = {k: v for k, v in (("max_model_len", model.max_model_len),
+                               ("dimensions", model.dimensions)) if v is not None}
+    return emb.model_card(model.name, model.kind, model.created, **extra)
+
+
 async def list_models(request: web.Request) -> web.Response:
-    return web.json_response(emb.model_cards(request.app[DATAPLANE].served_models()))
-
-
-async def embeddings(request: web.Request) -> web.Response:
-    req = await decode(request, lambda body: emb.embeddings_request(proto.parse_body(body)))
-    vectors, tokens = await request.app[DATAPLANE].embed_counted(req.model, req.texts)
-    return web.json_response(emb.embeddings_response(req, vectors, tokens))
+    """Every model serving now, each card saying its kind: language models (chat,
+    completions), embedding models (/v1/embeddings) and tensor models (/v2 only)."""
+    cards = [_card(m) for m in request.app[DATAPLANE].catalog()]
+    return web.json_response({"object": "list", "data": cards})
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -159,5 +163,4 @@ def setup(app: web.Application) -> None:
     """Routes under /v1."""
     app.router.add_get("/v1/models", openai_errors(list_models))
     app.router.add_post("/v1/completions", openai_errors(completions))
-    app.router.add_post("/v1/embeddings", openai_errors(embeddings))
     app.router.add_post("/v1/chat/completions", openai_errors(chat_completions))

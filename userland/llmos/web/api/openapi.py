@@ -161,8 +161,11 @@ _MODEL_LIST: Doc = {
         "type": "object", "required": ["id", "object", "created", "owned_by"],
         "properties": {"id": {"type": "string"}, "object": {"type": "string"},
                        "created": {"type": "integer"}, "owned_by": {"type": "string"},
-                       "kind": {"type": "string"}, "max_model_len": {"type": "integer"}}}}}}
-_EMBEDDINGS_REQUEST: Doc = {
+                       "kind": {"type": "string",
+                                "enum": ["causal-lm", "embedding", "tensor"]},
+                       "max_model_len": {"type": "integer"},
+                       "dimensions": {"type": "integer"}}}}}}
+_EMBEDDINGS_REQUEST: Doc = {  # llmos.llm.openai_embeddings
     "type": "object", "required": ["model", "input"],
     "properties": {"model": {"type": "string", "minLength": 1},
                    "input": {"oneOf": [{"type": "string"}, {
@@ -171,16 +174,20 @@ _EMBEDDINGS_REQUEST: Doc = {
                    "encoding_format": {"type": "string", "enum": ["float", "base64"],
                                        "nullable": True},
                    "dimensions": {"type": "integer", "minimum": 1, "nullable": True},
-                   "user": {"type": "string"}}}
+                   "user": {"type": "string", "nullable": True}}}
 _EMBEDDINGS: Doc = {
     "type": "object", "required": ["object", "data", "model", "usage"],
     "properties": {"object": {"type": "string"}, "model": {"type": "string"},
-                   "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"]},
+                   "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                             "properties": {k: {"type": "integer", "minimum": 0} for k in
+                                            ("prompt_tokens", "total_tokens")}},
                    "data": {"type": "array", "items": {
                        "type": "object", "required": ["object", "index", "embedding"],
-                       "properties": {"index": {"type": "integer"}, "embedding": {"oneOf": [
-                           {"type": "array", "items": {"type": "number"}},
-                           {"type": "string"}]}}}}}}
+                       "properties": {"object": {"type": "string"},
+                                      "index": {"type": "integer"},
+                                      "embedding": {"oneOf": [
+                                          {"type": "array", "items": {"type": "number"}},
+                                          {"type": "string"}]}}}}}}
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -283,10 +290,13 @@ def _model_paths(model: Doc, version: Doc) -> Doc:
             "responses": {"200": _json(_MODEL_READY, "ready"),
                           "400": _json(_MODEL_READY, "not ready"),
                           **_errors((404,))}}}
+        ok = _json(_INFER_RESPONSE, "the outputs: JSON, or with binary_data_output the JSON "
+                   "header (Inference-Header-Content-Length bytes) followed by raw tensors")
+        ok["content"]["application/octet-stream"] = {"schema": {"type": "string",
+                                                                "format": "binary"}}
         paths[base + "/infer"] = {"post": _op(
-            "inference (Open Inference Protocol v2, JSON tensors)",
-            _json(_INFER_RESPONSE, "the outputs"), body=_INFER_REQUEST,
-            errors=(*POST_ERRORS, 404, 422, 504), params=params)}
+            "inference (Open Inference Protocol v2, JSON or binary tensors)", ok,
+            body=_INFER_REQUEST, errors=(*POST_ERRORS, 404, 422, 504), params=params)}
     return paths
 
 
@@ -295,12 +305,12 @@ def _openai_paths(llms: list[str], embedders: list[str]) -> Doc:
         "type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}}
     paths: Doc = {"/v1/models": {"get": _op("every model served, with its kind", _json(
         _MODEL_LIST, "the list"), tag="openai")}}
-    embeddings = copy.deepcopy(_EMBEDDINGS_REQUEST)
+    request = copy.deepcopy(_EMBEDDINGS_REQUEST)
     if embedders:
-        embeddings["properties"]["model"].update(example=embedders[0], enum=list(embedders))
+        request["properties"]["model"].update(example=embedders[0], enum=list(embedders))
     paths["/v1/embeddings"] = {"post": _op(
-        "embeddings (OpenAI)", _json(_EMBEDDINGS, "one vector per input"), body=embeddings,
-        openai=True, tag="openai", errors=(*POST_ERRORS, 404, 504))}
+        "embeddings (OpenAI) from the embedding models", _json(_EMBEDDINGS, "the vectors"),
+        body=request, openai=True, tag="openai", errors=(*POST_ERRORS, 404, 504))}
     for path, summary, request in (
             ("/v1/completions", "text completion (OpenAI)", _COMPLETION_REQUEST),
             ("/v1/chat/completions", "chat completion (OpenAI)", _CHAT_REQUEST)):
@@ -325,9 +335,9 @@ def document(models: list[str] | None = None, llms: list[str] | None = None,
         "openapi": "3.0.3",
         "info": {"title": "LLM OS inference API", "version": __version__,
                  "description": "Open Inference Protocol v2 (tensor and embedding models), "
-                                "OpenAI completions, chat (language models) and embeddings, "
-                                "health and "
-                                "metrics. Errors name the field at fault."},
+                                "OpenAI completions and chat (language models) and "
+                                "embeddings (embedding models), health and metrics. Errors "
+                                "name the field at fault."},
         "paths": {**_server_paths(), **_repository_paths(model), **_model_paths(model, version),
                   **_openai_paths(llms or [], embedders or [])},
     }
@@ -335,11 +345,11 @@ def document(models: list[str] | None = None, llms: list[str] | None = None,
 
 async def openapi(request: web.Request) -> web.Response:
     plane = request.app[DATAPLANE]
-    index = plane.index()
+    index, cards = plane.index(), plane.catalog()
     return web.json_response(document([st.name for st in index],
-                                      [lm.name for lm in plane.language_models()],
+                                      [c.name for c in cards if c.kind == "causal-lm"],
                                       sorted({st.version for st in index}),
-                                      [st.name for st in index if st.kind == "embedding"]))
+                                      [c.name for c in cards if c.kind == "embedding"]))
 
 
 def setup(app: web.Application) -> None:
