@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("serving",),  # batcher, codec, metrics, backends, loading a pack into a served model
     ("llm",),  # the causal-LM serving side (engine, decoder, KV cache, sampling)
     ("controllers",),  # devices x models -> placement, reconcile
-    ("registry",),  # the models and their states
+    ("registry", "versions", "updates"),  # the models, their versions and states
     ("dataplane",),  # infer / embed / complete / chat, transport-neutral
     ("admin",),  # the admin console's HTTP-free logic
     ("web",),  # HTTP only: web/api, web/admin

@@ -100,6 +100,9 @@ SETTINGS: tuple[Setting, ...] = (
             "API listener, unauthenticated; off: only the admin page loads and unloads"),
     Setting("server.request_timeout_s", _positive(float), 30.0,
             "deadline of one inference request (504 after)"),
+    Setting("server.drain_timeout_s", _positive(float), 60.0,
+            "after a model update, how long the replaced version may finish the requests "
+            "it holds before it is unloaded anyway"),
     Setting("server.state_dir", _path, Path("/var/lib/llmos"),
             "persistent state: admin password hash, enrollment marker", "--state-dir"),
     Setting("server.log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",

@@ -31,6 +31,7 @@ from llmos.pack.embedding import EMBEDDING, TEXT
 from llmos.pack.manifest import Manifest
 from llmos.registry import ModelRegistry
 from llmos.runtimes.validation import check_inputs, check_outputs
+from llmos.serving.backend import TensorModel
 from llmos.serving.codec import InferRequest
 from llmos.serving.metrics import ServingMetrics
 from llmos.state import Health, ModelState, ModelStatus
@@ -67,11 +68,13 @@ class DataPlane:
 
     # --- the server and its models ------------------------------------------------------
     def model_status(self, name: str, version: str | None = None) -> ModelStatus:
-        """The model's state; NotFoundError for a version this model does not have."""
-        status = self.registry.status(name)
-        if version is not None:
-            self.registry.manifest(name, version)
-        return status
+        """The model's (or one version's) state; NotFoundError for a version this model
+        does not have now."""
+        return self.registry.status(name, version)
+
+    def versions(self, name: str) -> tuple[str, ...]:
+        """The model's versions now (two while an update loads or retires one)."""
+        return self.registry.versions(name)
 
     def metadata(self, name: str, version: str | None = None) -> Manifest:
         return self.registry.manifest(name, version)
@@ -87,10 +90,23 @@ class DataPlane:
         was told one is coming (so it may wait for it rather than run a smaller batch)."""
         started = time.perf_counter()
         try:
-            model = self.registry.tensor_model(name, version)
+            model = self._tensor_model(name, version)
         except BaseException:
             _discard(request)
             raise
+        with self.registry.leases.hold(model):  # a replaced version stays until its requests end
+            return await self._infer(model, request, started)
+
+    def _tensor_model(self, name: str, version: str | None) -> TensorModel:
+        served = self.registry.served(name, version)
+        if not isinstance(served, TensorModel):
+            kind = self.registry.status(name).kind
+            raise BadRequestError(f"model {name!r} is a {kind} model, not a tensor model",
+                                  "use the OpenAI-compatible API under /v1 for it")
+        return served
+
+    async def _infer(self, model: TensorModel, request: Awaitable[InferRequest],
+                     started: float) -> InferResult:
         batcher = model.batcher
         batcher.expect()
         expected = True
@@ -142,16 +158,21 @@ class DataPlane:
 
     def complete(self, lm: LanguageModel, prompt: str | tuple[int, ...],
                  params: CompletionParams) -> Generation:
-        """A completion of ``prompt`` (text, or token ids below the vocabulary size)."""
-        ids = lm.encode(prompt) if isinstance(prompt, str) else prompt
-        if any(t >= lm.tokenizer.vocab_size for t in ids):
-            raise FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
-        return self._generate(lm, ids, params)
+        """A completion of ``prompt`` (text, or token ids below the vocabulary size).
+        Called with no await after ``language_model``: the generation, once submitted,
+        keeps its version loaded (``LanguageModel.busy``); this hold covers what comes
+        before."""
+        with self.registry.leases.hold(lm):
+            ids = lm.encode(prompt) if isinstance(prompt, str) else prompt
+            if any(t >= lm.tokenizer.vocab_size for t in ids):
+                raise FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
+            return self._generate(lm, ids, params)
 
     def chat(self, lm: LanguageModel, messages: Sequence[Message],
              params: CompletionParams) -> Generation:
         """The assistant's next message after ``messages`` (the model's chat template)."""
-        return self._generate(lm, lm.encode(lm.chat_prompt(messages)), params)
+        with self.registry.leases.hold(lm):
+            return self._generate(lm, lm.encode(lm.chat_prompt(messages)), params)
 
     @staticmethod
     def _generate(lm: LanguageModel, ids: tuple[int, ...],
