@@ -193,7 +193,7 @@ async def test_a_busy_old_version_is_unloaded_after_the_drain_timeout(
     srv: AdminServer = await start_admin()
     token = await login(srv.admin)
     registry = srv.supervisor.registry
-    registry._updates._drain_s = 0.2  # the setting server.drain_timeout_s, shortened
+    registry._updates._drain_s = 0.2  # the setting server.update_drain_s, shortened
     with registry.leases.hold(registry.served("scaler")):  # a request that never ends
         resp = await _upload(srv, token, models.sealed_scaler("scaler", packs.kek, "2",
                                                              factor=3))

@@ -5,7 +5,7 @@ pack's version under a memory-pool owner of its own (``name@version``) on the de
 serving version runs on, warms it up (the backend does, as for any load), and only then
 swaps it in: from that instant new requests get the new version, and requests already
 holding the old one (``Leases``) finish on it. A background task waits for the old version
-to be idle, at most ``server.drain_timeout_s``, then unloads it and frees its memory; the
+to be idle, at most ``server.update_drain_s``, then unloads it and frees its memory; the
 new version's memory then takes the model's name. A pack of the serving version, or one
 that fails to load or warm up, leaves the old version serving and says why in the model's
 ``update`` status (``llmos.state.UpdateStatus``; the table is ``llmos.state.UPDATES``).
@@ -39,7 +39,7 @@ class ModelUpdates:
 
     def __init__(self, config: Config, commit: Commit, current: Current,
                  loader: ModelLoader, leases: Leases, metrics: ServingMetrics) -> None:
-        self._drain_s = float(config["server.drain_timeout_s"])
+        self._drain_s = float(config["server.update_drain_s"])
         self._commit = commit
         self._current = current
         self._loader = loader
@@ -138,7 +138,7 @@ class ModelUpdates:
         return old
 
     async def _retire(self, entry: ModelEntry, old: Version) -> None:
-        """Unload the replaced version once nothing holds it (at most ``drain_timeout_s``;
+        """Unload the replaced version once nothing holds it (at most ``update_drain_s``;
         at once when the server stops); its memory goes, the new one's takes the name."""
         began, cut = time.perf_counter(), True
         try:
@@ -154,7 +154,7 @@ class ModelUpdates:
                 entry.owner = ""
             seconds = time.perf_counter() - began
             reason = (f"version {old.status.version} was still busy after {self._drain_s:g} s "
-                      f"(server.drain_timeout_s): its unfinished requests failed") if cut else ""
+                      f"(server.update_drain_s): its unfinished requests failed") if cut else ""
             if entry.status.update is not None:
                 self._record(entry, entry.status.update.to(
                     UpdateCause.RETIRED, now=time.time(), reason=reason))
