@@ -27,6 +27,7 @@ from .conftest import THREADS, PackPath
 
 Client = TestClient[web.Request, web.Application]
 MODEL = "smollm2"
+LONG = 1500  # tokens: a generation still running long after the new version took over
 
 
 def _sealed(plain: Path, tmp: Path) -> tuple[Path, dict[str, Path]]:
@@ -55,14 +56,14 @@ async def test_a_generation_streams_on_from_the_old_version(
         "server.state_dir": str(tmp_path / "state"), "server.port": 0,
         "server.admin_port": 0, "keys.provider": "keyfile", "keys.keyfile": str(keyfile),
         "keys.allow_dev_key": True}, environ={})
-    entry = ModelConfig(MODEL, packs["1"], max_running=2, threads=THREADS)
+    entry = ModelConfig(MODEL, packs["1"], max_running=2, threads=THREADS, max_tokens=LONG)
     root = LlmOs(config.finalize(config.Config(cfg.values, (entry,))), notifier=Notifier({}))
     client: Client = await aiohttp_client(root.api_app())
     while not root.health().settled:
         await asyncio.sleep(0.05)
     registry = root.registry
     resp = await client.post("/v1/completions", json={
-        "model": MODEL, "prompt": "Once upon a time", "max_tokens": 1000,
+        "model": MODEL, "prompt": "Once upon a time", "max_tokens": LONG,
         "ignore_eos": True, "stream": True})
     assert resp.status == 200
     events = _events(resp)
