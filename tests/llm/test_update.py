@@ -75,8 +75,7 @@ async def test_a_generation_streams_on_from_the_old_version(
     assert registry.versions(MODEL) == ("2", "1")  # the stream holds version 1
     for _ in range(20):  # and it streams on, from the old version
         event = await anext(events)
-        assert "error" not in event, event
-        assert event["choices"][0]["finish_reason"] is None
+        assert "error" not in event and event["choices"][0]["finish_reason"] is None, event
     assert registry.versions(MODEL) == ("2", "1")
     resp.close()  # the client goes away: its generation is cancelled, version 1 is idle
     for _ in range(600):
@@ -84,8 +83,9 @@ async def test_a_generation_streams_on_from_the_old_version(
             break
         await asyncio.sleep(0.05)
     update = registry.status(MODEL).update
-    assert update is not None and (update.state, update.reason) == (UpdateState.DONE, "")
+    assert update is not None and (update.state, update.reason) == (UpdateState.DONE, ""), \
+        update
     answer = await client.post("/v1/completions", json={
-        "model": MODEL, "prompt": "Once upon a time", "max_tokens": 4})
+        "model": MODEL, "prompt": "Once upon a time", "max_tokens": 4, "ignore_eos": True})
     assert answer.status == 200, await answer.text()
     assert (await answer.json())["usage"]["completion_tokens"] == 4
