@@ -67,7 +67,8 @@ def _owners(srv: AdminServer) -> set[str]:
 
 
 def _stored(srv: AdminServer) -> list[str]:
-    return sorted(p.name for p in srv.state.options.packs_dir.iterdir())
+    folder = srv.state.options.upload_dir
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
 async def test_a_new_version_takes_over_and_the_old_one_is_unloaded(
