@@ -160,6 +160,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin.upload_dir", _optional_path, None,
             "where uploaded sealed packs are kept, and found again at start (default: "
             "<state_dir>/packs, the data partition on the appliance)"),
+    Setting("admin.upload_watch_s", _nonneg(float), 5.0,
+            "look this often (seconds) for sealed packs copied into admin.upload_dir: a new "
+            "model is added, another version of a model updates it (0: never)"),
     Setting("admin.password_file", _optional_path, None,
             "scrypt hash of the admin password (default: <state_dir>/admin-password)"),
     Setting("admin.generate_password", _optional_bool, None,

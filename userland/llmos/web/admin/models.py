@@ -26,10 +26,9 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
-from llmos.config import ModelConfig
+from llmos.dropins import install
 from llmos.errors import (
     BadRequestError,
-    LlmosError,
     NotFoundError,
     PayloadTooLargeError,
     WrongKeyError,
@@ -147,14 +146,7 @@ async def upload(request: web.Request) -> web.Response:
         raise
     log.info("admin: pack %s (%s %s) uploaded to %s", manifest.name, manifest.kind,
              manifest.version, final)
-    cfg = ModelConfig(name=manifest.name, pack=final)
-    try:
-        status = await (sup.update if known else sup.load)(manifest.name, cfg)
-    except LlmosError:
-        if sup.model_config(manifest.name).pack != final:  # the old version serves on
-            final.unlink(missing_ok=True)
-        raise
-    await asyncio.to_thread(uploads.superseded, directory, manifest.name, final)
+    status = await install(sup, manifest, final)
     return json_response({**status.to_dict(), "pack": str(final)})
 
 
