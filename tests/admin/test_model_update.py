@@ -115,7 +115,7 @@ async def test_both_versions_answer_while_the_old_one_holds_a_request(
             assert ready.status == 200, await ready.text()
         await asyncio.sleep(0.1)
         assert _update(srv).state is UpdateState.DRAINING  # held: not unloaded
-        assert _owners(srv) == {"scaler", "scaler@2"}
+        assert _owners(srv) == {"scaler@1", "scaler@2"}  # each version its own memory
     await _until(lambda: _update(srv).state is UpdateState.DONE)
     status, doc = await _infer(srv, "/v2/models/scaler/versions/1")
     assert status == 404 and "versions now: 2" in doc["hint"]
@@ -220,3 +220,24 @@ async def test_stopping_unloads_a_draining_version_at_once(start_admin: Start,
         assert loop.time() - started < 10  # not the 60 s drain timeout
     assert registry.versions("scaler") == ("2",)
     assert _owners(srv) == set()
+
+
+async def test_unload_and_load_while_the_old_version_drains_keep_their_memory(
+        start_admin: Start, packs: Packs) -> None:
+    """The old version's memory and a fresh load's are never one owner's: freeing the old
+    one after its drain leaves the reloaded model whole."""
+    srv: AdminServer = await start_admin()
+    token = await login(srv.admin)
+    registry = srv.supervisor.registry
+    with registry.leases.hold(registry.served("scaler")):
+        resp = await _upload(srv, token, models.sealed_scaler("scaler", packs.kek, "2",
+                                                             factor=3))
+        assert resp.status == 200
+        await registry.unload("scaler")
+        await registry.load("scaler")  # version 2 again, while version 1 still drains
+        assert _owners(srv) == {"scaler", "scaler@1"}
+    await _until(lambda: _update(srv).state is UpdateState.DONE)
+    assert _owners(srv) == {"scaler"}
+    pool = srv.supervisor.memory
+    assert pool is not None and sum(u.bytes for u in pool.usage()) > 0
+    assert await _answer(srv, "/v2/models/scaler") == ("2", [3, 6, 9, 12])

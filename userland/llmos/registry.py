@@ -284,6 +284,7 @@ class ModelRegistry:
                 await self.unload(name)
             except Exception:
                 log.exception("model %s: unload failed", name)
+        await self._updates.stop()  # an update that was loading switched meanwhile
 
     # --- the reconciler's target (controllers.reconcile.ModelTarget) ------------------
     async def _replan(self) -> None:

@@ -124,13 +124,16 @@ class ModelUpdates:
         task.add_done_callback(self._retirements.discard)
         return entry.status
 
-    @staticmethod
-    def _take_over(entry: ModelEntry, config: ModelConfig, loaded: Loaded,
+    def _take_over(self, entry: ModelEntry, config: ModelConfig, loaded: Loaded,
                    owner: str) -> Version:
-        """The new version serves from now on; the old one, returned, stays addressable."""
+        """The new version serves from now on; the old one, returned, stays addressable.
+        Its memory moves to an owner of its own (``name@version``), so that whatever the
+        model loads while it drains (an unload and load, a move) never shares an owner
+        with it, and freeing it frees nothing else."""
         assert entry.served is not None and entry.manifest is not None
-        old = Version(entry.status, entry.manifest, entry.served, entry.payload,
-                      entry.memory_owner)
+        retiring = f"{entry.name}@{entry.status.version}"
+        self._loader.rename(entry.memory_owner, retiring)
+        old = Version(entry.status, entry.manifest, entry.served, entry.payload, retiring)
         entry.retiring = old
         entry.config, entry.owner = config, owner
         entry.manifest, entry.payload, entry.served = \
@@ -163,7 +166,9 @@ class ModelUpdates:
             seconds, f" ({reason})" if cut else "")
 
     async def stop(self) -> None:
-        """The server stops: replaced versions are unloaded now, busy or not."""
+        """The server stops: replaced versions are unloaded now, busy or not (also those
+        of an update that ends after this)."""
+        self._drain_s = 0.0
         for task in list(self._retirements):
             task.cancel()
         await asyncio.gather(*self._retirements, return_exceptions=True)
