@@ -157,6 +157,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin.upload_dir", _optional_path, None,
             "where uploaded sealed packs are kept, and found again at start (default: "
             "<state_dir>/packs, the data partition on the appliance)"),
+    Setting("admin.tls", _bool, False,
+            "serve the admin page over HTTPS only (certificate: admin.tls_cert/tls_key, the "
+            "llmos-admin-tls-cert/-key credentials, or a self-signed one made at first start "
+            "in <state_dir>/admin-tls; its fingerprint is logged and shown on the overview)",
+            "--admin-tls"),
+    Setting("admin.tls_cert", _optional_path, None, "PEM certificate of the admin page"),
+    Setting("admin.tls_key", _optional_path, None, "PEM private key of admin.tls_cert"),
     Setting("admin.password_file", _optional_path, None,
             "scrypt hash of the admin password (default: <state_dir>/admin-password)"),
     Setting("admin.generate_password", _optional_bool, None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ class Listener:
     app: web.Application
     host: str
     port: int
+    tls: ssl.SSLContext | None = None  # HTTPS only, when given
 
 
 class Server:
@@ -44,13 +46,14 @@ class Server:
 
     async def _listen(self, listener: Listener, runner: web.AppRunner) -> tuple[str, int]:
         if self._max_connections is None or runner.server is None:
-            await web.TCPSite(runner, listener.host, listener.port).start()
+            await web.TCPSite(runner, listener.host, listener.port,
+                              ssl_context=listener.tls).start()
             bound = runner.addresses[0]
         else:
             limit = ConnectionLimit(runner.server, self._max_connections)
             self.limits[listener.role] = limit
             server = await asyncio.get_running_loop().create_server(
-                limit, listener.host, listener.port, reuse_address=True)
+                limit, listener.host, listener.port, reuse_address=True, ssl=listener.tls)
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
@@ -67,7 +70,8 @@ class Server:
                 await runner.setup()
                 self._runners.append(runner)
                 self.addresses[listener.role] = await self._listen(listener, runner)
-                log.info("%s listening on http://%s:%d", listener.role,
+                log.info("%s listening on %s://%s:%d", listener.role,
+                         "http" if listener.tls is None else "https",
                          *self.addresses[listener.role])
         except BaseException:
             await self.stop()
