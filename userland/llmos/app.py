@@ -244,7 +244,8 @@ class LlmOs:
                         tls.fingerprint)
         options = replace(AdminOptions.from_config(cfg), tls=tls)
         return Server((
-            Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"])),
+            Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"]),
+                     cancel_on_disconnect=True),
             Listener("admin", self.admin_app(options), str(cfg["server.admin_host"]),
                      int(cfg["server.admin_port"]), None if tls is None else tls.context())),
             max_connections=int(cfg["server.max_connections"]),

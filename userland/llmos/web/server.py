@@ -24,6 +24,9 @@ class Listener:
     host: str
     port: int
     tls: ssl.SSLContext | None = None  # HTTPS only, when given
+    # A client that disconnects cancels its handler (aiohttp's handler_cancellation): its
+    # queued work is dropped, a prompt's prefill interrupted, as if its deadline had passed.
+    cancel_on_disconnect: bool = False
 
 
 class Server:
@@ -66,7 +69,8 @@ class Server:
             for listener in self._plan:
                 runner = web.AppRunner(listener.app, handle_signals=False,
                                        access_log=log if self._access_log else None,
-                                       keepalive_timeout=idle)
+                                       keepalive_timeout=idle,
+                                       handler_cancellation=listener.cancel_on_disconnect)
                 await runner.setup()
                 self._runners.append(runner)
                 self.addresses[listener.role] = await self._listen(listener, runner)
