@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 
 from aiohttp import web
 
+from llmos.admin.tls import admin_certificate
 from llmos.config import Config
 from llmos.controllers.devices import DeviceController, EventSource
 from llmos.dataplane import DataPlane
@@ -249,10 +250,16 @@ class LlmOs:
         """The API app on server.host:port, the admin app on server.admin_host:admin_port;
         the API app first, so the server's parts are the last thing to go."""
         cfg = self.config
+        tls = admin_certificate(cfg, os.environ)
+        if tls is not None:
+            log.info("admin page TLS certificate (%s), SHA-256 fingerprint %s", tls.origin,
+                        tls.fingerprint)
+        options = replace(AdminOptions.from_config(cfg), tls=tls)
         return Server((
-            Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"])),
-            Listener("admin", self.admin_app(), str(cfg["server.admin_host"]),
-                     int(cfg["server.admin_port"]))),
+            Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"]),
+                     cancel_on_disconnect=True),
+            Listener("admin", self.admin_app(options), str(cfg["server.admin_host"]),
+                     int(cfg["server.admin_port"]), None if tls is None else tls.context())),
             max_connections=int(cfg["server.max_connections"]),
             idle_timeout_s=float(cfg["server.idle_timeout_s"]))
 

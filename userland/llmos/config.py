@@ -160,6 +160,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin.upload_dir", _optional_path, None,
             "where uploaded sealed packs are kept, and found again at start (default: "
             "<state_dir>/packs, the data partition on the appliance)"),
+    Setting("admin.tls", _bool, False,
+            "serve the admin page over HTTPS only (certificate: admin.tls_cert/tls_key, the "
+            "llmos-admin-tls-cert/-key credentials, or a self-signed one made at first start "
+            "in <state_dir>/admin-tls; its fingerprint is logged and shown on the overview)",
+            "--admin-tls"),
+    Setting("admin.tls_cert", _optional_path, None, "PEM certificate of the admin page"),
+    Setting("admin.tls_key", _optional_path, None, "PEM private key of admin.tls_cert"),
     Setting("admin.upload_watch_s", _nonneg(float), 5.0,
             "look this often (seconds) for sealed packs copied into admin.upload_dir: a new "
             "model is added, another version of a model updates it (0: never)"),

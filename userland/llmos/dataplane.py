@@ -282,10 +282,11 @@ class DataPlane:
         self._allowed(request)
         if request is not None:
             await request
-        return await self.registry.load(name)
+        # shielded: a client that goes away does not leave the model half loaded
+        return await asyncio.shield(self.registry.load(name))
 
     async def unload(self, name: str, request: Awaitable[object] | None = None) -> ModelStatus:
         self._allowed(request)
         if request is not None:
             await request
-        return await self.registry.unload(name)
+        return await asyncio.shield(self.registry.unload(name))

@@ -184,6 +184,8 @@ function pageOverview() {
       el("div", { class: "grid grid-2" },
         card("Fleet key", "what unlocks the sealed packs", keyDetails(key)),
         card("TPM measurements", "PCRs, SHA-256 bank", pcrTable(o.tpm))),
+      o.tls ? card("Admin page certificate", `${o.tls.origin}; compare with the fingerprint on the console`,
+        el("dl", { class: "kv" }, el("dt", {}, "SHA-256"), el("dd", { class: "mono", id: "tls-fingerprint" }, o.tls.fingerprint_sha256))) : null,
       card("Boot events", "this boot's journal, newest first", journalTable(o.boot)));
   });
 }
