@@ -420,12 +420,18 @@ async def test_a_deadline_passed_in_the_queue_is_never_prefilled() -> None:
 
 
 async def test_a_streams_deadline_covers_only_its_first_token() -> None:
-    runner = Runner(1, delay_s=0.2)
+    """The decoding stalls past the deadline after the first token: the stream goes on."""
+    runner = Runner(1)
     e = engine(runner, max_running=1)
     try:
         gen = e.submit(GenerationRequest((3,), 8, GREEDY))
-        gen.expire_after(1.0, first_only=True)  # 8 tokens take ~1.4 s: longer than that
-        done = await gen.collect()
+        gen.expire_after(2.0, first_only=True)
+        first = await anext(gen)
+        runner.gate.clear()  # the next steps wait, past the deadline
+        await asyncio.sleep(2.5)
+        runner.gate.set()
+        rest = [chunk async for chunk in gen]
     finally:
+        runner.gate.set()
         e.close()
-    assert list(done.token_ids) == reference((3,), 8)
+    assert [t for c in (first, *rest) for t in c.token_ids] == reference((3,), 8)

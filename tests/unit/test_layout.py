@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("serving",),  # batcher, codec, metrics, backends, loading a pack into a served model
     ("llm",),  # the causal-LM serving side (engine, decoder, KV cache, sampling)
     ("controllers",),  # devices x models -> placement, reconcile
-    ("registry",),  # the models and their states
+    ("registry", "versions", "updates", "dropins"),  # the models, versions, states, updates
     ("dataplane",),  # infer / embed / complete / chat, transport-neutral
     ("admin", "apikeys"),  # the admin console's HTTP-free logic; the API key store
     ("web",),  # HTTP only: web/api, web/admin

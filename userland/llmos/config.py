@@ -119,6 +119,9 @@ SETTINGS: tuple[Setting, ...] = (
             "API listener, unauthenticated; off: only the admin page loads and unloads"),
     Setting("server.request_timeout_s", _positive(float), 30.0,
             "deadline of one inference request (504 after)"),
+    Setting("server.update_drain_s", _positive(float), 60.0,
+            "after a model update, longest wait for the replaced version's requests to "
+            "finish before it is unloaded anyway"),
     Setting("server.api_keys_file", _optional_path, None,
             "API keys ('NAME: KEY' or 'NAME: sha256:HEX' lines) required on the inference "
             "API (besides the llmos-api-keys credential); none: the API is open",
@@ -157,6 +160,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin.upload_dir", _optional_path, None,
             "where uploaded sealed packs are kept, and found again at start (default: "
             "<state_dir>/packs, the data partition on the appliance)"),
+    Setting("admin.tls", _bool, False,
+            "serve the admin page over HTTPS only (certificate: admin.tls_cert/tls_key, the "
+            "llmos-admin-tls-cert/-key credentials, or a self-signed one made at first start "
+            "in <state_dir>/admin-tls; its fingerprint is logged and shown on the overview)",
+            "--admin-tls"),
+    Setting("admin.tls_cert", _optional_path, None, "PEM certificate of the admin page"),
+    Setting("admin.tls_key", _optional_path, None, "PEM private key of admin.tls_cert"),
+    Setting("admin.upload_watch_s", _nonneg(float), 5.0,
+            "look this often (seconds) for sealed packs copied into admin.upload_dir: a new "
+            "model is added, another version of a model updates it (0: never)"),
     Setting("admin.password_file", _optional_path, None,
             "scrypt hash of the admin password (default: <state_dir>/admin-password)"),
     Setting("admin.generate_password", _optional_bool, None,

@@ -27,7 +27,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from llmos.errors import ForbiddenError, NotFoundError, NotReadyError, PayloadTooLargeError
+from llmos.errors import (
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
+)
 from llmos.llm.backend import KIND as CAUSAL_LM
 from llmos.llm.chat import Message
 from llmos.llm.choices import Answer, submit
@@ -94,11 +100,13 @@ class DataPlane:
 
     # --- the server and its models ------------------------------------------------------
     def model_status(self, name: str, version: str | None = None) -> ModelStatus:
-        """The model's state; NotFoundError for a version this model does not have."""
-        status = self.registry.status(name)
-        if version is not None:
-            self.registry.manifest(name, version)
-        return status
+        """The model's (or one version's) state; NotFoundError for a version this model
+        does not have now."""
+        return self.registry.status(name, version)
+
+    def versions(self, name: str) -> tuple[str, ...]:
+        """The model's versions now (two while an update loads or retires one)."""
+        return self.registry.versions(name)
 
     def metadata(self, name: str, version: str | None = None) -> Manifest:
         return self.registry.manifest(name, version)
@@ -114,10 +122,23 @@ class DataPlane:
         was told one is coming (so it may wait for it rather than run a smaller batch)."""
         started = time.perf_counter()
         try:
-            model = self.registry.tensor_model(name, version)
+            model = self._tensor_model(name, version)
         except BaseException:
             _discard(request)
             raise
+        with self.registry.leases.hold(model):  # a replaced version stays until its requests end
+            return await self._infer(model, request, started)
+
+    def _tensor_model(self, name: str, version: str | None) -> TensorModel:
+        served = self.registry.served(name, version)
+        if not isinstance(served, TensorModel):
+            kind = self.registry.status(name).kind
+            raise BadRequestError(f"model {name!r} is a {kind} model, not a tensor model",
+                                  "use the OpenAI-compatible API under /v1 for it")
+        return served
+
+    async def _infer(self, model: TensorModel, request: Awaitable[InferRequest],
+                     started: float) -> InferResult:
         batcher = model.batcher
         batcher.expect()
         expected = True
@@ -149,7 +170,7 @@ class DataPlane:
         if self.registry.status(name).kind != EMBEDDING_KIND:
             raise FieldError("model", f"{name!r} is not an embedding model",
                              "pick a model whose kind is embedding (GET /v1/models)")
-        return self.registry.tensor_model(name)
+        return self._tensor_model(name, None)
 
     def embedding_width(self, name: str) -> int:
         """The length of an embedding model's vectors."""
@@ -159,11 +180,13 @@ class DataPlane:
         """The tokens an embedding model sees for ``texts`` (special tokens in, truncation
         applied): an API's usage. A few ms per long text: long ones are counted off the
         event loop."""
-        runtime = self._embedding_model(name).runtimes[0]
+        model = self._embedding_model(name)
+        runtime = model.runtimes[0]
         if not isinstance(runtime, EmbeddingRuntime):  # every embedding pack loads as one
             raise TypeError(f"model {name!r}: {type(runtime).__name__} counts no tokens")
-        return await self._off_loop(sum(len(t) for t in texts),
-                                    lambda: runtime.count_tokens(texts))
+        with self.registry.leases.hold(model):  # a replaced version stays until this ends
+            return await self._off_loop(sum(len(t) for t in texts),
+                                        lambda: runtime.count_tokens(texts))
 
     async def embed(self, name: str, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised vector per text, from an embedding model."""
@@ -210,15 +233,18 @@ class DataPlane:
     async def complete(self, lm: LanguageModel, prompt: str | tuple[int, ...],
                        params: CompletionParams, features: Features | None = None) -> Answer:
         """A completion of ``prompt`` (text, or token ids below the vocabulary size): its
-        ``features.n`` choices, started."""
-        if isinstance(prompt, str):
-            text = prompt
-            ids = await self._off_loop(len(text), lambda: lm.encode(text))
-        else:
-            ids = prompt
-        if any(t >= lm.tokenizer.vocab_size for t in ids):
-            raise FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
-        return await submit(lm, ids, params, features or Features())
+        ``features.n`` choices, started. Called with no await after ``language_model``: the
+        hold keeps ``lm``'s version loaded until they are submitted (``LanguageModel.busy``
+        from then on)."""
+        with self.registry.leases.hold(lm):
+            if isinstance(prompt, str):
+                text = prompt
+                ids = await self._off_loop(len(text), lambda: lm.encode(text))
+            else:
+                ids = prompt
+            if any(t >= lm.tokenizer.vocab_size for t in ids):
+                raise FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
+            return await submit(lm, ids, params, features or Features())
 
     async def chat(self, lm: LanguageModel, messages: Sequence[Message],
                    params: CompletionParams, features: Features | None = None) -> Answer:
@@ -241,8 +267,9 @@ class DataPlane:
             return lm.encode(prompt_text(lm.chat, messages, tools))
 
         size = sum(len(m.content) for m in messages)
-        ids = await self._off_loop(size, prompt)
-        return await submit(lm, ids, params, features or Features())
+        with self.registry.leases.hold(lm):
+            ids = await self._off_loop(size, prompt)
+            return await submit(lm, ids, params, features or Features())
 
     # --- the repository extension --------------------------------------------------------
     def _allowed(self, request: Awaitable[object] | None) -> None:
@@ -258,10 +285,11 @@ class DataPlane:
         self._allowed(request)
         if request is not None:
             await request
-        return await self.registry.load(name)
+        # shielded: a client that goes away does not leave the model half loaded
+        return await asyncio.shield(self.registry.load(name))
 
     async def unload(self, name: str, request: Awaitable[object] | None = None) -> ModelStatus:
         self._allowed(request)
         if request is not None:
             await request
-        return await self.registry.unload(name)
+        return await asyncio.shield(self.registry.unload(name))

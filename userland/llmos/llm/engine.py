@@ -140,6 +140,13 @@ class Engine:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a request is waiting, being admitted or generating (closing now would
+        fail it)."""
+        with self._cv:
+            return bool(self._waiting or self._running or self._admitting)
+
     def budget(self, request: GenerationRequest) -> int:
         """Tokens this request may generate; refuses prompts that leave no room."""
         n = len(request.prompt_ids)

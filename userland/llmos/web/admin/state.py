@@ -18,6 +18,7 @@ from llmos.admin.password_file import hash_path
 from llmos.admin.ratelimit import LimitPolicy, LoginLimiter
 from llmos.admin.series import ChartSeries
 from llmos.admin.sessions import SessionPolicy, SessionStore
+from llmos.admin.tls import Certificate
 from llmos.config import Config
 from llmos.controllers.devices import HotplugEvent
 from llmos.hw.claim import Claim
@@ -69,6 +70,7 @@ class AdminOptions:
     boot_events: int = 30
     llm_model: str | None = None  # the playground's chat model (default: the first LLM)
     embed_model: str | None = None  # the playground's embedding model (default: first one)
+    tls: Certificate | None = None  # the listener's certificate, when it speaks HTTPS
 
     @classmethod
     def from_config(cls, cfg: Config, environ: Mapping[str, str] | None = None
