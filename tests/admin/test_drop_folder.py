@@ -5,6 +5,8 @@ waits until it is whole, a bad one is set aside and changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from llmos.app import LlmOs
 from llmos.config import Config
+from llmos.dropins import SETTLE_S
 from llmos.hw.memory import MemoryPool
 from llmos.state import ModelState, UpdateState
 from llmos.systemd import Notifier
@@ -89,7 +92,9 @@ async def test_a_half_copied_pack_is_taken_once_whole(watched: Watched, packs: P
     w, registry = watched, watched.root.registry
     blob = models.sealed_scaler("scaler", packs.kek, "2", factor=3)
     target = w.folder / "scaler-2.sealed"
-    target.write_bytes(blob[: len(blob) // 2])  # a slow copy, straight into place
+    target.write_bytes(blob[:-100])  # a copy that stalled near its end, straight into place
+    stalled = time.time() - 10 * SETTLE_S  # old enough to be looked at: only its length
+    os.utime(target, (stalled, stalled))  # tells it is not whole
     await asyncio.sleep(0.5)  # ten looks at the folder
     assert registry.status("scaler").update is None and target.exists()
     target.write_bytes(blob)

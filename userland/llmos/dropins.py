@@ -10,7 +10,8 @@ it. Once it serves, the model's older uploads are removed; if it does not, the p
 ``DropFolder`` looks at ``admin.upload_dir`` every ``admin.upload_watch_s`` seconds. What is
 there at start is the start-up's (``llmos.vault.uploads.merge``); a ``.sealed`` file that
 appears or changes later is taken once it is whole (the length its header promises: copy
-under another name and rename, or just wait, a half-copied pack is taken when complete).
+under another name and rename, or just wait, a half-copied pack is taken when complete) and
+has not changed for ``SETTLE_S``.
 A pack that is refused or fails is renamed ``*.sealed.failed``, so a restart does not
 take it up again.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +37,9 @@ from llmos.vault.sealed import SealedPack
 log = logging.getLogger(__name__)
 
 FAILED_SUFFIX = ".failed"
+#: A pack written less than this long ago is left for the next look: it may be an admin
+#: upload being installed right now (its own request does that), or a copy still under way.
+SETTLE_S = 2.0
 Stamp = tuple[int, int]  # (mtime_ns, size): a file that changed is looked at again
 
 
@@ -95,8 +100,10 @@ class DropFolder:
                     found[path] = (st.st_mtime_ns, st.st_size)
         return found
 
-    async def _take(self, path: Path) -> bool:
+    async def _take(self, path: Path, stamp: Stamp) -> bool:
         """Install ``path`` if it is whole and not already served; False to look again."""
+        if time.time_ns() - stamp[0] < SETTLE_S * 1e9:
+            return False
         manifest = await asyncio.to_thread(whole_manifest, path)
         if manifest is None:
             return False
@@ -119,7 +126,7 @@ class DropFolder:
         """One look at the folder: every new or changed pack, oldest first."""
         found = await asyncio.to_thread(self._stamps)
         for path in sorted(found, key=lambda p: found[p]):
-            if self._seen.get(path) != found[path] and await self._take(path):
+            if self._seen.get(path) != found[path] and await self._take(path, found[path]):
                 self._seen[path] = found[path]
 
     async def run(self) -> None:
