@@ -1,4 +1,5 @@
-"""How the fleet client sorts an appliance's answers (a stdlib HTTP server plays the appliance)."""
+"""How the fleet client sorts an appliance's answers and the worker acts on them (a stdlib
+HTTP server plays the appliance)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import ClassVar
 import pytest
 
 from llmos.fleet.appliance import Appliance, Busy, Rejected, Unavailable
+from llmos.fleet.job import Kind, PartitionSpec
+from llmos.fleet.worker import embed_partition
 
 
 class Scripted(BaseHTTPRequestHandler):
@@ -76,3 +79,29 @@ def test_nobody_there_is_unavailable() -> None:
     with pytest.raises(Unavailable):
         Appliance("http://127.0.0.1:9", timeout_s=2).embed("m", ["a"])
     assert not Appliance("http://127.0.0.1:9").ready()
+
+
+def _one(value: float) -> tuple[int, dict[str, str], bytes]:
+    return (200, {}, json.dumps({"outputs": [{"name": "embedding", "shape": [1, 2],
+                                              "data": [value, value]}]}).encode())
+
+
+SLOW = (504, {}, b'{"error": "no result within 30 s"}')
+
+
+def test_a_partition_past_the_deadline_is_sent_item_by_item(server: str) -> None:
+    spec = PartitionSpec("m", Kind.EMBEDDINGS, 1, 8)
+    items = [{"id": i, "text": f"t{i}"} for i in range(3)]
+    Scripted.script = [SLOW, _one(0), _one(1), _one(2)]
+    got = embed_partition(Appliance(server), spec, items)
+    assert got == [{"id": i, "embedding": [i, i]} for i in range(3)]
+    assert len(Scripted.seen) == 4 and not Scripted.script
+
+    # A single item past the deadline, or any other failure, fails the partition (retried
+    # elsewhere by Dask); so does an item that is still too slow alone.
+    for script, partition in (([SLOW], items[:1]), ([(500, {}, b"{}")], items),
+                              ([SLOW, _one(0), SLOW], items[:2])):
+        Scripted.script = list(script)
+        with pytest.raises(Unavailable) as exc:
+            embed_partition(Appliance(server), spec, partition)
+        assert exc.value.status in (500, 504) and not Scripted.script
