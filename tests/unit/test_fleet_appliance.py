@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from llmos.fleet.appliance import Appliance, Busy, Rejected, Unavailable
 from llmos.fleet.job import Kind, PartitionSpec
-from llmos.fleet.worker import embed_partition
+from llmos.fleet.worker import embed_partition, not_ready_reason
 
 
 class Scripted(BaseHTTPRequestHandler):
@@ -38,6 +38,8 @@ class Scripted(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    do_GET = do_POST
 
     def log_message(self, *args: object) -> None:
         pass
@@ -156,3 +158,9 @@ def test_an_https_appliance_is_trusted_only_through_its_certificate(tmp_path: Pa
         assert len(Scripted.seen) == seen, "the key was sent to an unverified server"
     finally:
         httpd.shutdown()
+
+
+def test_a_worker_says_why_its_appliance_is_not_ready(server: str) -> None:
+    assert "Connection refused" in not_ready_reason(Appliance("http://127.0.0.1:9"))
+    Scripted.script = [(400, {}, b'{"ready": false, "reasons": ["loading minilm"]}')]
+    assert "loading minilm" in not_ready_reason(Appliance(server))
