@@ -33,12 +33,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from aiohttp import web
 
-from llmos.admin.tls import admin_certificate
 from llmos.config import Config
 from llmos.controllers.devices import DeviceController, EventSource
 from llmos.dataplane import DataPlane
@@ -57,6 +57,7 @@ from llmos.serving.metrics import ServingMetrics
 from llmos.serving.workers import CRASHES
 from llmos.state import Health, Overall, assess
 from llmos.systemd import STEP_TIMEOUT_S, Notifier, Progress
+from llmos.tls import Certificate, certificate
 from llmos.vault.keys import KeyProvider, provider_from_config
 from llmos.vault.opener import PackOpener
 from llmos.vault.prefetch import Prefetch
@@ -87,6 +88,10 @@ class DeviceSources:
     monitor: EventSource | None = None
     claimer: Claimer | None = None
     settle_s: float = 0.25
+
+
+def _context(cert: Certificate | None) -> ssl.SSLContext | None:
+    return None if cert is None else cert.context()
 
 
 class LlmOs:
@@ -250,16 +255,17 @@ class LlmOs:
         """The API app on server.host:port, the admin app on server.admin_host:admin_port;
         the API app first, so the server's parts are the last thing to go."""
         cfg = self.config
-        tls = admin_certificate(cfg, os.environ)
-        if tls is not None:
-            log.info("admin page TLS certificate (%s), SHA-256 fingerprint %s", tls.origin,
-                        tls.fingerprint)
-        options = replace(AdminOptions.from_config(cfg), tls=tls)
+        tls = {role: certificate(cfg, os.environ, role) for role in ("api", "admin")}
+        for role, cert in tls.items():
+            if cert is not None:
+                log.info("%s TLS certificate (%s), SHA-256 fingerprint %s", role, cert.origin,
+                         cert.fingerprint)
+        options = replace(AdminOptions.from_config(cfg), tls=tls["admin"])
         return Server((
             Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"]),
-                     cancel_on_disconnect=True),
+                     _context(tls["api"]), cancel_on_disconnect=True),
             Listener("admin", self.admin_app(options), str(cfg["server.admin_host"]),
-                     int(cfg["server.admin_port"]), None if tls is None else tls.context())),
+                     int(cfg["server.admin_port"]), _context(tls["admin"]))),
             max_connections=int(cfg["server.max_connections"]),
             idle_timeout_s=float(cfg["server.idle_timeout_s"]))
 

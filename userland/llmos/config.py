@@ -131,6 +131,12 @@ SETTINGS: tuple[Setting, ...] = (
             "(at least a load balancer's check interval x fall)", "--drain-s"),
     Setting("server.drain_grace_s", _nonneg(float), 20.0,
             "on SIGTERM, after drain_s: longest wait for requests in flight to finish"),
+    Setting("server.tls", _bool, False,
+            "serve the inference API over HTTPS only (certificate: server.tls_cert/tls_key, "
+            "the llmos-api-tls-cert/-key credentials, or a self-signed one made at first "
+            "start in <state_dir>/api-tls; its fingerprint is logged)", "--tls"),
+    Setting("server.tls_cert", _optional_path, None, "PEM certificate of the inference API"),
+    Setting("server.tls_key", _optional_path, None, "PEM private key of server.tls_cert"),
     Setting("server.state_dir", _path, Path("/var/lib/llmos"),
             "persistent state: admin password hash, enrollment marker", "--state-dir"),
     Setting("server.log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",

@@ -60,14 +60,26 @@ def _embed_one(appliance: Appliance, spec: PartitionSpec, item: Any) -> dict[str
     return {"id": item_id(item), "embedding": vector}
 
 
+#: The appliance's answer when a request ran past its deadline (server.request_timeout_s).
+DEADLINE_PASSED = 504
+
+
 def embed_partition(appliance: Appliance, spec: PartitionSpec,
                     items: list[Any]) -> list[dict[str, Any]]:
     """One request for the whole partition; a refused one is split per item, so one bad
-    item costs only its own result."""
+    item costs only its own result. So is one that ran past the appliance's deadline: a
+    slow appliance (emulated, overloaded) still serves single items, where the partition
+    sent whole would only fail again on each retry."""
     try:
         texts = [text_of(item) for item in items]
         vectors = appliance.embed(spec.model, texts)
     except (Rejected, ValueError):
+        return [_embed_one(appliance, spec, item) for item in items]
+    except Unavailable as exc:
+        if exc.status != DEADLINE_PASSED or len(items) == 1:
+            raise
+        log.warning("%s: %d items ran past the deadline together; sending them one by one",
+                    appliance.url, len(items))
         return [_embed_one(appliance, spec, item) for item in items]
     return [{"id": item_id(item), "embedding": v} for item, v in zip(items, vectors, strict=True)]
 
