@@ -33,12 +33,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from aiohttp import web
 
-from llmos.admin.tls import admin_certificate
+from llmos.apikeys import load as load_api_keys
 from llmos.config import Config
 from llmos.controllers.devices import DeviceController, EventSource
 from llmos.dataplane import DataPlane
@@ -57,6 +58,7 @@ from llmos.serving.metrics import ServingMetrics
 from llmos.serving.workers import CRASHES
 from llmos.state import Health, Overall, assess
 from llmos.systemd import STEP_TIMEOUT_S, Notifier, Progress
+from llmos.tls import Certificate, certificate
 from llmos.vault.keys import KeyProvider, provider_from_config
 from llmos.vault.opener import PackOpener
 from llmos.vault.prefetch import Prefetch
@@ -65,8 +67,9 @@ from llmos.web.admin.app import build_admin_app
 from llmos.web.admin.state import AdminOptions, DeviceView, MemoryView
 from llmos.web.admission import Limits
 from llmos.web.api.app import build_api_app
-from llmos.web.api_keys import middleware_from_config as key_middleware_from_config
+from llmos.web.api_keys import middleware_for as key_middleware_for
 from llmos.web.drain import DRAIN, Drain
+from llmos.web.keys import KEYS_REQUIRED
 from llmos.web.server import Listener, Server
 from llmos.web.server import run as run_server
 
@@ -87,6 +90,10 @@ class DeviceSources:
     monitor: EventSource | None = None
     claimer: Claimer | None = None
     settle_s: float = 0.25
+
+
+def _context(cert: Certificate | None) -> ssl.SSLContext | None:
+    return None if cert is None else cert.context()
 
 
 class LlmOs:
@@ -227,11 +234,12 @@ class LlmOs:
     def api_app(self) -> web.Application:
         """The inference API (/health, /v2, /metrics, /v1); its life is the server's."""
         cfg = self.config
-        keys = key_middleware_from_config(cfg["server.api_keys_file"], str(cfg["server.host"]),
-                                          self.metrics.registry, os.environ)
+        store = load_api_keys(cfg["server.api_keys_file"], os.environ)
+        keys = key_middleware_for(store, str(cfg["server.host"]), self.metrics.registry)
         app = build_api_app(self.dataplane, int(cfg["server.max_body_bytes"]),
                             Limits.from_config(cfg), (self.drain.middleware(), keys))
         app[DRAIN] = self.drain
+        app[KEYS_REQUIRED] = store.enabled
         app.cleanup_ctx.append(self._watchdog)
         app.cleanup_ctx.append(self._lifecycle)
         return app
@@ -250,16 +258,17 @@ class LlmOs:
         """The API app on server.host:port, the admin app on server.admin_host:admin_port;
         the API app first, so the server's parts are the last thing to go."""
         cfg = self.config
-        tls = admin_certificate(cfg, os.environ)
-        if tls is not None:
-            log.info("admin page TLS certificate (%s), SHA-256 fingerprint %s", tls.origin,
-                        tls.fingerprint)
-        options = replace(AdminOptions.from_config(cfg), tls=tls)
+        tls = {role: certificate(cfg, os.environ, role) for role in ("api", "admin")}
+        for role, cert in tls.items():
+            if cert is not None:
+                log.info("%s TLS certificate (%s), SHA-256 fingerprint %s", role, cert.origin,
+                         cert.fingerprint)
+        options = replace(AdminOptions.from_config(cfg), tls=tls["admin"])
         return Server((
             Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"]),
-                     cancel_on_disconnect=True),
+                     _context(tls["api"]), cancel_on_disconnect=True),
             Listener("admin", self.admin_app(options), str(cfg["server.admin_host"]),
-                     int(cfg["server.admin_port"]), None if tls is None else tls.context())),
+                     int(cfg["server.admin_port"]), _context(tls["admin"]))),
             max_connections=int(cfg["server.max_connections"]),
             idle_timeout_s=float(cfg["server.idle_timeout_s"]))
 

@@ -143,26 +143,28 @@ class ModelUpdates:
     async def _retire(self, entry: ModelEntry, old: Version) -> None:
         """Unload the replaced version once nothing holds it (at most ``update_drain_s``;
         at once when the server stops); its memory goes, the new one's takes the name."""
-        began, cut = time.perf_counter(), True
+        began, cut, version = time.perf_counter(), True, old.status.version
         try:
             cut = not await self._leases.drained(old.served, self._drain_s)
         finally:
             entry.retiring = None
-            await asyncio.get_running_loop().run_in_executor(None, old.served.close)
-            old.payload = None
-            self._loader.free(old.owner)
+            served, owner = old.served, old.owner
+            del old  # only ``served`` holds the runtime and its views of the weights now
+            await asyncio.get_running_loop().run_in_executor(None, served.close)
+            del served  # so that freeing unmaps (and wipes) the buffers now
+            self._loader.free(owner)
         async with entry.lock:
             if entry.served is not None and entry.owner and entry.owner != entry.name:
                 self._loader.rename(entry.owner, entry.name)
                 entry.owner = ""
             seconds = time.perf_counter() - began
-            reason = (f"version {old.status.version} was still busy after {self._drain_s:g} s "
+            reason = (f"version {version} was still busy after {self._drain_s:g} s "
                       f"(server.update_drain_s): its unfinished requests failed") if cut else ""
             if entry.status.update is not None:
                 self._record(entry, entry.status.update.to(
                     UpdateCause.RETIRED, now=time.time(), reason=reason))
         (log.warning if cut else log.info)(
-            "model %s: version %s unloaded after %.2f s%s", entry.name, old.status.version,
+            "model %s: version %s unloaded after %.2f s%s", entry.name, version,
             seconds, f" ({reason})" if cut else "")
 
     async def stop(self) -> None:

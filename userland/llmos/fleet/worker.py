@@ -21,7 +21,7 @@ from typing import Any
 
 from distributed import Worker, WorkerPlugin, get_worker
 
-from llmos.fleet.appliance import Appliance, Rejected, Unavailable
+from llmos.fleet.appliance import Appliance, ApplianceError, Rejected, Unavailable
 from llmos.fleet.job import Kind, PartitionSpec, item_id, messages_of, resource_name, text_of
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,25 @@ def run_partition(spec: PartitionSpec, items: list[Any]) -> list[dict[str, Any]]
         raise
 
 
+def not_ready_reason(appliance: Appliance) -> str:
+    """Why the readiness probe fails: not ready (and its reasons), or no answer at all
+    (refused, an unverifiable certificate, a timeout)."""
+    try:
+        appliance.request("GET", "/v2/health/ready", timeout_s=5)
+    except ApplianceError as exc:
+        return str(exc)
+    return "it is ready now"
+
+
 async def run_worker(scheduler: str, appliance: Appliance, *, slots: int,
                      name: str | None = None, once: bool = False,
                      ready_timeout_s: float = 3600.0) -> None:
     """Join ``scheduler`` for ``appliance`` whenever it is ready; rejoin after it comes back."""
     while True:
+        if not await asyncio.to_thread(appliance.ready):  # say why once, then wait quietly
+            why = await asyncio.to_thread(not_ready_reason, appliance)
+            log.warning("appliance %s is not ready (%s); waiting up to %.0f s", appliance.url,
+                        why, ready_timeout_s)
         ok = await asyncio.to_thread(appliance.wait_ready, ready_timeout_s)
         if not ok:
             raise Unavailable(f"appliance {appliance.url} not ready in {ready_timeout_s:.0f} s")

@@ -18,12 +18,12 @@ from llmos.admin.password_file import hash_path
 from llmos.admin.ratelimit import LimitPolicy, LoginLimiter
 from llmos.admin.series import ChartSeries
 from llmos.admin.sessions import SessionPolicy, SessionStore
-from llmos.admin.tls import Certificate
 from llmos.config import Config
 from llmos.controllers.devices import HotplugEvent
 from llmos.hw.claim import Claim
 from llmos.hw.memory import Fallback, OwnerUsage
 from llmos.hw.model import Inventory
+from llmos.tls import Certificate
 from llmos.vault.uploads import upload_dir
 
 

@@ -17,7 +17,8 @@ from aiohttp import web
 from llmos import __version__
 from llmos.datatypes import V2_TO_NUMPY
 from llmos.serving import codec
-from llmos.web.keys import DATAPLANE
+from llmos.web.api_keys import OPEN_PATHS
+from llmos.web.keys import DATAPLANE, KEYS_REQUIRED
 
 Doc = dict[str, Any]
 JSON = "application/json"
@@ -190,6 +191,17 @@ _EMBEDDINGS: Doc = {
                                           {"type": "string"}]}}}}}}
 
 
+_UNAUTHORIZED: Doc = {  # llmos.web.api_keys.unauthorized
+    "type": "object", "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["message", "type", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "code": {"type": "string"}}}}}
+_BEARER: Doc = {"type": "http", "scheme": "bearer",
+                "description": "an API key (server.api_keys_file, or the llmos-api-keys "
+                               "credential on the appliance)"}
+
+
 # --- operations -----------------------------------------------------------------------------
 def _json(schema: Doc, description: str) -> Doc:
     return {"description": description, "content": {JSON: {"schema": schema}}}
@@ -324,14 +336,27 @@ def _openai_paths(llms: list[str], embedders: list[str]) -> Doc:
     return paths
 
 
+def _require_keys(doc: Doc) -> Doc:
+    """Every operation but the probes needs ``Authorization: Bearer`` (401 without)."""
+    doc["components"] = {"securitySchemes": {"bearer": _BEARER}}
+    for path, ops in doc["paths"].items():
+        if path in OPEN_PATHS:
+            continue
+        for op in ops.values():
+            op["security"] = [{"bearer": []}]
+            op["responses"]["401"] = _json(_UNAUTHORIZED, "no valid API key")
+    return doc
+
+
 def document(models: list[str] | None = None, llms: list[str] | None = None,
-             versions: list[str] | None = None, embedders: list[str] | None = None) -> Doc:
+             versions: list[str] | None = None, embedders: list[str] | None = None,
+             keys_required: bool = False) -> Doc:
     """The OpenAPI 3.0 document; ``models`` (all), ``llms`` (the language models),
     ``versions`` and ``embedders`` (the embedding models): the values served now, given as
-    the parameters' (none: any string)."""
+    the parameters' (none: any string); ``keys_required``: the listener asks for API keys."""
     model = _path_param("model", models or [])
     version = _path_param("version", versions or [])
-    return {
+    doc: Doc = {
         "openapi": "3.0.3",
         "info": {"title": "LLM OS inference API", "version": __version__,
                  "description": "Open Inference Protocol v2 (tensor and embedding models), "
@@ -341,6 +366,7 @@ def document(models: list[str] | None = None, llms: list[str] | None = None,
         "paths": {**_server_paths(), **_repository_paths(model), **_model_paths(model, version),
                   **_openai_paths(llms or [], embedders or [])},
     }
+    return _require_keys(doc) if keys_required else doc
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -349,7 +375,8 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document([st.name for st in index],
                                       [c.name for c in cards if c.kind == "causal-lm"],
                                       sorted({st.version for st in index}),
-                                      [c.name for c in cards if c.kind == "embedding"]))
+                                      [c.name for c in cards if c.kind == "embedding"],
+                                      request.app.get(KEYS_REQUIRED, False)))
 
 
 def setup(app: web.Application) -> None:

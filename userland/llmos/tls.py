@@ -1,18 +1,20 @@
-"""The admin page's TLS certificate: one provided, or a self-signed one made once.
+"""The listeners' TLS certificates: one provided, or a self-signed one made once.
 
-With ``admin.tls`` on, the admin listener speaks HTTPS only. Its certificate is, in order:
+With ``admin.tls`` (the admin page) or ``server.tls`` (the inference API) on, that listener
+speaks HTTPS only. Its certificate is, in order:
 
-1. ``admin.tls_cert`` / ``admin.tls_key`` (PEM files), or the systemd credentials
-   ``llmos-admin-tls-cert`` / ``llmos-admin-tls-key`` (the appliance's way, like the admin
+1. ``<section>.tls_cert`` / ``<section>.tls_key`` (PEM files), or the systemd credentials
+   ``llmos-<role>-tls-cert`` / ``llmos-<role>-tls-key`` (the appliance's way, like the admin
    password);
 2. otherwise a self-signed one (EC P-256, ten years, this host's name, ``localhost`` and
-   127.0.0.1), made at the first start in ``<state_dir>/admin-tls/`` (the key 0600) and
-   kept, so browsers that trusted it keep trusting it.
+   127.0.0.1), made at the first start in ``<state_dir>/<role>-tls/`` (the key 0600) and
+   kept, so clients that trusted it keep trusting it.
 
-Its SHA-256 fingerprint is logged at every start (the console on the appliance) and shown
-on the overview page: comparing the two is how an operator trusts a self-signed
-certificate. Session cookies are ``Secure`` on such a listener (``request.secure``). This
-is the one module that makes certificates (``cryptography``'s x509).
+Its SHA-256 fingerprint is logged at every start (the console on the appliance) and the
+admin page's is shown on its overview: comparing the two is how an operator trusts a
+self-signed certificate. Session cookies are ``Secure`` on such a listener
+(``request.secure``). This is the one module that makes certificates (``cryptography``'s
+x509).
 """
 
 from __future__ import annotations
@@ -37,8 +39,13 @@ from llmos.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-CERT_CREDENTIAL, KEY_CREDENTIAL = "llmos-admin-tls-cert", "llmos-admin-tls-key"
 VALID_DAYS = 3650
+#: listener role -> its settings' section
+SECTIONS = {"admin": "admin", "api": "server"}
+
+
+def credential_names(role: str) -> tuple[str, str]:
+    return f"llmos-{role}-tls-cert", f"llmos-{role}-tls-key"
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ def make_self_signed(directory: Path, hostname: str | None = None) -> Certificat
         return _loaded(cert, key, "self-signed")
     host = hostname or socket.gethostname() or "llmos"
     private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{host} (LLM OS admin)")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{host} (LLM OS)")])
     now = datetime.datetime.now(datetime.UTC)
     names: list[x509.GeneralName] = [x509.DNSName(host), x509.DNSName("localhost"),
                                      x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -103,18 +110,19 @@ def make_self_signed(directory: Path, hostname: str | None = None) -> Certificat
     return _loaded(cert, key, "self-signed")
 
 
-def admin_certificate(cfg: Config, environ: Mapping[str, str]) -> Certificate | None:
-    """The admin listener's certificate (None: ``admin.tls`` is off)."""
-    if not cfg["admin.tls"]:
+def certificate(cfg: Config, environ: Mapping[str, str], role: str) -> Certificate | None:
+    """The certificate of listener ``role`` ("admin", "api"); None: it speaks plain HTTP."""
+    section = SECTIONS[role]
+    if not cfg[f"{section}.tls"]:
         return None
-    cert, key = cfg["admin.tls_cert"], cfg["admin.tls_key"]
+    cert, key = cfg[f"{section}.tls_cert"], cfg[f"{section}.tls_key"]
     if (cert is None) != (key is None):
-        raise ConfigError("admin.tls_cert and admin.tls_key go together",
+        raise ConfigError(f"{section}.tls_cert and {section}.tls_key go together",
                           "give both, or neither for a self-signed certificate")
     if cert is not None:
         return _loaded(cert, key, "configured")
     creds = environ.get("CREDENTIALS_DIRECTORY")
-    if creds and (Path(creds) / CERT_CREDENTIAL).is_file():
-        return _loaded(Path(creds) / CERT_CREDENTIAL, Path(creds) / KEY_CREDENTIAL,
-                       "credential")
-    return make_self_signed(Path(cfg["server.state_dir"]) / "admin-tls")
+    cert_name, key_name = credential_names(role)
+    if creds and (Path(creds) / cert_name).is_file():
+        return _loaded(Path(creds) / cert_name, Path(creds) / key_name, "credential")
+    return make_self_signed(Path(cfg["server.state_dir"]) / f"{role}-tls")
