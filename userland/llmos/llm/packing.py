@@ -26,10 +26,16 @@ from llmos.pack.weights import EXTRA_KEY as WEIGHTS_KEY
 KIND = "causal-lm"
 
 
-# MatMulNBits on the CPU prepacks its inputs 1 and 2 (weight blocks, scales) and never reads
-# them again; its zero points (input 3) are still read by the 4-bit kernels.
+# MatMulNBits on the CPU prepacks its input 1 (weight blocks) and, with int8 compute
+# (accuracy_level 4), its input 2 (scales), and never reads them again; with float32
+# compute it reads the scales, and the 4-bit kernels read the zero points (input 3).
 PREPACKED_OP = "MatMulNBits"
-PREPACKED_INPUTS = (1, 2)
+INT8_COMPUTE = 4
+
+
+def _prepacked_inputs(node: onnx.NodeProto) -> tuple[int, ...]:
+    level = next((a.i for a in node.attribute if a.name == "accuracy_level"), 0)
+    return (1, 2) if level == INT8_COMPUTE else (1,)
 
 
 def prepacked_weights(model: onnx.ModelProto) -> tuple[str, ...]:
@@ -42,8 +48,9 @@ def prepacked_weights(model: onnx.ModelProto) -> tuple[str, ...]:
     packed: set[str] = set()
     elsewhere: set[str] = {o.name for o in model.graph.output}
     for node in model.graph.node:
+        inputs = _prepacked_inputs(node) if node.op_type == PREPACKED_OP else ()
         for i, name in enumerate(node.input):
-            prepacked = node.op_type == PREPACKED_OP and i in PREPACKED_INPUTS
+            prepacked = i in inputs
             (packed if prepacked else elsewhere).add(name)
     digest = {name: _digest(t) for name, t in initializers.items()}
     copies = Counter(digest.values())
