@@ -151,10 +151,10 @@ def test_first_boot_seals_the_key_and_serves(vm_a: Vm, fleet_key: Path,
         _assert_weights_pinned_on_hugepages(vm_a.api)
 
         # --- the LLM (smollm2 pack, OpenAI API): one greedy chat completion answers ------
-        answer = guest.chat(vm_a.api, CHAT_MODEL, "Name the capital of France.",
+        answer = guest.chat(vm_a.api, CHAT_MODEL, "What is the capital of France?",
                             max_tokens=8)
         text = answer["choices"][0]["message"]["content"]
-        assert isinstance(text, str) and text.strip(), answer
+        assert isinstance(text, str) and "Paris" in text, answer
         assert 0 < answer["usage"]["completion_tokens"] <= 8, answer["usage"]
 
         login = http.request(f"http://127.0.0.1:{vm_a.admin_port}/login")
