@@ -21,9 +21,10 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run        build the image (demo models sealed in) and boot it in QEMU with swtpm"
-	@echo "make test       install what is needed and run the whole suite (boot tests included)"
+	@echo "make test       install what is needed, lint, and run the whole suite (boot tests included)"
 	@echo "make test-fast  unit and host integration tests only (no image, no QEMU)"
-	@echo "make test-gpu   the GPU tests, on a machine with an NVIDIA GPU (README: GPU)"
+	@echo "make lint       ruff and mypy --strict (part of make test)"
+	@echo "make test-gpu   the GPU tests, on a machine with an NVIDIA GPU (docs/status.md: GPU)"
 	@echo "make serve      serve the demo packs on this host (development key, loud warning)"
 	@echo "make image      build the appliance disk image"
 	@echo "make bench      side-by-side benchmarks (results in bench/results/)"
@@ -65,7 +66,8 @@ serve: $(STAMPS)/venv
 test-fast: $(STAMPS)/venv
 	$(PY) -m pytest -m "not boot" $(PYTEST_ARGS)
 
-test: deps $(STAMPS)/venv demo-packs image
+# Lint first: ruff and mypy --strict take a minute and fail sooner than the suite.
+test: deps $(STAMPS)/venv lint demo-packs image
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # QEMU boot tests only (tests/boot; the image is built first, never by the tests).
@@ -73,7 +75,7 @@ test-boot: deps $(STAMPS)/venv demo-packs image
 	$(PY) -m pytest -m boot tests/boot $(PYTEST_ARGS)
 
 # On a machine with an NVIDIA GPU (elsewhere they skip, saying why). The CUDA provider
-# tests need onnxruntime-gpu in place of onnxruntime in the venv (README: GPU).
+# tests need onnxruntime-gpu in place of onnxruntime in the venv (docs/status.md: GPU).
 test-gpu: $(STAMPS)/venv demo-packs
 	$(PY) -m pytest -m gpu -rs $(PYTEST_ARGS)
 
@@ -85,7 +87,7 @@ lint: $(STAMPS)/venv
 # Side by side with the peers (FastAPI, MLServer, llama-cpp-python, onnxruntime-genai),
 # each in its own venv under build/bench-venvs/ (made once; a peer that fails to install
 # is reported, not fatal). The load comes from wrk. BENCH_ARGS="--duration 3 --only tensor"
-# gives a quick run; results land in bench/results/ and the README's bench markers.
+# gives a quick run; results land in bench/results/ and bench/README.md.
 BENCH_VENVS := $(BUILD)/bench-venvs
 BENCH_ARGS  ?=
 bench: $(STAMPS)/venv demo-packs

@@ -67,7 +67,7 @@ MASK = f"systemd.mask={UNIT}"
 RESTART = ("[Service]\n"
            "ExecStartPost=+/bin/sh -c '[ -e /run/llmos-bench-restarted ] || "
            "{ touch /run/llmos-bench-restarted; systemctl --no-block restart " + UNIT + "; }'\n")
-TARGET = 1.3  # boot-to-ready over the floor (README, "Boot time and size")
+TARGET = 1.3  # boot-to-ready over the floor (bench/BOOT.md)
 GUEST_CPUS = 2  # -smp of every boot measured here, as many as CI's host has cores
 TIMEOUT_S = 30 * 60.0
 POLL_S = 0.25

@@ -131,7 +131,7 @@ def llamacpp_server(setup: LlmSetup, python: Path) -> dict[str, Any]:
 
 def _hf_folder(setup: LlmSetup) -> Path:
     """The dequantised GGUF as a Hugging Face folder (what the genai builder reads)."""
-    from llmos.llm.checkpoint import convert_gguf
+    from llmos.pack.llm.checkpoint import convert_gguf
 
     gguf = gguf_path()
     folder = setup.scratch / f"{gguf.stem}.hf"

@@ -41,10 +41,10 @@ from llmos.llm.chat import Message
 from llmos.llm.engine import EngineLimits
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.model import LanguageModel, load_language_model, with_prepacking
-from llmos.llm.packinfo import LLMInfo
 from llmos.llm.sampling import SamplingParams
-from llmos.llm.tokenizer import Tokenizer
+from llmos.pack.llm.packinfo import LLMInfo
 from llmos.runtimes.base import RuntimeOptions
+from llmos.text.tokenizer import Tokenizer
 
 log = logging.getLogger("bench.llm_agreement")
 
@@ -65,7 +65,7 @@ _EDGES = " \t.,;:!?\"'`*()[]"
 class Variant:
     label: str
     pack: str  # demo pack name
-    method: str  # llmos.llm.compress method
+    method: str  # llmos.pack.llm.compress method
     builder: SmolLM2 | None = None  # None: one of the demo variants
 
 
@@ -296,7 +296,7 @@ def reading(rows: Sequence[Row], served: str) -> list[str]:
         f"bit for bit, int8 compute in the output head alone agrees on {head.agree}/{n}, "
         f"int8 compute everywhere on {everywhere.agree}/{n}, and float32 compute on "
         f"{new.agree}/{n}. SmolLM2's GGUF holds its projections as Q4_1 and its embedding "
-        "as Q8_0; `int4-exact` stores them on those very grids (llmos.llm.blockquant), so "
+        "as Q8_0; `int4-exact` stores them on those very grids (llmos.pack.llm.blockquant), so "
         "it loses nothing, while int8 and int4 re-round them onto grids of their own.",
         f"- Served: `{served}`, {new.size_packed / 1e6:.1f} MB packed against int8's "
         f"{old.size_packed / 1e6:.1f} MB ({new.size_packed / old.size_packed:.2f}x) and "

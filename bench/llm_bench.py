@@ -37,7 +37,12 @@ from typing import Any
 import numpy as np
 
 from llmos.demo.smollm2 import plain_pack
-from llmos.llm.architecture import (
+from llmos.llm.engine import EngineLimits
+from llmos.llm.generation import GenerationRequest
+from llmos.llm.model import LanguageModel, load_language_model, with_prepacking
+from llmos.llm.sampling import SamplingParams
+from llmos.pack import container
+from llmos.pack.llm.architecture import (
     INPUT_IDS,
     LOGITS,
     LOGITS_TO_KEEP,
@@ -48,12 +53,7 @@ from llmos.llm.architecture import (
     past_names,
     present_names,
 )
-from llmos.llm.engine import EngineLimits
-from llmos.llm.generation import GenerationRequest
-from llmos.llm.model import LanguageModel, load_language_model, with_prepacking
-from llmos.llm.packinfo import LLMInfo
-from llmos.llm.sampling import SamplingParams
-from llmos.pack import container
+from llmos.pack.llm.packinfo import LLMInfo
 from llmos.pack.manifest import Manifest
 from llmos.runtimes.base import RuntimeOptions
 

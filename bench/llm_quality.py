@@ -32,17 +32,17 @@ import numpy as np
 
 from bench.llm_bench import THREADS, RawLoop, load_pack
 from llmos.demo.smollm2 import SmolLM2, plain_pack
-from llmos.llm.architecture import (
+from llmos.llm.model import with_prepacking
+from llmos.pack.llm.architecture import (
     INPUT_IDS,
     LOGITS_TO_KEEP,
     POSITION_IDS,
     SEQLENS_K,
     TOTAL_SEQUENCE_LENGTH,
 )
-from llmos.llm.model import with_prepacking
-from llmos.llm.packinfo import LLMInfo
-from llmos.llm.tokenizer import Tokenizer
+from llmos.pack.llm.packinfo import LLMInfo
 from llmos.runtimes.base import RuntimeOptions
+from llmos.text.tokenizer import Tokenizer
 
 log = logging.getLogger("bench.llm_quality")
 
@@ -55,7 +55,7 @@ CORPUS = Path("/usr/share/games/fortunes/literature")
 class Variant:
     label: str
     pack: str  # demo pack name
-    method: str  # llmos.llm.compress method
+    method: str  # llmos.pack.llm.compress method
     builder: SmolLM2 | None = None  # None: one of the demo variants
 
 

@@ -1,7 +1,7 @@
-"""Rewrite the README's figures section, between its markers and nowhere else.
+"""Rewrite the figures in bench/README.md, between its markers and nowhere else.
 
-``python -m bench.readme [README.md]`` puts ``bench/results/results.md`` (with the chart
-link made relative to the README) between ``<!-- bench:begin -->`` and
+``python -m bench.readme [bench/README.md]`` puts ``bench/results/results.md`` (with the
+chart link made relative to that file) between ``<!-- bench:begin -->`` and
 ``<!-- bench:end -->``. Everything outside the markers is left byte for byte.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ROOT / "bench" / "README.md"  # the figures live here, not in the top README
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def update(readme: Path, results_md: Path) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("readme", type=Path, nargs="?", default=ROOT / "README.md")
+    parser.add_argument("readme", type=Path, nargs="?", default=FIGURES)
     parser.add_argument("--results", type=Path,
                         default=ROOT / "bench" / "results" / "results.md")
     args = parser.parse_args(argv)

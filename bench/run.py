@@ -1,8 +1,8 @@
-"""``make bench``: every benchmark in one go, then the table, the chart and the README.
+"""``make bench``: every benchmark in one go, then the table, the chart, bench/README.md.
 
 ``python -m bench.run`` (in the project venv, after ``python -m bench.venvs``) writes
-``bench/results/results.json``, ``results.md`` and ``chart.png``, and rewrites the README
-between its bench markers. Sections that cannot run say why in the report instead of
+``bench/results/results.json``, ``results.md`` and ``chart.png``, and rewrites
+bench/README.md between its bench markers. Sections that cannot run say why in the report instead of
 stopping the others.
 """
 
@@ -168,8 +168,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="leave out bench/llm_bench.py (it has its own CLI; it is slow)")
     p.add_argument("--merge", action="store_true",
                    help="keep the sections of the last results.json that this run skips")
-    p.add_argument("--readme", default=str(ROOT / "README.md"),
-                   help="README whose bench markers get the table ('' for none)")
+    p.add_argument("--readme", default=str(readme.FIGURES),
+                   help="file whose bench markers get the table ('' for none)")
     a = p.parse_args(argv)
     # Absolute paths: servers run with their own working directories.
     return Options(demo=a.demo.resolve(), key=a.key.resolve(), venv_root=a.venvs.resolve(),

@@ -69,7 +69,6 @@ rm -rf "$stage"
 mkdir -p "$stage/input/wheels" "$stage/root"
 cp image/check_imports.py "$stage/input/"
 "$py" image/wheel_pins.py check "$lock" --profile "$profile"
-"$py" image/wheel_pins.py optional > "$stage/input/optional-modules.txt"
 
 log "runtime wheels (pinned in $lock)"
 . image/wheel-target.sh

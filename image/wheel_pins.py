@@ -5,9 +5,6 @@
         for onnxruntime-gpu with its CUDA and cuDNN wheels
     python image/wheel_pins.py check LOCKFILE [--profile nvidia]
         exit 1 unless every runtime requirement is pinned in LOCKFILE
-    python image/wheel_pins.py optional
-        import names of the optional dependencies (build tools, torch): modules needing
-        them may fail to import in the image
 """
 
 from __future__ import annotations
@@ -55,12 +52,6 @@ def pinned(lock_text: str) -> set[str]:
             if line.strip() and not line.lstrip().startswith("#")}
 
 
-def optional_modules(proj: Mapping[str, Any]) -> list[str]:
-    extras: Mapping[str, list[str]] = proj.get("optional-dependencies", {})
-    names = {name_of(r) for group in ("build", "torch") for r in extras.get(group, [])}
-    return sorted(n.replace("-", "_") for n in names)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -69,7 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("check")
     c.add_argument("lock", type=Path)
     c.add_argument("--profile", default="default")
-    sub.add_parser("optional")
     args = p.parse_args(argv)
     proj = project()
     if args.command == "runtime":
@@ -82,8 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"dependencies changed): run image/lock-wheels.sh "
                              f"{args.profile} and commit the result\n")
             return 1
-    else:
-        sys.stdout.write("".join(f"{m}\n" for m in optional_modules(proj)))
     return 0
 
 

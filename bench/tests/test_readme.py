@@ -38,3 +38,11 @@ def test_update_leaves_a_readme_without_markers_alone(tmp_path: Path) -> None:
     readme.write_text("nothing to see\n")
     assert not update(readme, tmp_path / "results.md")
     assert readme.read_text() == "nothing to see\n"
+
+
+def test_make_bench_writes_its_figures_into_bench_readme_only() -> None:
+    from bench.readme import FIGURES, ROOT
+
+    assert FIGURES == ROOT / "bench" / "README.md"
+    splice(FIGURES.read_text(), "x")  # exactly one pair of markers there
+    assert BEGIN not in (ROOT / "README.md").read_text()  # and none in the top README

@@ -15,15 +15,13 @@ from aiohttp.test_utils import TestClient as _TestClient
 
 from llmos import config
 from llmos.admin.password_file import set_password
+from llmos.app import LlmOs
 from llmos.config import Config, ModelConfig
 from llmos.hw.memory import MemoryPool
-from llmos.supervisor import Supervisor
 from llmos.systemd import Notifier
 from llmos.vault.kek import Kek, generate_kek
 from llmos.vault.keyfile import write_keyfile
-from llmos.web.admin import build_app
-from llmos.web.admin_state import ADMIN, AdminOptions, AdminState, DeviceView
-from llmos.web.app import build_api_app
+from llmos.web.admin.state import ADMIN, AdminOptions, AdminState, DeviceView
 
 from . import models
 
@@ -64,7 +62,7 @@ def server_config(packs: Packs, state_dir: Path, packs_dir: Path,
 class AdminServer:
     admin: TestClient
     api: TestClient
-    supervisor: Supervisor
+    supervisor: LlmOs
     state: AdminState
     tmp: Path
 
@@ -87,13 +85,13 @@ async def start_admin(aiohttp_client: Any, packs: Packs, tmp_path: Path
         cfg = server_config(packs, tmp_path / "state", packs_dir)
         pool = MemoryPool(pin=True)
         pools.append(pool)
-        sup = Supervisor(cfg, notifier=Notifier({}), memory=pool)
+        sup = LlmOs(cfg, notifier=Notifier({}), memory=pool)
         options = replace(AdminOptions.from_config(cfg, environ={}),
                           **{"generate_password": False, "sample_interval_s": 0.05, **changes})
         if password is not None:
             set_password(options.password_file, password)
-        api: TestClient = await aiohttp_client(build_api_app(sup))
-        admin_app: web.Application = build_app(sup, options=options, devices=devices,
+        api: TestClient = await aiohttp_client(sup.api_app())
+        admin_app: web.Application = sup.admin_app(options=options, devices=devices,
                                                memory=pool)
         admin: TestClient = await aiohttp_client(admin_app)
         await wait_settled(sup)
@@ -104,7 +102,7 @@ async def start_admin(aiohttp_client: Any, packs: Packs, tmp_path: Path
         pool.close()
 
 
-async def wait_settled(sup: Supervisor, timeout_s: float = 60.0) -> None:
+async def wait_settled(sup: LlmOs, timeout_s: float = 60.0) -> None:
     import asyncio
 
     loop = asyncio.get_running_loop()

@@ -23,18 +23,16 @@ from typing import Any
 from aiohttp import web
 
 from llmos.admin.password_file import set_password
+from llmos.app import LlmOs
 from llmos.config import Config, ModelConfig
 from llmos.controllers.devices import DeviceController
 from llmos.errors import LlmosError
 from llmos.hw.memory import MemoryPool
-from llmos.supervisor import Supervisor
 from llmos.systemd import Notifier
 from llmos.vault.kek import Kek, generate_kek
 from llmos.vault.keyfile import read_keyfile, write_keyfile
 from llmos.vault.sealed import SealedPack
-from llmos.web.admin import build_app
-from llmos.web.admin_state import AdminOptions
-from llmos.web.app import build_api_app
+from llmos.web.admin.state import AdminOptions
 
 from . import models
 from .conftest import PASSWORD, Packs, server_config
@@ -85,7 +83,7 @@ class LiveServer:
     api_url: str = ""
     llm: str | None = None  # the LLM's model name, when there is one
     embedder: str | None = None
-    supervisor: Supervisor | None = None
+    supervisor: LlmOs | None = None
     machine: Machine | None = None
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _thread: threading.Thread | None = None
@@ -127,10 +125,10 @@ class LiveServer:
         devices: DeviceController = self.machine.controller()
         await devices.start()
         self._closers.append(devices.stop)
-        sup = Supervisor(cfg, notifier=Notifier({}), memory=pool)
+        sup = LlmOs(cfg, notifier=Notifier({}), memory=pool)
         self.supervisor = sup
-        for role, app in (("api", build_api_app(sup)),
-                          ("admin", build_app(sup, options=options, devices=devices,
+        for role, app in (("api", sup.api_app()),
+                          ("admin", sup.admin_app(options=options, devices=devices,
                                               memory=pool))):
             runner = web.AppRunner(app, handle_signals=False)
             await runner.setup()

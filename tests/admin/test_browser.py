@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from llmos.web.admin_pages import PAGES, Page
+from llmos.web.admin.pages import PAGES, Page
 
 from .browser import Browser, missing, open_browser
 from .live import REPO, LiveServer
@@ -99,11 +99,11 @@ def test_unload_and_load_a_model(browser: Browser, live: LiveServer) -> None:
     b.find('[data-action="unload"][data-model="scaler"]').click()
     b.wait(lambda: b.find(state).text == "UNLOADED", message="scaler UNLOADED")
     assert live.supervisor is not None
-    assert live.supervisor.status("scaler").state.value == "UNLOADED"
+    assert live.supervisor.registry.status("scaler").state.value == "UNLOADED"
     b.screenshot("models-unloaded")
     b.find('[data-action="load"][data-model="scaler"]').click()
     b.wait(lambda: b.find(state).text == "READY", message="scaler READY again")
-    assert live.supervisor.status("scaler").state.value == "READY"
+    assert live.supervisor.registry.status("scaler").state.value == "READY"
 
 
 def test_chat_in_the_playground(browser: Browser, live: LiveServer) -> None:

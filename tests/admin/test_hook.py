@@ -1,21 +1,20 @@
-"""The supervisor's admin listener uses this app (``llmos.web.app.build_admin_app``), with
-settings from the configuration."""
+"""The server's admin listener uses this app (``llmos.app.LlmOs.admin_app``), with settings
+from the configuration."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from llmos.supervisor import Supervisor
+from llmos.app import LlmOs
 from llmos.systemd import Notifier
-from llmos.web.admin_state import ADMIN, AdminOptions
-from llmos.web.app import build_admin_app
+from llmos.web.admin.state import ADMIN, AdminOptions
 
 from .conftest import Packs, server_config
 
 
 def test_the_admin_listener_serves_this_console(packs: Packs, tmp_path: Path) -> None:
     cfg = server_config(packs, tmp_path / "state", tmp_path / "packs")
-    app = build_admin_app(Supervisor(cfg, notifier=Notifier({})))
+    app = LlmOs(cfg, notifier=Notifier({})).admin_app()
     assert ADMIN in app
     options = app[ADMIN].options
     assert options.password_file == tmp_path / "state" / "admin-password"

@@ -7,8 +7,8 @@ import asyncio
 import logging
 from pathlib import Path
 
-from llmos.web import admin_system
-from llmos.web.admin_system import parse_journal, read_tpm
+from llmos.admin import system as admin_system
+from llmos.admin.system import parse_journal, read_tpm
 
 from .conftest import AdminServer, Start, login
 from .devices import Machine, amd_gpu, npu
@@ -123,7 +123,7 @@ async def test_memory_reports_ram_hugepages_and_per_model_bytes(start_admin: Sta
     assert doc["process_rss_bytes"] > 0
     assert doc["hugepages_total"] >= doc["hugepages_used"] >= 0
     rows = {m["name"]: m for m in doc["models"]}
-    scaler = srv.supervisor.status("scaler")
+    scaler = srv.supervisor.registry.status("scaler")
     assert rows["scaler"]["plain_bytes"] == scaler.size_plain > 0
     assert rows["scaler"]["mapped_bytes"] >= scaler.size_plain  # the decrypted weights
     assert (rows["scaler"]["hugepage_bytes"] + rows["scaler"]["locked_bytes"] > 0

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from llmos.admin.csrf import SAFE_METHODS
 from llmos.state import ModelState
-from llmos.web.admin_auth import COOKIE, PUBLIC
+from llmos.web.admin.auth import COOKIE, PUBLIC
 
 from .conftest import AdminServer, Start, TestClient, login
 
@@ -67,7 +67,7 @@ async def test_every_route_refuses_an_unauthenticated_request(start_admin: Start
     assert len(srv.state.sessions) == 1
     assert await _strangers_are_refused(srv) >= 40
     # and the refusals did not run the handlers: the model is still loaded
-    assert srv.supervisor.status("scaler").state is ModelState.READY
+    assert srv.supervisor.registry.status("scaler").state is ModelState.READY
 
 
 async def test_a_stale_or_forged_cookie_is_no_login(start_admin: Start) -> None:
@@ -100,7 +100,7 @@ async def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(
                 assert resp.status == 403, f"{method} {path} answered {resp.status}"
                 assert (await resp.json())["type"] == "CsrfRejected"
     # nothing happened: still logged in, the model still loaded
-    assert srv.supervisor.status("scaler").state is ModelState.READY
+    assert srv.supervisor.registry.status("scaler").state is ModelState.READY
     assert (await srv.admin.get("/api/models")).status == 200
 
 
@@ -109,7 +109,7 @@ async def test_the_right_token_lets_actions_through(start_admin: Start) -> None:
     token = await login(srv.admin)
     resp = await srv.admin.post("/api/models/scaler/unload", headers={"X-CSRF-Token": token})
     assert resp.status == 200 and (await resp.json())["state"] == "UNLOADED"
-    assert srv.supervisor.status("scaler").state is ModelState.UNLOADED
+    assert srv.supervisor.registry.status("scaler").state is ModelState.UNLOADED
     resp = await srv.admin.post("/api/models/scaler/load", headers={"X-CSRF-Token": token})
     assert resp.status == 200 and (await resp.json())["state"] == "READY"
 

@@ -35,7 +35,7 @@ async def test_a_good_pack_is_stored_encrypted_and_loaded(start_admin: Start,
     stored = (srv.state.options.packs_dir / "uploaded-3.sealed").read_bytes()
     assert stored == blob  # kept exactly as sealed: no plaintext on disk
     assert models.scaler_onnx() not in stored
-    assert srv.supervisor.status("uploaded").state is ModelState.READY
+    assert srv.supervisor.registry.status("uploaded").state is ModelState.READY
     infer = await srv.api.post("/v2/models/uploaded/infer", json={"inputs": [
         {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
     assert (await infer.json())["outputs"][0]["data"] == [2, 4, 6, 8]

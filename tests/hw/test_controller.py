@@ -164,7 +164,7 @@ class Registry:
         self.calls.append(f"drain {model}")
         self.ready.pop(model, None)
 
-    async def load(self, placement: Placement) -> None:
+    async def place(self, placement: Placement) -> None:
         self.calls.append(f"load {placement.model} {placement.device}")
         if placement.model == self.fail_loading:
             raise RuntimeError("bad pack")
@@ -214,13 +214,13 @@ class SlowRegistry(Registry):
         self.loading: set[str] = set()
         self.overlap: set[frozenset[str]] = set()
 
-    async def load(self, placement: Placement) -> None:
+    async def place(self, placement: Placement) -> None:
         self.calls.append(f"loading {placement.model}")
         self.loading.add(placement.model)
         self.overlap.add(frozenset(self.loading))
         await asyncio.sleep(0.05)
         self.loading.discard(placement.model)
-        await super().load(placement)
+        await super().place(placement)
 
     async def drain(self, model: str, reason: str) -> None:
         await super().drain(model, reason)

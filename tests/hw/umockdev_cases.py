@@ -121,7 +121,7 @@ class Registry:
         self.ready.pop(model, None)
         self.log.append(("drain", model))
 
-    async def load(self, placement: Placement) -> None:
+    async def place(self, placement: Placement) -> None:
         assert placement.device is not None
         self.ready[placement.model] = placement.device
         self.status[placement.model] = placement

@@ -20,15 +20,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from llmos import config
+from llmos.app import DeviceSources, LlmOs
 from llmos.hw.claim import Claim, Claimer
 from llmos.hw.memory import MemoryPool
 from llmos.hw.model import Accelerator, Inventory
 from llmos.serving.backend import ModelContext, Served, tensor_backend
 from llmos.state import ModelState
-from llmos.supervisor import DeviceSources, Supervisor
 from llmos.systemd import Notifier
-from llmos.web.admin_state import ADMIN
-from llmos.web.app import build_admin_app, build_api_app
+from llmos.web.admin.state import ADMIN
 
 from .conftest import Vault, write_config
 
@@ -59,7 +58,7 @@ class CpuStandIn:
         return tensor_backend(replace(ctx, options=replace(ctx.options, device="cpu")))
 
 
-Start = Callable[..., Awaitable[tuple[Client, Supervisor]]]
+Start = Callable[..., Awaitable[tuple[Client, LlmOs]]]
 
 
 @pytest.fixture
@@ -68,16 +67,16 @@ async def start(aiohttp_client: Any, tmp_path: Path, vault: Vault, small_pack: P
     pools: list[MemoryPool] = []
 
     async def run(models: list[dict[str, Any]], world: World, claimer: Claimer | None = None,
-                  **kwargs: Any) -> tuple[Client, Supervisor]:
+                  **kwargs: Any) -> tuple[Client, LlmOs]:
         entries = [{"pack": str(small_pack), **m} for m in models]
         cfg = config.load(write_config(tmp_path / "llmos.toml", vault.keyfile, entries),
                           environ={})
         pool = MemoryPool(pin=True)
         pools.append(pool)
-        sup = Supervisor(cfg, notifier=Notifier({}), memory=pool,
+        sup = LlmOs(cfg, notifier=Notifier({}), memory=pool,
                          devices=DeviceSources(world.scan, claimer=claimer, settle_s=0.01),
                          **kwargs)
-        client: Client = await aiohttp_client(build_api_app(sup))
+        client: Client = await aiohttp_client(sup.api_app())
         await until(lambda: sup.health().settled)
         return client, sup
 
@@ -111,7 +110,7 @@ async def infer(client: Client, model: str) -> int:
     return resp.status
 
 
-def owners(sup: Supervisor) -> set[str]:
+def owners(sup: LlmOs) -> set[str]:
     assert sup.memory is not None
     return {u.owner for u in sup.memory.usage()}
 
@@ -163,7 +162,7 @@ async def test_hot_plug_drains_and_reloads_and_readiness_follows(start: Start) -
 
     world.inventory = Inventory()  # the GPU is unplugged
     sup.devices.request()
-    await until(lambda: sup.status("on-gpu").state is ModelState.UNAVAILABLE)
+    await until(lambda: sup.registry.status("on-gpu").state is ModelState.UNAVAILABLE)
     status, doc = await ready(client, "on-gpu")
     assert status == 400 and "cuda:0 is absent" in doc["reason"]
     assert await infer(client, "on-gpu") == 503
@@ -175,7 +174,7 @@ async def test_hot_plug_drains_and_reloads_and_readiness_follows(start: Start) -
 
     world.inventory = Inventory((H100,))  # and plugged in again
     sup.devices.request()
-    await until(lambda: sup.status("on-gpu").state is ModelState.READY)
+    await until(lambda: sup.registry.status("on-gpu").state is ModelState.READY)
     assert (await ready(client, "on-gpu"))[0] == 200 and await infer(client, "on-gpu") == 200
     _, h = await health(client)
     assert h["status"] == "ready" and h["models"]["on-gpu"]["device"] == "cuda:0"
@@ -191,15 +190,15 @@ async def test_an_operator_unload_outlasts_hot_plug(start: Start) -> None:
                               backends={"tensor": CpuStandIn()})
     assert sup.devices is not None
     resp = await client.post("/v2/repository/models/m/unload")
-    assert resp.status == 200 and sup.status("m").state is ModelState.UNLOADED
+    assert resp.status == 200 and sup.registry.status("m").state is ModelState.UNLOADED
     world.inventory = Inventory()
     sup.devices.request()
-    await until(lambda: sup.status("m").state is ModelState.UNAVAILABLE)
+    await until(lambda: sup.registry.status("m").state is ModelState.UNAVAILABLE)
     world.inventory = Inventory((H100,))
     sup.devices.request()
-    await until(lambda: sup.status("m").placement == "placed")
+    await until(lambda: sup.registry.status("m").placement == "placed")
     await asyncio.sleep(0.1)
-    assert sup.status("m").state is ModelState.UNLOADED  # the GPU's return loads nothing
+    assert sup.registry.status("m").state is ModelState.UNLOADED  # the GPU's return loads nothing
     resp = await client.post("/v2/repository/models/m/load")
     assert resp.status == 200 and (await resp.json())["device"] == "cuda:0"
     assert (await ready(client, "m"))[0] == 200
@@ -208,7 +207,7 @@ async def test_an_operator_unload_outlasts_hot_plug(start: Start) -> None:
 async def test_the_admin_console_reads_the_supervisors_devices_and_memory(start: Start) -> None:
     _, sup = await start([{"name": "m", "device": "cuda"}], World(H100),
                          backends={"tensor": CpuStandIn()})
-    state = build_admin_app(sup)[ADMIN]
+    state = sup.admin_app()[ADMIN]
     assert state.devices is sup.devices and state.memory is sup.memory
     assert state.devices is not None and state.memory is not None
     assert [a.address for a in state.devices.inventory.accelerators] == [GPU_ADDRESS]
@@ -227,5 +226,5 @@ async def test_models_are_placed_even_when_claiming_fails(
     client, sup = await start([{"name": "m", "device": "cuda:0"}], World(H100),
                               claimer=DeniedClaimer(), backends={"tensor": CpuStandIn()})
     assert (await ready(client, "m"))[0] == 200
-    assert sup.status("m").device == "cuda:0"
+    assert sup.registry.status("m").device == "cuda:0"
     assert "the device controller did not start (PermissionError" in caplog.text

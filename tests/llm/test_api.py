@@ -25,12 +25,11 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmos import config
-from llmos.supervisor import Supervisor
+from llmos.app import LlmOs
 from llmos.systemd import Notifier
 from llmos.vault.kek import generate_kek
 from llmos.vault.keyfile import write_keyfile
 from llmos.vault.sealed import seal_pack_file
-from llmos.web.server import Server
 
 from .conftest import THREADS, PackPath
 
@@ -87,7 +86,8 @@ threads = {THREADS}
 def server(llm_pack: PackPath, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     cfg = config.load(_config(tmp_path_factory.mktemp("api"), llm_pack("smollm2")), environ={})
     loop = asyncio.new_event_loop()
-    srv = Server(Supervisor(cfg, notifier=Notifier({})))
+    root = LlmOs(cfg, notifier=Notifier({}))
+    srv = root.server()
     thread = threading.Thread(target=loop.run_forever, name="api-server", daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(srv.start(), loop).result(60)

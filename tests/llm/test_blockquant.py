@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from llmos.llm import blockquant, compress
-from llmos.llm.packing import prepacked_weights
+from llmos.pack.llm import blockquant, compress
+from llmos.pack.llm.packing import prepacked_weights
 
 K, N, VOCAB = 64, 96, 128
 

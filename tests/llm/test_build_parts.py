@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from llmos.errors import BadRequestError, ModelLoadError
-from llmos.llm.architecture import spec_from_config
 from llmos.llm.chat import ChatTemplate, Message
 from llmos.llm.kvcache import CacheLayout, KVCache
-from llmos.llm.packinfo import LLMInfo, eos_ids
-from llmos.llm.prune import magnitude_prune, sparsity_of
+from llmos.pack.llm.architecture import spec_from_config
+from llmos.pack.llm.packinfo import LLMInfo, eos_ids
+from llmos.pack.llm.prune import magnitude_prune, sparsity_of
 
 SMOLLM2 = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 576,
            "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,

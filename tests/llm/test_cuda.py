@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmos.llm.architecture import spec_from_config
 from llmos.llm.decoder import Decoder
 from llmos.llm.model import load_language_model
-from llmos.llm.onnx_graph import build_decoder
 from llmos.pack import container
+from llmos.pack.llm.architecture import spec_from_config
+from llmos.pack.llm.onnx_graph import build_decoder
 from llmos.runtimes.base import RuntimeOptions
 
 from .conftest import TEST_LIMITS, THREADS, PackPath

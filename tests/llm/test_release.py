@@ -20,9 +20,9 @@ from llmos.hw.memory import MemoryPool
 from llmos.llm.chat import Message
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.model import LanguageModel, load_language_model, prepacked_views
-from llmos.llm.packinfo import LLMInfo
 from llmos.llm.sampling import SamplingParams
 from llmos.pack import container
+from llmos.pack.llm.packinfo import LLMInfo
 from llmos.pack.weights import WeightTable
 from llmos.runtimes.base import RuntimeOptions
 

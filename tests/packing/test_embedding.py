@@ -15,6 +15,7 @@ from llmos.pack.manifest import TensorSpec
 from llmos.pack.packer import PackSpec, pack_onnx, pack_torchscript
 from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.runtimes.loader import load_runtime
+from llmos.runtimes.validation import check_inputs
 
 from .models import (
     DIM,
@@ -102,13 +103,13 @@ def test_empty_batch(embedder: Runtime) -> None:
 
 @pytest.mark.parametrize("value, match", [
     (np.array([b"\xff\xfe"], dtype=object), "element 0 is not valid UTF-8"),
-    (np.array([[b"red"]], dtype=object), r"expected shape \[-1\].*got \[1, 1\]"),
-    (np.ones(2, np.float32), "expected datatype BYTES, got FP32"),
+    (np.array([[b"red"]], dtype=object), r"shape \[1, 1\] does not match the model's \[-1\]"),
+    (np.ones(2, np.float32), "datatype FP32 given, model 'e' expects BYTES"),
     (np.array([b"red", 7], dtype=object), "element 1 is a int"),
 ])
 def test_bad_text(embedder: Runtime, value: np.ndarray, match: str) -> None:
     with pytest.raises(BadRequestError, match=match):
-        embedder.infer({"text": value})
+        embedder.infer(check_inputs("e", embedder.inputs, {"text": value}))
 
 
 def test_str_elements_are_accepted(embedder: Runtime) -> None:
@@ -127,8 +128,8 @@ def test_torchscript_tensor_pack() -> None:
     x = np.random.default_rng(1).standard_normal((3, IN)).astype(np.float32)
     np.testing.assert_allclose(runtime.infer({"x": x})["y"], mlp_reference(x, mlp_weights()),
                                rtol=1e-5, atol=1e-5)
-    with pytest.raises(BadRequestError, match="input 'x'"):
-        runtime.infer({"x": x.astype(np.float64)})
+    with pytest.raises(BadRequestError, match="input 'x'"):  # the data plane's one check
+        check_inputs("tiny-mlp", runtime.inputs, {"x": x.astype(np.float64)})
     assert pack_torchscript(scripted(TinyMlp()), PackSpec("tiny-mlp"), inputs=[spec_in],
                             outputs=[spec_out]).blob == built.blob
 

@@ -16,11 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from llmos import config
-from llmos.supervisor import Supervisor
+from llmos.app import LlmOs
 from llmos.systemd import Notifier
 from llmos.vault.kek import Kek, generate_kek
 from llmos.vault.keyfile import write_keyfile
-from llmos.web.app import build_api_app
 
 from . import models
 
@@ -123,10 +122,10 @@ async def start_app(aiohttp_client: Any) -> AsyncIterator[Start]:
     """Start the API app on a test server: ``await start_app(config_path, environ=...)``."""
 
     async def start(path: Path, environ: dict[str, str] | None = None
-                    ) -> tuple[Client, Supervisor]:
+                    ) -> tuple[Client, LlmOs]:
         cfg = config.load(path, environ={})
-        sup = Supervisor(cfg, notifier=Notifier(environ or {}))
-        app: web.Application = build_api_app(sup)
+        sup = LlmOs(cfg, notifier=Notifier(environ or {}))
+        app: web.Application = sup.api_app()
         client: Client = await aiohttp_client(app)
         return client, sup
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import MAX_BODY, Client, Packs, Start, standard_config, wait_settled, write_config
+from .conftest import MAX_BODY, Client, Packs, Start, standard_config, wait_settled
 
 
 def _x(rows: int, cols: int = 4, seed: int = 0) -> np.ndarray:
@@ -265,7 +265,7 @@ async def test_no_key_keeps_serving_health(start_app: Start, packs: Packs,
     # Placing the models after the key failed (as start-up does, maybe after a client
     # looked) changes nothing a client sees: state and 'since' stand (a moving stamp
     # would read as a restart).
-    await sup.place(sup.reconciler.plan.by_model()["alpha"])
+    await sup.registry.place(sup.registry.reconciler.plan.by_model()["alpha"])
     r = await client.get("/health")
     assert {name: m["since"] for name, m in (await r.json())["models"].items()} == since
     assert doc["key"]["released"] is False
@@ -291,7 +291,7 @@ async def test_sd_notify_ready_only_after_loading_and_watchdog(
     # READY=1 came after every model was loaded or had failed for good
     assert ready["STATUS"].startswith("degraded: 3/5 models serving")
     assert "broken" in ready["STATUS"]
-    assert all(s.state.value in ("READY", "FAILED") for s in sup.statuses())
+    assert all(s.state.value in ("READY", "FAILED") for s in sup.registry.statuses())
     loading = [m for m in messages if m.get("STATUS", "").startswith("loading model")]
     assert loading and all(int(m["EXTEND_TIMEOUT_USEC"]) > 0 for m in loading)
     while {"WATCHDOG": "1"} not in messages[-1:]:  # pings every 50 ms
@@ -301,17 +301,3 @@ async def test_sd_notify_ready_only_after_loading_and_watchdog(
 def _recv(sock: socket.socket) -> dict[str, str]:
     raw = sock.recv(4096).decode()
     return dict(line.split("=", 1) for line in raw.splitlines())
-
-
-async def test_admin_placeholder_until_the_admin_app_exists(tmp_path: Path,
-                                                             aiohttp_client: Any) -> None:
-    from llmos import config
-    from llmos.supervisor import Supervisor
-    from llmos.web.app import build_admin_app
-
-    path = write_config(tmp_path / "c.toml", {}, [])
-    sup = Supervisor(config.load(path, environ={}))
-    client = await aiohttp_client(build_admin_app(sup, "llmos.web.not_built"))
-    r = await client.get("/")
-    assert r.status == 200 and "not built yet" in (await r.json())["admin"]
-    assert (await client.get("/health")).status == 404

@@ -10,6 +10,7 @@ import pytest
 
 from llmos.errors import BadRequestError
 from llmos.pack.manifest import TensorSpec
+from llmos.runtimes import validation
 from llmos.serving import codec
 
 
@@ -105,7 +106,7 @@ SPECS = (TensorSpec("ids", "INT64", (-1, -1)), TensorSpec("mask", "INT64", (-1, 
 
 def test_check_inputs_accepts_dynamic_dims() -> None:
     ids = np.zeros((3, 5), np.int64)
-    codec.check_inputs("m", {"ids": ids, "mask": np.zeros((3, 8), np.int64)}, SPECS)
+    validation.check_inputs("m", SPECS, {"ids": ids, "mask": np.zeros((3, 8), np.int64)})
 
 
 @pytest.mark.parametrize(("inputs", "fragment"), [
@@ -121,14 +122,14 @@ def test_check_inputs_accepts_dynamic_dims() -> None:
 ])
 def test_check_inputs_names_the_mismatch(inputs: dict[str, np.ndarray], fragment: str) -> None:
     with pytest.raises(BadRequestError) as err:
-        codec.check_inputs("m", inputs, SPECS)
+        validation.check_inputs("m", SPECS, inputs)
     assert fragment in err.value.message
 
 
 def test_check_outputs() -> None:
-    codec.check_outputs("m", ["y"], (TensorSpec("y", "FP32", (-1,)),))
+    validation.check_outputs("m", ["y"], (TensorSpec("y", "FP32", (-1,)),))
     with pytest.raises(BadRequestError, match="no output"):
-        codec.check_outputs("m", ["z"], (TensorSpec("y", "FP32", (-1,)),))
+        validation.check_outputs("m", ["z"], (TensorSpec("y", "FP32", (-1,)),))
 
 
 def test_encode_response_round_trips_through_decode() -> None:

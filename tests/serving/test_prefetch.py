@@ -12,20 +12,19 @@ import pytest
 from aiohttp import web
 
 from llmos import config
+from llmos.app import LlmOs
 from llmos.hw.memory import MemoryPool
-from llmos.supervisor import Supervisor
 from llmos.systemd import Notifier
 from llmos.vault.keys import provider_from_config
 from llmos.vault.prefetch import Prefetch
-from llmos.web.app import build_api_app
 
 from .conftest import Packs, standard_config, wait_settled
 
 
 async def _settled(aiohttp_client: Any, cfg: config.Config, pool: MemoryPool,
-                   prefetch: Prefetch | None) -> tuple[dict[str, Any], Supervisor]:
-    sup = Supervisor(cfg, notifier=Notifier({}), memory=pool, prefetch=prefetch)
-    app: web.Application = build_api_app(sup)
+                   prefetch: Prefetch | None) -> tuple[dict[str, Any], LlmOs]:
+    sup = LlmOs(cfg, notifier=Notifier({}), memory=pool, prefetch=prefetch)
+    app: web.Application = sup.api_app()
     client = await aiohttp_client(app)
     return await wait_settled(client), sup
 
@@ -43,7 +42,7 @@ async def test_prefetched_start_up_ends_as_the_plain_one(
     plain, plain_sup = await _settled(aiohttp_client, cfg, plain_pool, None)
     prefetch = Prefetch(provider_from_config(cfg), cfg.models, early_pool).start()
     prefetch._thread.join(30)  # everything opened early: each load takes its payload
-    caplog.set_level(logging.INFO, logger="llmos.supervisor")
+    caplog.set_level(logging.INFO, logger="llmos.vault.opener")
     early, early_sup = await _settled(aiohttp_client, cfg, early_pool, prefetch)
     try:
         assert _outcome(early) == _outcome(plain)

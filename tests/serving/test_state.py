@@ -1,8 +1,20 @@
-"""Health is a pure function of the key and the models' states."""
+"""Health is a pure function of the key and the models' states; states change by the table."""
 
 from __future__ import annotations
 
-from llmos.state import KeyStatus, ModelState, ModelStatus, Overall, assess
+import pytest
+
+from llmos.state import (
+    TRANSITIONS,
+    Cause,
+    IllegalTransition,
+    KeyStatus,
+    ModelState,
+    ModelStatus,
+    Overall,
+    assess,
+    next_state,
+)
 
 OK_KEY = KeyStatus("keyfile", released=True)
 
@@ -51,7 +63,7 @@ def test_a_reload_at_run_time_does_not_drop_readiness() -> None:
 
 def test_status_transitions_reset_the_reason() -> None:
     failed = ModelStatus("a", ModelState.FAILED, version="1", reason="x", error_type="E")
-    loading = failed.to(ModelState.LOADING, now=5.0)
+    loading = failed.to(Cause.LOAD, now=5.0)
     assert (loading.state, loading.reason, loading.error_type, loading.version, loading.since) \
         == (ModelState.LOADING, "", "", "1", 5.0)
 
@@ -73,7 +85,45 @@ def test_status_shows_where_a_model_runs_and_its_memory() -> None:
                      memory_bytes=4096)
     doc = st.to_dict()
     assert (doc["device"], doc["placement"], doc["memory_bytes"]) == ("cuda:0", "placed", 4096)
-    gone = st.to(ModelState.UNAVAILABLE, now=1.0, reason="cuda:0 is absent", device="",
+    gone = st.to(Cause.DRAIN, now=1.0, reason="cuda:0 is absent", device="",
                  placement="unavailable", memory_bytes=0)
     assert assess(OK_KEY, [gone], starting=False).reasons == (
         "model m unavailable: cuda:0 is absent",)
+
+
+# --- the transition table ----------------------------------------------------------------
+
+def test_every_cause_has_a_rule_and_every_state_is_reachable() -> None:
+    assert set(TRANSITIONS) == set(Cause)
+    assert {target for _, target in TRANSITIONS.values()} == set(ModelState)
+
+
+@pytest.mark.parametrize(("state", "cause", "target"), [
+    (ModelState.LOADING, Cause.LOADED, ModelState.READY),
+    (ModelState.LOADING, Cause.LOAD_FAILED, ModelState.FAILED),
+    (ModelState.LOADING, Cause.KEY_UNAVAILABLE, ModelState.UNAVAILABLE),
+    (ModelState.FAILED, Cause.LOAD, ModelState.LOADING),
+    (ModelState.UNLOADED, Cause.LOAD, ModelState.LOADING),
+    (ModelState.READY, Cause.MOVE, ModelState.LOADING),
+    (ModelState.READY, Cause.DRAIN, ModelState.UNAVAILABLE),
+    (ModelState.READY, Cause.UNLOAD, ModelState.UNLOADED),
+    (ModelState.UNAVAILABLE, Cause.NO_DEVICE, ModelState.UNAVAILABLE),
+])
+def test_allowed_transitions(state: ModelState, cause: Cause, target: ModelState) -> None:
+    assert next_state(state, cause) is target
+    st = ModelStatus("m", state).to(cause, now=2.0)
+    assert (st.state, st.since) == (target, 2.0)
+
+
+@pytest.mark.parametrize(("state", "cause"), [
+    (ModelState.READY, Cause.LOADED),  # only a load in progress ends in READY
+    (ModelState.FAILED, Cause.LOADED),
+    (ModelState.UNLOADED, Cause.LOAD_FAILED),  # a failure needs a load under way
+    (ModelState.READY, Cause.LOAD),  # a serving model is moved (MOVE), never re-loaded
+    (ModelState.LOADING, Cause.MOVE),
+    (ModelState.LOADING, Cause.DRAIN),  # only what serves is drained
+    (ModelState.READY, Cause.KEY_UNAVAILABLE),  # a serving model already has the key
+])
+def test_illegal_transitions_raise(state: ModelState, cause: Cause) -> None:
+    with pytest.raises(IllegalTransition, match=f"from {state.value} by {cause.value}"):
+        ModelStatus("m", state).to(cause, now=1.0)

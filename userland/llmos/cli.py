@@ -35,13 +35,9 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmos {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
-        try:
-            module = importlib.import_module(f"llmos.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"llmos.commands.{name}":
-                continue  # not built in this version
-            raise
-        module.register(sub)
+        # Imported when named, not at the top: ``serve`` must set its environment (BLAS
+        # threads, CUDA device order) before anything imports numpy, as ``pack`` does.
+        importlib.import_module(f"llmos.commands.{name}").register(sub)
     return parser
 
 

@@ -291,7 +291,7 @@ def finalize(cfg: Config) -> Config:
 
 
 def describe() -> str:
-    """Markdown table of every setting (the README's configuration reference)."""
+    """Markdown table of every setting (the reference in docs/configuration.md)."""
     rows = ["| setting | default | env | flag | meaning |", "|---|---|---|---|---|"]
     for s in SETTINGS:
         rows.append(f"| `{s.key}` | `{s.default}` | `{s.env}` | `{s.flag or ''}` | {s.help} |")

@@ -28,6 +28,66 @@ SETTLED = frozenset({ModelState.READY, ModelState.FAILED, ModelState.UNLOADED,
                      ModelState.UNAVAILABLE})
 
 
+# --- the model state machine (h11's _state.py is the model: rules first, then the table) ---
+#
+# A model is born LOADING (configured at start) or UNLOADED (added at run time: an admin
+# upload, loaded by the operator's next action). From then on its state changes only by
+# ``transition``, for one of the causes below; the table says, for each cause, the states
+# it may happen in and the state it leads to. Anything else is a bug and raises.
+#
+# - Loading begins from any state where nothing serves; a READY model is first released
+#   (MOVE) when the placement puts it elsewhere.
+# - Only LOADING ends in READY (LOADED), FAILED (LOAD_FAILED) or, when the fleet key could
+#   not be released, UNAVAILABLE (KEY_UNAVAILABLE).
+# - A model whose device is gone (DRAIN) or that has no device (NO_DEVICE) is UNAVAILABLE;
+#   one the operator unloads (UNLOAD) or keeps parked while it is placed (PARKED), UNLOADED.
+
+
+class Cause(enum.Enum):
+    """Why a model's state changes."""
+
+    LOAD = "load"  # a load begins (start-up, the operator, a placement)
+    MOVE = "move"  # the placement moves a serving model to another device
+    LOADED = "loaded"  # decrypted, built and warmed up: it serves
+    LOAD_FAILED = "load_failed"  # the pack or the runtime refused: waiting will not fix it
+    KEY_UNAVAILABLE = "key_unavailable"  # no fleet key: no pack can be opened
+    NO_DEVICE = "no_device"  # the placement has no device for it now
+    DRAIN = "drain"  # its device went away while it served
+    UNLOAD = "unload"  # the operator unloaded it (or the server stops)
+    PARKED = "parked"  # placed while unloaded by the operator: it stays unloaded
+
+
+_S = ModelState
+_NOT_SERVING = frozenset({_S.LOADING, _S.FAILED, _S.UNLOADED, _S.UNAVAILABLE})
+_ANY = frozenset(_S)
+
+#: cause -> (the states it may happen in, the state it leads to).
+TRANSITIONS: Mapping[Cause, tuple[frozenset[ModelState], ModelState]] = {
+    Cause.LOAD: (_NOT_SERVING, _S.LOADING),
+    Cause.MOVE: (frozenset({_S.READY}), _S.LOADING),
+    Cause.LOADED: (frozenset({_S.LOADING}), _S.READY),
+    Cause.LOAD_FAILED: (frozenset({_S.LOADING}), _S.FAILED),
+    Cause.KEY_UNAVAILABLE: (_NOT_SERVING, _S.UNAVAILABLE),
+    Cause.NO_DEVICE: (_ANY, _S.UNAVAILABLE),
+    Cause.DRAIN: (frozenset({_S.READY}), _S.UNAVAILABLE),
+    Cause.UNLOAD: (_ANY, _S.UNLOADED),
+    Cause.PARKED: (_ANY, _S.UNLOADED),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the table does not allow: a bug in the registry, never a user error."""
+
+
+def next_state(state: ModelState, cause: Cause) -> ModelState:
+    """The state ``cause`` leads to from ``state``; IllegalTransition when not allowed."""
+    sources, target = TRANSITIONS[cause]
+    if state not in sources:
+        raise IllegalTransition(f"a model cannot go from {state.value} by {cause.value} "
+                                f"(allowed from {sorted(s.value for s in sources)})")
+    return target
+
+
 @dataclass(frozen=True)
 class ModelStatus:
     """One model as the registry sees it."""
@@ -47,11 +107,12 @@ class ModelStatus:
     placement: str = ""  # "placed", "fallback" (CPU instead of its GPU), "unavailable"
     memory_bytes: int = 0  # weight memory held now (pinned pool bytes while loaded)
 
-    def to(self, state: ModelState, *, now: float, **changes: Any) -> ModelStatus:
-        """The same model in another state; reason and error type reset unless given."""
+    def to(self, cause: Cause, *, now: float, **changes: Any) -> ModelStatus:
+        """The same model after ``cause`` (the table decides the state; IllegalTransition
+        if it does not allow it); reason and error type reset unless given."""
         changes.setdefault("reason", "")
         changes.setdefault("error_type", "")
-        return replace(self, state=state, since=now, **changes)
+        return replace(self, state=next_state(self.state, cause), since=now, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {

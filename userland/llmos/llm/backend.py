@@ -1,4 +1,4 @@
-"""The serving backend of ``causal-lm`` packs (``Supervisor.register_backend``)."""
+"""The serving backend of ``causal-lm`` packs (registered by ``llmos.app``)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from llmos.errors import BadRequestError
-from llmos.llm.architecture import (
+from llmos.llm.kvcache import CacheLayout, KVCache
+from llmos.pack.llm.architecture import (
     INPUT_IDS,
     LOGITS,
     LOGITS_TO_KEEP,
@@ -30,7 +31,6 @@ from llmos.llm.architecture import (
     past_names,
     present_names,
 )
-from llmos.llm.kvcache import CacheLayout, KVCache
 
 
 class IOBinding(Protocol):

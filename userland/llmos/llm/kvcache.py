@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmos.llm.architecture import DecoderSpec
+from llmos.pack.llm.architecture import DecoderSpec
 
 
 @dataclass(frozen=True)

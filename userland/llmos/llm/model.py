@@ -13,11 +13,11 @@ from llmos.llm.chat import ChatTemplate, Message
 from llmos.llm.decoder import Decoder, Session
 from llmos.llm.engine import Engine, EngineLimits, EngineObserver
 from llmos.llm.generation import Generation, GenerationRequest
-from llmos.llm.packinfo import LLMInfo
-from llmos.llm.tokenizer import Tokenizer
+from llmos.pack.llm.packinfo import LLMInfo
 from llmos.pack.manifest import Manifest
 from llmos.pack.weights import WeightTable
 from llmos.runtimes.base import RuntimeOptions
+from llmos.text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

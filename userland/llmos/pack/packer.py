@@ -22,10 +22,10 @@ from typing import Any
 
 from llmos import __version__
 from llmos.errors import ConfigError, LlmosError, ModelLoadError
-from llmos.pack import container
+from llmos.files import atomic_write
+from llmos.pack import container, embedding
 from llmos.pack.manifest import Manifest, TensorSpec
 from llmos.pack.weights import EXTRA_KEY as WEIGHTS_KEY
-from llmos.runtimes import embedding
 from llmos.text.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,6 @@ class BuiltPack:
     blob: bytes
 
     def write(self, path: Path) -> None:
-        from llmos.vault.files import atomic_write
-
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, [self.blob])
 

@@ -1,71 +1,22 @@
-"""The ``embedding`` kind: text in, one L2-normalised vector per text out.
+"""The ``embedding`` kind at run time: text in, one L2-normalised vector per text out.
 
-The public signature is the same whatever runs the model: input ``text`` BYTES [-1]
-(UTF-8 strings), output ``embedding`` FP32 [-1, dim]. Inside the pack, the graph (ONNX) or
-module (TorchScript) takes int64 ``input_ids`` and ``attention_mask`` [batch, sequence]
-(an ONNX graph may also take ``token_type_ids``, fed zeros) and returns [batch, dim] with
-the pooling and the normalisation already done. This module tokenizes, runs that
-``Encoder`` and checks its answer; the runtimes only supply the encoder.
+This module tokenizes, runs the pack's ``Encoder`` (the runtimes supply it) and checks its
+answer; the format (signature, manifest extra) is ``llmos.pack.embedding``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from llmos.errors import BadRequestError, ModelLoadError, PackFormatError
-from llmos.pack.manifest import Manifest, TensorSpec
-from llmos.runtimes.validation import Signed, check_inputs
+from llmos.errors import BadRequestError, ModelLoadError
+from llmos.pack.embedding import EMBEDDING, TEXT, public_inputs, public_outputs
+from llmos.runtimes.validation import Signed, conform
 from llmos.text.tokenizer import TextTokenizer
-
-TEXT = "text"
-EMBEDDING = "embedding"
-EXTRA_KEY = "embedding"
-ENCODER_INPUTS = ("input_ids", "attention_mask")  # in this order (TorchScript: positional)
-OPTIONAL_INPUTS = ("token_type_ids",)  # ONNX only: fed zeros when the graph wants it
 
 # (input_ids, attention_mask) -> [batch, dim] float32
 Encoder = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def public_inputs() -> tuple[TensorSpec, ...]:
-    return (TensorSpec(TEXT, "BYTES", (-1,)),)
-
-
-def public_outputs(dim: int) -> tuple[TensorSpec, ...]:
-    return (TensorSpec(EMBEDDING, "FP32", (-1, dim)),)
-
-
-@dataclass(frozen=True)
-class EmbeddingConfig:
-    """What an embedding pack adds to its manifest (``extra["embedding"]``)."""
-
-    tokenizer: str  # file inside the pack
-    max_length: int  # longest token sequence; longer texts are truncated
-    dim: int
-
-    def to_extra(self) -> dict[str, Any]:
-        return {"tokenizer": self.tokenizer, "max_length": self.max_length, "dim": self.dim}
-
-    @classmethod
-    def of(cls, manifest: Manifest) -> EmbeddingConfig:
-        invalid = PackFormatError(
-            f"embedding pack {manifest.name!r} lacks a valid extra.{EXTRA_KEY} "
-            "(tokenizer, max_length, dim)", "pack the model again with --kind embedding")
-        raw = manifest.extra.get(EXTRA_KEY)
-        if not isinstance(raw, Mapping):
-            raise invalid
-        try:
-            cfg = cls(str(raw["tokenizer"]), int(raw["max_length"]), int(raw["dim"]))
-        except (KeyError, TypeError, ValueError):
-            raise invalid from None
-        if cfg.tokenizer not in {f.name for f in manifest.files}:
-            raise PackFormatError(f"embedding pack {manifest.name!r} has no {cfg.tokenizer}",
-                                  "pack the model again with --tokenizer")
-        return cfg
 
 
 def _text(index: int, value: object) -> str:
@@ -95,7 +46,7 @@ class EmbeddingRuntime(Signed):
         self._outputs = public_outputs(dim)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = [_text(i, v) for i, v in enumerate(check_inputs(self._inputs, inputs)[TEXT])]
+        texts = [_text(i, v) for i, v in enumerate(conform(self._inputs, inputs)[TEXT])]
         if not texts:
             return {EMBEDDING: np.zeros((0, self._dim), dtype=np.float32)}
         batch = self._tokenizer.encode_batch(texts)

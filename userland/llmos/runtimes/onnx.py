@@ -28,18 +28,14 @@ import numpy as np
 import onnxruntime as ort
 
 from llmos.errors import BadRequestError, ModelLoadError, PackFormatError
+from llmos.pack.embedding import ENCODER_INPUTS, OPTIONAL_INPUTS, EmbeddingConfig
 from llmos.pack.manifest import Manifest, TensorSpec
 from llmos.pack.weights import WeightTable, views
 from llmos.runtimes import heap
 from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.runtimes.device import Device, parse_device
-from llmos.runtimes.embedding import (
-    ENCODER_INPUTS,
-    OPTIONAL_INPUTS,
-    EmbeddingConfig,
-    EmbeddingRuntime,
-)
-from llmos.runtimes.validation import Signed, check_inputs
+from llmos.runtimes.embedding import EmbeddingRuntime
+from llmos.runtimes.validation import Signed, conform
 from llmos.text.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -174,7 +170,7 @@ class OnnxRuntime(Signed):
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._session is None:
             raise ModelLoadError("this model instance is closed", "load the model again")
-        checked = check_inputs(self._inputs, inputs)
+        checked = conform(self._inputs, inputs)
         feed = {s.name: _to_feed(s, checked[s.name]) for s in self._inputs}
         try:
             results = self._session.run(self._output_names, feed)

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from llmos.errors import ModelLoadError, PackFormatError
+from llmos.pack.embedding import EmbeddingConfig
 from llmos.pack.manifest import Manifest
 from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.runtimes.device import Device, parse_device
-from llmos.runtimes.embedding import EmbeddingConfig, EmbeddingRuntime
-from llmos.runtimes.validation import Signed, check_inputs
+from llmos.runtimes.embedding import EmbeddingRuntime
+from llmos.runtimes.validation import Signed, conform
 from llmos.text.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class TorchRuntime(Signed):
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._module is None:
             raise ModelLoadError("this model instance is closed", "load the model again")
-        checked = check_inputs(self._inputs, inputs)
+        checked = conform(self._inputs, inputs)
         torch = self._torch
         args = [torch.from_numpy(np.require(checked[s.name], requirements=("C", "W")))
                 .to(self._device) for s in self._inputs]

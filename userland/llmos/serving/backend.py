@@ -4,7 +4,7 @@ A ``Backend`` turns a decrypted pack (manifest + in-memory files) into a ``Serve
 It runs in a worker thread (it may block: sessions are created and warmed up there) and
 must leave the model ready to answer. Tensor and embedding packs get ``TensorModel`` (the
 runtime instances behind a ``Batcher``); other kinds (``causal-lm``) register their own
-backend with ``Supervisor.register_backend``.
+backend, all listed in the composition root (``llmos.app.BACKENDS``).
 """
 
 from __future__ import annotations
@@ -125,5 +125,3 @@ def tensor_backend(ctx: ModelContext, load: RuntimeFactory | None = None) -> Ten
     return TensorModel(cfg.name, manifest, runtimes, policy,
                        ctx.metrics.model(cfg.name, manifest.version), ctx.timeout_s)
 
-
-DEFAULT_BACKENDS: dict[str, Backend] = {"tensor": tensor_backend, "embedding": tensor_backend}

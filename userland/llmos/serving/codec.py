@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -17,7 +17,6 @@ import numpy as np
 
 from llmos.datatypes import V2_TO_NUMPY, v2_of
 from llmos.errors import BadRequestError
-from llmos.pack.manifest import TensorSpec
 
 # What JSON values may land in each numpy kind ("b" bool, "i"/"u" int, "f" float).
 _ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
@@ -155,41 +154,6 @@ def decode_request(doc: Any) -> InferRequest:
     if not isinstance(params, dict):
         _bad("'parameters' must be a JSON object")
     return InferRequest(inputs=inputs, id=rid, outputs=outputs, parameters=params)
-
-
-def _dims_match(shape: Sequence[int], spec: Sequence[int]) -> bool:
-    return len(shape) == len(spec) and all(s < 0 or s == d for d, s in zip(shape, spec,
-                                                                           strict=True))
-
-
-def check_inputs(model: str, inputs: Mapping[str, np.ndarray],
-                 specs: Iterable[TensorSpec]) -> None:
-    """Compare a request's inputs with the model's signature (names, datatypes, shapes)."""
-    by_name = {s.name: s for s in specs}
-    missing = [n for n in by_name if n not in inputs]
-    if missing:
-        _bad(f"model {model!r} needs input(s) {', '.join(missing)}",
-             f"its inputs are {', '.join(by_name)} (GET /v2/models/{model})")
-    for name, arr in inputs.items():
-        spec = by_name.get(name)
-        if spec is None:
-            _bad(f"model {model!r} has no input {name!r}",
-                 f"its inputs are {', '.join(by_name)}")
-        given = "BYTES" if arr.dtype.kind == "O" else v2_of(arr)
-        if given != spec.datatype:
-            _bad(f"input {name!r}: datatype {given} given, model {model!r} expects "
-                 f"{spec.datatype}")
-        if not _dims_match(arr.shape, spec.shape):
-            _bad(f"input {name!r}: shape {list(arr.shape)} does not match the model's "
-                 f"{list(spec.shape)} (-1 = any)")
-
-
-def check_outputs(model: str, requested: Iterable[str], specs: Iterable[TensorSpec]) -> None:
-    names = {s.name for s in specs}
-    unknown = [n for n in requested if n not in names]
-    if unknown:
-        _bad(f"model {model!r} has no output(s) {', '.join(unknown)}",
-             f"its outputs are {', '.join(sorted(names))}")
 
 
 def encode_tensor(name: str, arr: np.ndarray) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Tokenizer adapter: the only module that imports Hugging Face ``tokenizers``.
+"""The tokenizer adapter: the only module that imports Hugging Face ``tokenizers``.
 
-A pack carries its ``tokenizer.json``; ``TextTokenizer`` turns a batch of strings into
-``input_ids`` and ``attention_mask`` (int64, padded to the longest, truncated to
-``max_length``), the way sentence-transformers feeds an encoder.
+A pack carries its ``tokenizer.json``. ``Tokenizer`` turns text into token ids and back
+(the causal LMs; special tokens written in text, the chat markup, are recognised);
+``TextTokenizer`` turns a batch of strings into ``input_ids`` and ``attention_mask`` (int64,
+padded to the longest, truncated to ``max_length``), the way sentence-transformers feeds an
+encoder (the embedding models).
 """
 
 from __future__ import annotations
@@ -11,11 +13,42 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer as _HFTokenizer
 
 from llmos.errors import ModelLoadError
 
 _PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>")
+
+
+def _load(data: bytes | memoryview) -> _HFTokenizer:
+    try:
+        return _HFTokenizer.from_str(bytes(data).decode("utf-8"))
+    except Exception as exc:  # tokenizers raises plain Exceptions; bad UTF-8 too
+        raise ModelLoadError(f"the pack's tokenizer.json does not load: {exc}",
+                             "pack the model again with a valid tokenizer.json") from exc
+
+
+class Tokenizer:
+    """Text <-> token ids. Special tokens written in text (chat markup) are recognised."""
+
+    def __init__(self, tokenizer_json: bytes | memoryview) -> None:
+        self._tok = _load(tokenizer_json)
+        self._tok.no_padding()
+        self._tok.no_truncation()
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size(with_added_tokens=True))
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return str(self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    def token_id(self, token: str) -> int | None:
+        found = self._tok.token_to_id(token)
+        return None if found is None else int(found)
 
 
 @dataclass(frozen=True)
@@ -29,17 +62,13 @@ class Encoded:
 class TextTokenizer:
     """Batch encoder over one ``tokenizer.json``."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+    def __init__(self, tokenizer: _HFTokenizer, max_length: int) -> None:
         self._tok = tokenizer
         self.max_length = max_length
 
     @classmethod
     def from_json(cls, data: bytes | memoryview, max_length: int) -> TextTokenizer:
-        try:
-            tok = Tokenizer.from_str(bytes(data).decode("utf-8"))
-        except Exception as exc:  # tokenizers raises plain Exceptions; bad UTF-8 too
-            raise ModelLoadError(f"the pack's tokenizer.json does not load: {exc}",
-                                 "pack the model again with its tokenizer.json") from exc
+        tok = _load(data)
         padding = tok.padding or {}
         pad_id, pad_token = padding.get("pad_id"), padding.get("pad_token")
         if pad_token is None:

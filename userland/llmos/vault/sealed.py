@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from llmos.errors import LlmosError, PackFormatError, TamperedError, WrongKeyError
+from llmos.files import atomic_write
 from llmos.pack import container
 from llmos.pack.manifest import Manifest
 from llmos.vault import aead
 from llmos.vault import format as fmt
 from llmos.vault.direct_read import DirectReader
-from llmos.vault.files import atomic_write
 from llmos.vault.kek import Kek
 
 if TYPE_CHECKING:

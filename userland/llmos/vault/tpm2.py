@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmos.errors import KeyReleaseError
+from llmos.files import atomic_write
 from llmos.vault import systemd_creds
 from llmos.vault.credential import check_name
-from llmos.vault.files import atomic_write
 from llmos.vault.kek import Kek, decode_kek, encode_kek
 
 RELEASE_HINT = ("the PCR state changed (firmware, Secure Boot or boot chain update) or this is "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmos.supervisor import Supervisor
+from llmos.dataplane import DataPlane
 
-SUPERVISOR = web.AppKey("supervisor", Supervisor)
+#: What every handler calls: the transport-neutral data plane (and, through it, the registry).
+DATAPLANE = web.AppKey("dataplane", DataPlane)

@@ -1,0 +1,182 @@
+"""The data plane: what every transport calls, whatever its wire format.
+
+An HTTP handler decodes, calls one method here and encodes the answer; a second transport
+(gRPC, say) would do the same against the same methods. Here live the request's rules,
+once: which model serves it (and what it is not), the validation of its tensors, the
+batching hint (``Batcher.expect``: a request is coming, its body is still arriving), the
+deadline, the limits of the repository extension, and the per-request metrics.
+
+- ``health``, ``model_status``, ``metadata``, ``index``: what the server and its models are;
+- ``infer``: a tensor request (OIP v2) through the model's batcher;
+- ``embed``: texts to vectors through an embedding model's batcher;
+- ``complete`` and ``chat``: a causal LM's generation (the OpenAI surface);
+- ``load`` and ``unload``: the repository extension, when the configuration allows it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmos.errors import BadRequestError, ForbiddenError
+from llmos.llm.backend import KIND as CAUSAL_LM
+from llmos.llm.chat import Message
+from llmos.llm.generation import Generation, GenerationRequest
+from llmos.llm.model import LanguageModel
+from llmos.llm.openai_protocol import CompletionParams, FieldError
+from llmos.pack.embedding import EMBEDDING, TEXT
+from llmos.pack.manifest import Manifest
+from llmos.registry import ModelRegistry
+from llmos.runtimes.validation import check_inputs, check_outputs
+from llmos.serving.codec import InferRequest
+from llmos.serving.metrics import ServingMetrics
+from llmos.state import Health, ModelState, ModelStatus
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """A tensor model's answer, with what an encoder needs to label it."""
+
+    model: str
+    version: str
+    id: str | None
+    outputs: Tensors
+    output_names: Sequence[str]
+
+
+def _discard(request: Awaitable[object] | None) -> None:
+    """A transport's pending body that will not be read (its coroutine closed unawaited)."""
+    if isinstance(request, Coroutine):
+        request.close()
+
+
+class DataPlane:
+    """Transport-neutral inference over the registry's models."""
+
+    def __init__(self, registry: ModelRegistry, metrics: ServingMetrics,
+                 health: Callable[[], Health]) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.health = health
+        self._control = bool(registry.config["server.repository_control"])
+
+    # --- the server and its models ------------------------------------------------------
+    def model_status(self, name: str, version: str | None = None) -> ModelStatus:
+        """The model's state; NotFoundError for a version this model does not have."""
+        status = self.registry.status(name)
+        if version is not None:
+            self.registry.manifest(name, version)
+        return status
+
+    def metadata(self, name: str, version: str | None = None) -> Manifest:
+        return self.registry.manifest(name, version)
+
+    def index(self, only_ready: bool = False) -> tuple[ModelStatus, ...]:
+        return tuple(st for st in self.registry.statuses()
+                     if not only_ready or st.state is ModelState.READY)
+
+    # --- tensors ------------------------------------------------------------------------
+    async def infer(self, name: str, version: str | None,
+                    request: Awaitable[InferRequest]) -> InferResult:
+        """Validate and run one request; ``request`` is awaited after the model's batcher
+        was told one is coming (so it may wait for it rather than run a smaller batch)."""
+        started = time.perf_counter()
+        try:
+            model = self.registry.tensor_model(name, version)
+        except BaseException:
+            _discard(request)
+            raise
+        batcher = model.batcher
+        batcher.expect()
+        expected = True
+        try:
+            req = await request
+            inputs = check_inputs(model.name, model.inputs, req.inputs)
+            if req.outputs is not None:
+                check_outputs(model.name, req.outputs, model.outputs)
+            expected = False  # submit consumes the expectation, whatever happens next
+            outputs = await model.infer(inputs, model.timeout_s, expected=True)
+        except BaseException:
+            if expected:
+                batcher.unexpect()
+            model.metrics.request(False, time.perf_counter() - started)
+            raise
+        model.metrics.request(True, time.perf_counter() - started)
+        return InferResult(model.name, model.version, req.id, outputs,
+                           req.outputs or model.output_names)
+
+    async def embed(self, name: str, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised vector per text, from an embedding model."""
+        if self.registry.status(name).kind != "embedding":
+            raise BadRequestError(f"model {name!r} is not an embedding model",
+                                  "pick a model whose kind is embedding (GET /v2/models)")
+
+        async def request() -> InferRequest:
+            return InferRequest(inputs={TEXT: np.array(list(texts), dtype=object)})
+
+        result = await self.infer(name, None, request())
+        return result.outputs[EMBEDDING]
+
+    # --- language models -------------------------------------------------------------------
+    def language_model(self, name: str) -> LanguageModel:
+        served = self.registry.served(name)
+        if not isinstance(served, LanguageModel):
+            raise FieldError("model", f"{name!r} is not a language model",
+                             "tensor models are served under /v2")
+        return served
+
+    def language_models(self) -> tuple[LanguageModel, ...]:
+        """The causal LMs serving now."""
+        found = []
+        for st in self.registry.statuses():
+            if st.kind == CAUSAL_LM and st.state is ModelState.READY:
+                lm = self.registry.served(st.name)
+                if isinstance(lm, LanguageModel):
+                    found.append(lm)
+        return tuple(found)
+
+    def complete(self, lm: LanguageModel, prompt: str | tuple[int, ...],
+                 params: CompletionParams) -> Generation:
+        """A completion of ``prompt`` (text, or token ids below the vocabulary size)."""
+        ids = lm.encode(prompt) if isinstance(prompt, str) else prompt
+        if any(t >= lm.tokenizer.vocab_size for t in ids):
+            raise FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
+        return self._generate(lm, ids, params)
+
+    def chat(self, lm: LanguageModel, messages: Sequence[Message],
+             params: CompletionParams) -> Generation:
+        """The assistant's next message after ``messages`` (the model's chat template)."""
+        return self._generate(lm, lm.encode(lm.chat_prompt(messages)), params)
+
+    @staticmethod
+    def _generate(lm: LanguageModel, ids: tuple[int, ...],
+                  params: CompletionParams) -> Generation:
+        return lm.generate(GenerationRequest(ids, params.max_tokens, params.sampling,
+                                             params.stop, params.ignore_eos))
+
+    # --- the repository extension --------------------------------------------------------
+    def _allowed(self, request: Awaitable[object] | None) -> None:
+        if not self._control:
+            _discard(request)
+            raise ForbiddenError(
+                "loading and unloading models is turned off on the inference API",
+                "use the admin page (it authenticates), or set server.repository_control = "
+                "true where everyone who reaches this port may load and unload models")
+
+    async def load(self, name: str, request: Awaitable[object] | None = None) -> ModelStatus:
+        """Load a model (``request``, the transport's body, is awaited once allowed)."""
+        self._allowed(request)
+        if request is not None:
+            await request
+        return await self.registry.load(name)
+
+    async def unload(self, name: str, request: Awaitable[object] | None = None) -> ModelStatus:
+        self._allowed(request)
+        if request is not None:
+            await request
+        return await self.registry.unload(name)

@@ -1,0 +1,84 @@
+"""From a sealed pack to a served model: open it with the vault, build it with its backend.
+
+``ModelLoader.build`` runs in a worker thread: the ``PackOpener`` authenticates, decrypts
+and decompresses the pack into the memory pool (once the backend for its manifest's
+``kind`` is known to exist), then the backend builds and warms the runtime(s) on the
+placement's device. A failure leaves nothing behind: the model's pool buffers are freed and
+the traceback frames that still reference the plaintext are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from llmos.config import Config, ModelConfig
+from llmos.errors import LlmosError, ModelLoadError
+from llmos.hw.memory import MemoryPool
+from llmos.pack.container import split_files
+from llmos.pack.manifest import Manifest
+from llmos.serving.backend import Backend, ModelContext, Served, keep_all, runtime_options
+from llmos.serving.metrics import ServingMetrics
+from llmos.vault.kek import Kek
+from llmos.vault.opener import PackOpener
+
+
+@dataclass(frozen=True)
+class Loaded:
+    manifest: Manifest
+    payload: memoryview  # the plaintext, kept alive while the model serves
+    served: Served
+
+
+def drop_frames(exc: BaseException | None) -> None:
+    """Forget the tracebacks of a failed load: their frames still reference the plaintext
+    buffers, which could then not be unmapped and wiped memory would linger."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+
+
+class ModelLoader:
+    def __init__(self, config: Config, opener: PackOpener, backends: Mapping[str, Backend],
+                 metrics: ServingMetrics, memory: MemoryPool | None) -> None:
+        self._config = config
+        self._opener = opener
+        self._backends = dict(backends)
+        self._metrics = metrics
+        self._memory = memory
+
+    def _backend(self, manifest: Manifest) -> Backend:
+        backend = self._backends.get(manifest.kind)
+        if backend is None:
+            raise ModelLoadError(f"no serving backend for {manifest.kind!r} packs in this build",
+                                 f"serve it with a build that supports {manifest.kind} models")
+        return backend
+
+    def build(self, cfg: ModelConfig, device: str, kek: Kek) -> Loaded:
+        """Open ``cfg``'s pack and build its runtime(s) on ``device`` (blocking)."""
+        manifest, payload = self._opener.open(cfg, kek, self._backend)
+        timeout_s = cfg.timeout_s or float(self._config["server.request_timeout_s"])
+        release = keep_all if self._memory is None else self._memory.releaser(cfg.name)
+        ctx = ModelContext(cfg, manifest, split_files(manifest, payload), self._metrics,
+                           runtime_options(cfg, device), timeout_s, release)
+        try:
+            return Loaded(manifest, payload, self._backend(manifest)(ctx))
+        except LlmosError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"{manifest.runtime} runtime refused model {cfg.name!r} on "
+                                 f"{device}: {type(exc).__name__}: {exc}",
+                                 "check that the pack was made for this runtime version") from exc
+
+    def held_bytes(self, name: str, manifest: Manifest) -> int:
+        """Weight memory a loaded model holds: its pool buffers, else its plaintext."""
+        if self._memory is None:
+            return manifest.size_plain
+        return sum(u.bytes for u in self._memory.usage() if u.owner == name)
+
+    def free(self, name: str) -> None:
+        """Give the model's weight memory back (after its runtime closed)."""
+        if self._memory is not None:
+            self._memory.free(name)

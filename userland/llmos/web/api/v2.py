@@ -1,0 +1,122 @@
+"""Open Inference Protocol v2 over HTTP/JSON, with the model-repository extension.
+
+Health and readiness answer 200 for true and 400 for false (the protocol's "4xx means
+false", as Triton does), with a small JSON body saying why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from llmos import __version__
+from llmos.errors import BadRequestError
+from llmos.pack.manifest import TensorSpec
+from llmos.serving import codec
+from llmos.serving.backend import PLATFORMS
+from llmos.state import ModelState
+from llmos.web.keys import DATAPLANE
+
+EXTENSIONS = ("model_repository",)
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=codec.dumps(doc), content_type="application/json")
+
+
+def _specs(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
+    return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return _json({"name": "llmos", "version": __version__, "extensions": list(EXTENSIONS)})
+
+
+async def live(request: web.Request) -> web.Response:
+    return _json({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    h = request.app[DATAPLANE].health()
+    return _json({"ready": h.ready, "status": h.overall.value, "reasons": list(h.reasons)},
+                 200 if h.ready else 400)
+
+
+async def model_metadata(request: web.Request) -> web.Response:
+    name, version = request.match_info["model"], request.match_info.get("version")
+    manifest = request.app[DATAPLANE].metadata(name, version)
+    return _json({
+        "name": name,
+        "versions": [manifest.version],
+        "platform": PLATFORMS.get(manifest.runtime, manifest.runtime),
+        "inputs": _specs(manifest.inputs),
+        "outputs": _specs(manifest.outputs),
+    })
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    name, version = request.match_info["model"], request.match_info.get("version")
+    st = request.app[DATAPLANE].model_status(name, version)
+    ok = st.state is ModelState.READY
+    doc: dict[str, Any] = {"name": name, "ready": ok, "state": st.state.value}
+    if st.reason:
+        doc["reason"] = st.reason
+    return _json(doc, 200 if ok else 400)
+
+
+async def _decode(request: web.Request) -> codec.InferRequest:
+    return codec.decode_request(codec.parse_json(await request.read()))
+
+
+async def infer(request: web.Request) -> web.Response:
+    """The hot path: decode, call the data plane, encode. Nothing else."""
+    match = request.match_info
+    result = await request.app[DATAPLANE].infer(match["model"], match.get("version"),
+                                                _decode(request))
+    body = codec.response_bytes(result.model, result.version, result.id, result.outputs,
+                                result.output_names)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _optional_json(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    doc = codec.parse_json(raw)
+    if not isinstance(doc, dict):
+        raise BadRequestError("request body must be a JSON object", "send {} or nothing")
+    return doc
+
+
+async def repository_index(request: web.Request) -> web.Response:
+    doc = await _optional_json(request)
+    rows = [{"name": st.name, "version": st.version, "state": st.state.value,
+             "reason": st.reason}
+            for st in request.app[DATAPLANE].index(only_ready=doc.get("ready") is True)]
+    return _json(rows)
+
+
+async def repository_load(request: web.Request) -> web.Response:
+    st = await request.app[DATAPLANE].load(request.match_info["model"], _optional_json(request))
+    return _json(st.to_dict())
+
+
+async def repository_unload(request: web.Request) -> web.Response:
+    st = await request.app[DATAPLANE].unload(request.match_info["model"],
+                                             _optional_json(request))
+    return _json(st.to_dict())
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v2", server_metadata)
+    r.add_get("/v2/health/live", live)
+    r.add_get("/v2/health/ready", ready)
+    for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        r.add_get(base, model_metadata)
+        r.add_get(base + "/ready", model_ready)
+        r.add_post(base + "/infer", infer)
+    r.add_post("/v2/repository/index", repository_index)
+    r.add_post("/v2/repository/models/{model}/load", repository_load)
+    r.add_post("/v2/repository/models/{model}/unload", repository_unload)
