@@ -99,17 +99,30 @@ def test_int4_exact_graph_computes_the_float32_logits() -> None:
     model = decoder_like(np.random.default_rng(3))
     ids = np.array([[5, 17, 100, 3, 64]], np.int64)
     reference = run(model, ids)
+    scale = np.abs(reference).max()
+    top = np.argsort(-reference, axis=-1)[..., :compress.RESCORED]
+
+    def top_error(logits: np.ndarray) -> float:
+        return float(np.abs(np.take_along_axis(logits - reference, top, -1)).max())
+
     exact = compress.quantize(model, "int4-exact")
     ops = [n.op_type for n in exact.graph.node]
-    assert ops.count("MatMulNBits") == 2 and "GatherBlockQuantized" in ops
-    # The head is made from the embedding's blocks: the pack holds them once.
+    assert ops.count("MatMulNBits") == 3 and ops.count("GatherBlockQuantized") == 2
+    # The rescoring reads the embedding's own table: the pack holds it once.
     tables = [t for t in exact.graph.initializer if list(t.dims) == [VOCAB, K]]
     assert [t.data_type for t in tables] == [TensorProto.UINT8]
-    error = np.abs(run(exact, ids) - reference).max()
-    assert error < 1e-4 * np.abs(reference).max()
+    rescored = run(exact, ids)
+    assert top_error(rescored) < 1e-4 * scale
+    assert np.array_equal(rescored.argmax(-1), reference.argmax(-1))
+    # Without the rescoring the int8-compute head is off everywhere; the float32 head
+    # matrix is exact everywhere.
+    unrescored = run(compress.quantize(model, "int4-exact-int8head"), ids)
+    assert top_error(unrescored) > 100 * top_error(rescored)
+    floathead = run(compress.quantize(model, "int4-exact-floathead"), ids)
+    assert np.abs(floathead - reference).max() < 1e-4 * scale
     # The onnxruntime quantiser's int4 re-rounds onto its own grid: far from exact.
-    regridded = np.abs(run(compress.quantize(model, "int4"), ids) - reference).max()
-    assert regridded > 100 * error
+    regridded = top_error(run(compress.quantize(model, "int4"), ids))
+    assert regridded > 100 * top_error(rescored)
 
 
 def test_fp16_storage_keeps_the_graph_float32() -> None:
@@ -122,8 +135,11 @@ def test_fp16_storage_keeps_the_graph_float32() -> None:
 
 def test_float32_compute_blocks_keep_their_scales_in_memory() -> None:
     """MatMulNBits with float32 compute reads its scales at run time: only the weight
-    blocks may be released after prepacking."""
+    blocks may be released after prepacking. The int8-compute head prepacks its scales
+    too; the embedding's table, which the rescoring reads, stays."""
     exact = compress.quantize(decoder_like(np.random.default_rng(5)), "int4-exact")
     released = prepacked_weights(exact)
-    assert "layers.0.up.qweight" in released
-    assert not any(name.endswith((".scales", ".zero_points")) for name in released)
+    assert {"layers.0.up.qweight", "lm_head.qweight", "lm_head.scales"} <= set(released)
+    assert not any(name.startswith("layers.") and name.endswith((".scales", ".zero_points"))
+                   for name in released)
+    assert not any(name.startswith("embed") for name in released)

@@ -107,8 +107,9 @@ def test_the_llm_holds_one_copy_of_its_weights(
     # The second copy of the matrices is gone (its pages went back to the kernel) ...
     assert keeping["grown"] - releasing["grown"] > 0.9 * releasing["released"], \
         (keeping, releasing)
-    # ... leaving one copy of the weights plus the runtime's working memory: 1.175x on the
-    # build host (target 1.2x); the bound leaves room for other CPUs' prepacked layouts.
+    # ... leaving one copy of the weights plus the runtime's working memory: 1.23x on the
+    # build host (target 1.2x; int4-exact keeps its embedding table and float32-compute
+    # scales); the bound leaves room for other CPUs' prepacked layouts.
     assert releasing["grown"] <= 1.25 * plain, releasing
 
 
@@ -123,4 +124,6 @@ def test_the_packer_puts_the_prepacked_matrices_in_one_run(llm_pack: PackPath) -
     assert table is not None
     sizes = sum(e.nbytes for e in table.entries if e.name in set(info.prepacked))
     assert sizes <= run.nbytes < sizes + 64 * len(info.prepacked)  # alignment padding only
-    assert run.nbytes > 0.7 * manifest.size_plain
+    # int4-exact: the 4-bit blocks, the head's 8-bit blocks and scales (0.56 of the pack);
+    # the embedding table and the scales that float32 compute reads stay.
+    assert run.nbytes > 0.5 * manifest.size_plain

@@ -6,7 +6,8 @@ dependencies compile llama.cpp), only found. The export dequantises it once into
 compresses it:
 
 ``smollm2``              int4-exact: the GGUF's own 4-bit and 8-bit grids, float32
-                         compute; answers as float32 does (served by default)
+                         compute, the head's best logits rescored in float32; answers as
+                         float32 does (served by default)
 ``smollm2-fp32``         float32, the reference the tests compare with transformers
 ``smollm2-int8``         8-bit weight blocks, int8 compute (served before; its answers
                          drift from float32's, see bench/QUALITY.md)

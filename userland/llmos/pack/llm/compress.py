@@ -16,16 +16,20 @@
 * ``int4-exact`` (served: it answers as float32 does): the projections in 4-bit min/max
   blocks with a float offset per block (``llmos.pack.llm.blockquant.minmax4``), float32
   compute; the embedding table in 8-bit symmetric blocks (``symmetric8``), and the tied
-  output head made from the same blocks, as float32, when the session is built. SmolLM2's
-  weights come from a GGUF whose projections are Q4_1 and whose embedding is Q8_0: these
-  grids are theirs, so every weight is kept bit for bit and nothing is rounded at run
-  time; the logits equal float32's to ~1e-4. MatMulNBits takes integer zero points only;
-  the rest of each block's minimum (``Blocks.offsets``) is added back by a small side
-  product: the sums of each block of the input times the offsets ([K/32, N], 1/32 of the
-  main product). The price is float32 compute, ~2.5x the CPU time of int8 compute per
-  token (bench/QUALITY.md); the memory of a float32 head.
-  ``int4-exact-int8head`` and ``int4-exact-int8`` are the same weights with int8 compute
-  in the head, or everywhere: diagnostics that show where answers change.
+  output head in the same blocks. SmolLM2's weights come from a GGUF whose projections
+  are Q4_1 and whose embedding is Q8_0: these grids are theirs, so every weight is kept
+  bit for bit. MatMulNBits takes integer zero points only; the rest of each block's
+  minimum (``Blocks.offsets``) is added back by a small side product: the sums of each
+  block of the input times the offsets ([K/32, N], 1/32 of the main product). The head
+  computes with int8 (a float32 head matrix would hold ~4x the table's bytes), then its
+  ``RESCORED`` best logits again in float32 from the embedding's rows of the same blocks
+  (TopK, GatherBlockQuantized, ScatterElements): the greedy choice and the top logits are
+  float32's to ~1e-4; the far tail keeps int8 rounding. The price is float32 compute in
+  the projections: more CPU time per token than int8 compute (bench/QUALITY.md).
+  ``int4-exact-floathead`` has the head as a float32 matrix the session builds from the
+  blocks (the pack holds the blocks once; the process the matrix); ``int4-exact-int8head``
+  and ``int4-exact-int8`` are the same weights with int8 compute in the head without
+  rescoring, or everywhere: variants that show what changes answers and what costs memory.
 * ``fp16``: every large float32 weight stored as float16 and cast back when the session
   is built (a smaller pack; float32 memory and speed).
 
@@ -53,7 +57,7 @@ from llmos.errors import ConfigError
 log = logging.getLogger(__name__)
 
 METHODS = ("none", "int8", "int8-dynamic", "int4", "int4-exact", "fp16",
-           "int4-exact-int8head", "int4-exact-int8")  # the last two: diagnostics
+           "int4-exact-floathead", "int4-exact-int8head", "int4-exact-int8")  # diagnostics
 BLOCK = 32  # weights per quantisation block (MatMulNBits)
 MS_DOMAIN = "com.microsoft"
 
@@ -80,10 +84,12 @@ def quantize(model: onnx.ModelProto, method: str) -> onnx.ModelProto:
         return _blocks(model, 4, ("MatMul", "Gather"))
     if method == "int4-exact":
         return exact_blocks(model)
+    if method == "int4-exact-floathead":  # the head a float32 matrix
+        return exact_blocks(model, head="float")
     if method == "int4-exact-int8head":  # only the head's activations rounded to int8
-        return exact_blocks(model, head_compute=INT8_COMPUTE)
+        return exact_blocks(model, head="int8")
     if method == "int4-exact-int8":  # every activation rounded to int8 (int8 compute)
-        return exact_blocks(model, INT8_COMPUTE, INT8_COMPUTE)
+        return exact_blocks(model, INT8_COMPUTE, head="int8")
     if method == "fp16":
         return float16_storage(model)
     raise ConfigError(f"unknown quantisation {method!r}", f"one of {', '.join(METHODS)}")
@@ -117,20 +123,21 @@ def _dynamic(model: onnx.ModelProto, op_types: list[str]) -> onnx.ModelProto:
 
 HEAD = "lm_head"  # the output projection's node (llmos.pack.llm.onnx_graph)
 FP32_COMPUTE, INT8_COMPUTE = 1, 4  # MatMulNBits accuracy_level
+RESCORED = 64  # logits of the int8-compute head computed again in float32
 MIN_ELEMENTS = 1024  # smaller float tensors (norm weights) stay float32
 
 
 def exact_blocks(model: onnx.ModelProto, body_compute: int = FP32_COMPUTE,
-                 head_compute: int = FP32_COMPUTE) -> onnx.ModelProto:
+                 head: str = "rescored") -> onnx.ModelProto:
     """``int4-exact``: the projections in 4-bit min/max blocks plus offsets, the embedding
     (Gather) and the output head (MatMul ``HEAD``) in 8-bit symmetric blocks.
 
-    ``body_compute`` is the projections' MatMulNBits accuracy level. With ``head_compute``
-    ``FP32_COMPUTE`` the head is an ordinary float32 MatMul whose weight the graph computes
-    from its blocks (Cast, Sub, Mul, Reshape, Transpose of constants: onnxruntime folds them
-    into one float32 matrix when it builds the session); a head tied to the embedding has
-    the embedding's blocks, which the pack then holds once. With ``INT8_COMPUTE`` it is a
-    MatMulNBits with int8 compute (smaller in memory, and answers differ more often)."""
+    ``body_compute`` is the projections' MatMulNBits accuracy level. ``head``:
+    ``rescored``: a MatMulNBits with int8 compute whose best logits are computed again in
+    float32; ``float``: an ordinary float32 MatMul whose weight the graph computes from
+    the blocks (Cast, Sub, Mul, Reshape, Transpose of constants, which onnxruntime folds
+    into one float32 matrix when it builds the session); ``int8``: the int8 MatMulNBits
+    alone. A head tied to the embedding reads the embedding's blocks, held once."""
     from onnx import numpy_helper
 
     weights = {t.name: t for t in model.graph.initializer}
@@ -146,10 +153,12 @@ def exact_blocks(model: onnx.ModelProto, body_compute: int = FP32_COMPUTE,
         w = numpy_helper.to_array(weights[const_input])
         if node.op_type == "Gather":
             _gather8(out, node, w)
-        elif node.name == HEAD and head_compute == FP32_COMPUTE:
+        elif node.name == HEAD and head == "float":
             _float_head8(out, node, w)
+        elif node.name == HEAD and head == "rescored":
+            _rescored_head8(out, node, w)
         else:
-            _matmul_nbits(out, node, w, head_compute if node.name == HEAD else body_compute)
+            _matmul_nbits(out, node, w, INT8_COMPUTE if node.name == HEAD else body_compute)
     kept = [t for t in model.graph.initializer if t.name not in used]
     return _rewritten(model, out.nodes, kept + list(out.added.values()))
 
@@ -219,6 +228,31 @@ def _float_head8(out: _Writer, node: onnx.NodeProto, w: np.ndarray) -> None:
                   f"{p}/rows_flat")
     weight = out.op("Transpose", [flat], f"{p}/weight", perm=[1, 0])
     out.node("MatMul", [node.input[0], weight], node)
+
+
+def _rescored_head8(out: _Writer, node: onnx.NodeProto, w: np.ndarray) -> None:
+    """A head [hidden, vocab] in 8-bit blocks with int8 compute, whose ``RESCORED`` best
+    logits are computed again in float32 from the embedding's rows of the same blocks."""
+    from llmos.pack.llm import blockquant
+
+    p, h = node.name, node.input[0]
+    b = blockquant.symmetric8(w)
+    approx = out.op("MatMulNBits", [h, out.const(f"{p}.qweight", b.data),
+                                    out.const(f"{p}.scales", b.scales)], f"{p}/approx",
+                    domain=MS_DOMAIN, K=b.k, N=b.n, bits=8, block_size=blockquant.BLOCK,
+                    accuracy_level=INT8_COMPUTE)
+    top = f"{p}/top"
+    out.emit("TopK", [approx, out.const(f"{p}.rescored", np.array([RESCORED], np.int64))],
+             [f"{p}/top_values", top], f"{p}/topk", axis=-1)
+    rows = out.op("GatherBlockQuantized", [
+        out.const(f"{p}.rows", b.data.reshape(b.n, b.k)), top,
+        out.const(f"{p}.row_scales", b.scales.reshape(b.n, b.n_blocks))], f"{p}/rows",
+        domain=MS_DOMAIN, gather_axis=0, quantize_axis=1, block_size=blockquant.BLOCK, bits=8)
+    column = out.op("Unsqueeze", [h, out.const(f"{p}.last", np.array([-1], np.int64))],
+                    f"{p}/column")
+    exact = out.op("Squeeze", [out.op("MatMul", [rows, column], f"{p}/dots"),
+                               out.const(f"{p}.last", np.array([-1], np.int64))], f"{p}/exact")
+    out.node("ScatterElements", [approx, top, exact], node, axis=-1)
 
 
 def _matmul_nbits(out: _Writer, node: onnx.NodeProto, w: np.ndarray, compute: int) -> None:

@@ -41,9 +41,10 @@ def _prepacked_inputs(node: onnx.NodeProto) -> tuple[int, ...]:
 def prepacked_weights(model: onnx.ModelProto) -> tuple[str, ...]:
     """Initializers read only as prepacked inputs of MatMulNBits nodes (sorted).
 
-    One whose bytes equal another initializer's is left out: onnxruntime may merge equal
-    constants (SmolLM2's tied embedding: the 4-bit lm_head blocks are the embedding table's
-    bytes), and the other reader would then read the released pages."""
+    One whose type, shape and bytes equal another initializer's is left out: onnxruntime's
+    ConstantSharing may merge such constants (today only scalars), and the other reader
+    would then read the released pages. Equal bytes in another shape are never merged
+    (int4-exact's head blocks are the embedding table's bytes, as [vocab, blocks, 32])."""
     initializers = {t.name: t for t in model.graph.initializer}
     packed: set[str] = set()
     elsewhere: set[str] = {o.name for o in model.graph.output}
@@ -59,7 +60,8 @@ def prepacked_weights(model: onnx.ModelProto) -> tuple[str, ...]:
 
 def _digest(tensor: onnx.TensorProto) -> str:
     raw = onnx.numpy_helper.to_array(tensor).tobytes()
-    return hashlib.sha256(f"{tensor.data_type}:{len(raw)}:".encode() + raw).hexdigest()
+    shape = list(tensor.dims)
+    return hashlib.sha256(f"{tensor.data_type}:{shape}:".encode() + raw).hexdigest()
 
 
 def build(exported: ExportedLM, name: str, quantization: str, version: str = "1",
