@@ -8,10 +8,12 @@ path (``LanguageModel``: tokenizer, chat template, engine, greedy sampler). An a
 sentence), normalised (case, spaces, surrounding punctuation), equals the float32 model's.
 The table also gives the stricter share whose first ``PREFIX_TOKENS`` tokens are
 identical, the perplexity of ``bench/llm_quality.py`` (same corpus and windows), the pack
-size and the decode cost: CPU milliseconds per token (process CPU time, one onnxruntime
-thread, after a 100-token prompt; CPU time rather than wall time because this machine is
-shared). The served variant must be the smallest that matches on at least ``THRESHOLD``
-of the prompts. Results: ``bench/QUALITY.md`` and ``bench/results/llm_agreement.json``.
+size, the resident memory the loaded pack adds (``tests/llm/memory_probe.py``: a fresh
+process that serves MiniLM first, prepacked pages released as the supervisor does) and the
+decode cost: CPU milliseconds per token (process CPU time, one onnxruntime thread, after a
+100-token prompt; CPU time rather than wall time because this machine is shared). The
+served variant must be the smallest in memory that matches on at least ``THRESHOLD`` of
+the prompts. Results: ``bench/QUALITY.md`` and ``bench/results/llm_agreement.json``.
 
     .venv/bin/python -m bench.llm_agreement [--demo build/demo]
 """
@@ -27,6 +29,7 @@ import logging
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -42,6 +45,7 @@ from llmos.llm.engine import EngineLimits
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.model import LanguageModel, load_language_model, with_prepacking
 from llmos.llm.sampling import SamplingParams
+from llmos.pack.llm.compress import RESCORED
 from llmos.pack.llm.packinfo import LLMInfo
 from llmos.runtimes.base import RuntimeOptions
 from llmos.text.tokenizer import Tokenizer
@@ -71,11 +75,14 @@ class Variant:
 
 REFERENCE = Variant("float32 (reference)", "smollm2-fp32", "none")
 VARIANTS = (
-    Variant("int4-exact: Q4_1/Q8_0 grids, float32 compute (served)", "smollm2", SERVED),
+    Variant("int4-exact: Q4_1/Q8_0 grids, float32 compute, head rescored (served)", "smollm2",
+            SERVED),
+    Variant("int4-exact with a float32 head matrix", "smollm2-int4-exact-floathead",
+            "int4-exact-floathead", SmolLM2("int4-exact-floathead")),
     Variant("int8: 8-bit blocks, int8 compute (served before)", "smollm2-int8", "int8"),
     Variant("int4: 4-bit blocks, int8 compute", "smollm2-int4", "int4"),
     Variant("fp16: float16 storage, float32 compute", "smollm2-fp16", "fp16"),
-    Variant("diagnostic: int4-exact, int8 compute in the head only",
+    Variant("diagnostic: int4-exact, int8 compute in the head, not rescored",
             "smollm2-int4-exact-int8head", "int4-exact-int8head",
             SmolLM2("int4-exact-int8head")),
     Variant("diagnostic: int4-exact, int8 compute everywhere", "smollm2-int4-exact-int8",
@@ -132,6 +139,7 @@ class Row:
     perplexity: float
     size_plain: int
     size_packed: int
+    resident: int  # bytes the loaded pack adds, prepacked pages released
     cpu_ms_per_token: float
     first_sentences: tuple[str, ...]
 
@@ -170,6 +178,15 @@ async def cpu_ms_per_token(lm: LanguageModel, tokens: int = 32, repeats: int = 3
     return statistics.median(samples)
 
 
+def resident(pack: Path, demo: Path) -> int:
+    """Resident growth of loading ``pack`` (tests/llm/memory_probe.py, releasing)."""
+    probe_script = ROOT / "tests" / "llm" / "memory_probe.py"
+    done = subprocess.run([sys.executable, str(probe_script), str(pack), "1", str(THREADS),
+                           str(demo / "minilm.llmpack")],
+                          capture_output=True, text=True, check=True, timeout=600)
+    return int(json.loads(done.stdout.strip().splitlines()[-1])["grown"])
+
+
 def perplexity(pack: Path, chunks: Sequence[Sequence[int]]) -> float:
     from llmos.runtimes.onnx import open_session
 
@@ -200,17 +217,19 @@ def measure(variant: Variant, demo: Path, prompts: Sequence[str],
               sum(answers_match(a.text, r.text) for a, r in zip(answers, ref, strict=True)),
               sum(same_prefix(a.tokens, r.tokens) for a, r in zip(answers, ref, strict=True)),
               len(prompts), perplexity(pack, chunks), manifest.size_plain,
-              manifest.size_packed, ms, tuple(first_sentence(a.text) for a in answers))
-    log.info("%s: %d/%d agree, perplexity %.3f, %.1f MB, %.1f CPU ms/token", variant.label,
-             row.agree, row.prompts, row.perplexity, row.size_packed / 1e6, ms)
+              manifest.size_packed, resident(pack, demo), ms,
+              tuple(first_sentence(a.text) for a in answers))
+    log.info("%s: %d/%d agree, perplexity %.3f, %.1f MB, %.1f MB resident, %.1f CPU ms/token",
+             variant.label, row.agree, row.prompts, row.perplexity, row.size_packed / 1e6,
+             row.resident / 1e6, ms)
     return row, answers
 
 
 def smallest_agreeing(rows: Sequence[Row], threshold: float = THRESHOLD) -> Row | None:
-    """The smallest pack (packed size) among the compressed variants at the threshold."""
+    """The smallest in resident memory among the compressed variants at the threshold."""
     ok = [r for r in rows if r.method != "none" and not r.label.startswith("diagnostic")
           and r.agreement >= threshold]
-    return min(ok, key=lambda r: r.size_packed, default=None)
+    return min(ok, key=lambda r: r.resident, default=None)
 
 
 def rows_of(results: dict[str, Any]) -> list[Row]:
@@ -242,19 +261,21 @@ def report(results: dict[str, Any], probe: dict[str, Any] | None = None) -> str:
         "surrounding punctuation, equals the float32 model's. **same tokens**: its first "
         f"{PREFIX_TOKENS} tokens are identical. Perplexity as in bench/llm_quality.py "
         f"({results['perplexity_tokens']} tokens of `fortunes-min` literature in windows of "
-        f"{results['perplexity_window']}). CPU ms/token: process CPU time per decoded token "
+        f"{results['perplexity_window']}). Resident MB: what loading the pack adds to a "
+        "process that serves MiniLM already, the prepacked pages released as the supervisor "
+        "does (tests/llm/memory_probe.py). CPU ms/token: process CPU time per decoded token "
         "after a 100-token prompt, one onnxruntime thread, median of 3 (CPU time, not wall "
         "time: the machine is shared).", "",
         "| variant | agree | same tokens | perplexity | vs float32 | packed MB | plain MB "
-        "| CPU ms/token |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        "| resident MB | CPU ms/token |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         delta = "=" if r is base else f"{r.perplexity / base.perplexity - 1:+.1%}"
         lines.append(
             f"| {r.label} | {r.agree}/{r.prompts} ({r.agreement:.0%}) | "
             f"{r.agree_prefix}/{r.prompts} | {r.perplexity:.3f} | {delta} | "
             f"{r.size_packed / 1e6:.1f} | {r.size_plain / 1e6:.1f} | "
-            f"{r.cpu_ms_per_token:.1f} |")
-    lines += ["", f"Smallest variant that agrees on at least {THRESHOLD:.0%}: "
+            f"{r.resident / 1e6:.1f} | {r.cpu_ms_per_token:.1f} |")
+    lines += ["", f"Smallest variant in memory that agrees on at least {THRESHOLD:.0%}: "
               f"**{chosen.label if chosen else 'none'}**; served (`llmos demo build`'s "
               f"`smollm2`): `{results['served']}`."]
     lines += reading(rows, results["served"])
@@ -277,12 +298,17 @@ def report(results: dict[str, Any], probe: dict[str, Any] | None = None) -> str:
 def reading(rows: Sequence[Row], served: str) -> list[str]:
     """What the table says, in words, from its own figures."""
     by = {r.method: r for r in rows}
-    needed = ("none", served, "int8", "fp16", "int4-exact-int8head", "int4-exact-int8")
+    needed = ("none", served, "int4-exact-floathead", "int8", "int4", "fp16",
+              "int4-exact-int8head", "int4-exact-int8")
     if not all(m in by for m in needed):
         return []
-    fp32, new, old = by["none"], by[served], by["int8"]
+    fp32, new, old, flt = by["none"], by[served], by["int8"], by["int4-exact-floathead"]
     head, everywhere = by["int4-exact-int8head"], by["int4-exact-int8"]
     n = fp32.prompts
+
+    def mb(r: Row) -> str:
+        return f"{r.resident / 1e6:.0f} MB"
+
     return [
         "", "## What it says", "",
         f"- The float32 model itself answers \"What is the capital of France?\" with "
@@ -295,22 +321,23 @@ def reading(rows: Sequence[Row], served: str) -> list[str]:
         "- What flips them is rounding at run time, not the weights: with the weights kept "
         f"bit for bit, int8 compute in the output head alone agrees on {head.agree}/{n}, "
         f"int8 compute everywhere on {everywhere.agree}/{n}, and float32 compute on "
-        f"{new.agree}/{n}. SmolLM2's GGUF holds its projections as Q4_1 and its embedding "
-        "as Q8_0; `int4-exact` stores them on those very grids (llmos.pack.llm.blockquant), so "
-        "it loses nothing, while int8 and int4 re-round them onto grids of their own.",
-        f"- Served: `{served}`, {new.size_packed / 1e6:.1f} MB packed against int8's "
-        f"{old.size_packed / 1e6:.1f} MB ({new.size_packed / old.size_packed:.2f}x) and "
-        f"float32's {fp32.size_packed / 1e6:.1f} MB. Its price is speed: "
-        f"{new.cpu_ms_per_token:.1f} CPU ms per token against int8's "
-        f"{old.cpu_ms_per_token:.1f} ({new.cpu_ms_per_token / old.cpu_ms_per_token:.1f}x) "
-        f"and float32's {fp32.cpu_ms_per_token:.1f}: onnxruntime's 4-bit kernels with "
-        "float32 compute are slower on this AVX2 CPU than its float32 ones, and the head "
-        "is a float32 matrix (built from the embedding's 8-bit blocks when the session "
-        "starts). int8 compute would be 2-3x faster and answer differently.",
+        f"{flt.agree}/{n}. SmolLM2's GGUF holds its projections as Q4_1 and its embedding "
+        "as Q8_0; `int4-exact` stores them on those very grids (llmos.pack.llm.blockquant), "
+        "so it loses nothing, while int8 and int4 re-round them onto grids of their own.",
+        f"- A float32 head matrix costs memory: {mb(flt)} resident, against int8's "
+        f"{mb(old)}. The served `{served}` computes the head with int8 over the whole "
+        f"vocabulary and then the best {RESCORED} logits again in float32 from the "
+        "embedding's rows of the same 8-bit blocks, so the greedy choice and the top logits "
+        "are float32's (the far tail keeps int8 rounding, which moves perplexity by "
+        f"{new.perplexity / fp32.perplexity - 1:+.2%}): {new.agree}/{n} agree, {mb(new)} "
+        f"resident, {new.size_packed / 1e6:.1f} MB packed (int8: "
+        f"{old.size_packed / 1e6:.1f} MB), {new.cpu_ms_per_token:.1f} CPU ms per token "
+        f"against int8's {old.cpu_ms_per_token:.1f} and float32's "
+        f"{fp32.cpu_ms_per_token:.1f}: onnxruntime's 4-bit kernels with float32 compute "
+        "are slower on this AVX2 CPU than its int8 ones.",
         f"- fp16 storage also agrees but is {by['fp16'].size_packed / new.size_packed:.1f}x "
-        "the size; the smaller int4 pack "
-        "(int8 compute, onnxruntime's own 4-bit grid) is fluent but a different model: it "
-        "agrees on none of the first sentences.",
+        "the size; the smaller int4 pack (int8 compute, onnxruntime's own 4-bit grid) is "
+        f"fluent but a different model: it agrees on {by['int4'].agree}/{n} first sentences.",
     ]
 
 
