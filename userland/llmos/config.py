@@ -95,11 +95,48 @@ SETTINGS: tuple[Setting, ...] = (
             "--admin-port"),
     Setting("server.max_body_bytes", _positive(int), 16 * 1024 * 1024,
             "largest request body accepted (413 above)"),
+    Setting("server.max_request_rows", _positive(int), 1024,
+            "rows (dim 0) of one tensor request; more answer 413 (a request of more rows "
+            "than a model's max_batch_size runs as several batches)"),
+    Setting("server.max_inflight_requests", _positive(int), 256,
+            "inference requests being served at once, all models; more answer 503 with "
+            "Retry-After"),
+    Setting("server.max_inflight_bytes", _positive(int), 256 * 1024 * 1024,
+            "request body bytes being served at once, all models; more answer 503 with "
+            "Retry-After"),
+    Setting("server.max_connections", _positive(int), 1024,
+            "open connections per listener; more are closed at once (size LimitNOFILE "
+            "above twice this)"),
+    Setting("server.body_timeout_s", _positive(float), 30.0,
+            "longest wait for a request's body to arrive (408 after)"),
+    Setting("server.idle_timeout_s", _positive(float), 30.0,
+            "a kept-alive connection with no request for this long is closed"),
+    Setting("server.offload_bytes", _nonneg(int), 64 * 1024,
+            "bodies larger than this are decoded (JSON, tokenisation, chat template) in a "
+            "worker thread, off the event loop"),
     Setting("server.repository_control", _bool, False,
             "allow model load/unload (POST /v2/repository/models/NAME/load|unload) on the "
             "API listener, unauthenticated; off: only the admin page loads and unloads"),
     Setting("server.request_timeout_s", _positive(float), 30.0,
             "deadline of one inference request (504 after)"),
+    Setting("server.update_drain_s", _positive(float), 60.0,
+            "after a model update, longest wait for the replaced version's requests to "
+            "finish before it is unloaded anyway"),
+    Setting("server.api_keys_file", _optional_path, None,
+            "API keys ('NAME: KEY' or 'NAME: sha256:HEX' lines) required on the inference "
+            "API (besides the llmos-api-keys credential); none: the API is open",
+            "--api-keys-file"),
+    Setting("server.drain_s", _nonneg(float), 0.0,
+            "on SIGTERM: answer not-ready and keep serving this long before closing "
+            "(at least a load balancer's check interval x fall)", "--drain-s"),
+    Setting("server.drain_grace_s", _nonneg(float), 20.0,
+            "on SIGTERM, after drain_s: longest wait for requests in flight to finish"),
+    Setting("server.tls", _bool, False,
+            "serve the inference API over HTTPS only (certificate: server.tls_cert/tls_key, "
+            "the llmos-api-tls-cert/-key credentials, or a self-signed one made at first "
+            "start in <state_dir>/api-tls; its fingerprint is logged)", "--tls"),
+    Setting("server.tls_cert", _optional_path, None, "PEM certificate of the inference API"),
+    Setting("server.tls_key", _optional_path, None, "PEM private key of server.tls_cert"),
     Setting("server.state_dir", _path, Path("/var/lib/llmos"),
             "persistent state: admin password hash, enrollment marker", "--state-dir"),
     Setting("server.log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",
@@ -124,7 +161,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin.session_max_s", _positive(float), 43200.0,
             "admin sessions end this long after login, active or not"),
     Setting("admin.upload_max_bytes", _positive(int), 16 * 1024**3,
-            "largest sealed pack accepted by the admin upload"),
+            "largest sealed pack accepted by the admin upload (uploads also leave 256 MiB "
+            "of the data partition free)"),
+    Setting("admin.upload_dir", _optional_path, None,
+            "where uploaded sealed packs are kept, and found again at start (default: "
+            "<state_dir>/packs, the data partition on the appliance)"),
+    Setting("admin.tls", _bool, False,
+            "serve the admin page over HTTPS only (certificate: admin.tls_cert/tls_key, the "
+            "llmos-admin-tls-cert/-key credentials, or a self-signed one made at first start "
+            "in <state_dir>/admin-tls; its fingerprint is logged and shown on the overview)",
+            "--admin-tls"),
+    Setting("admin.tls_cert", _optional_path, None, "PEM certificate of the admin page"),
+    Setting("admin.tls_key", _optional_path, None, "PEM private key of admin.tls_cert"),
+    Setting("admin.upload_watch_s", _nonneg(float), 5.0,
+            "look this often (seconds) for sealed packs copied into admin.upload_dir: a new "
+            "model is added, another version of a model updates it (0: never)"),
     Setting("admin.password_file", _optional_path, None,
             "scrypt hash of the admin password (default: <state_dir>/admin-password)"),
     Setting("admin.generate_password", _optional_bool, None,

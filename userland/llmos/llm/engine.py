@@ -5,8 +5,10 @@ sequences, admits waiting requests into free slots (each prompt is prefilled alo
 its slot's cache), then runs one decode step for all running sequences together, so
 requests join and leave between tokens instead of waiting for each other. Tokens go back
 to the event loop in one ``call_soon_threadsafe`` per step, into an ``asyncio.Queue``
-per request; a client that stops listening calls ``Generation.cancel`` and its slot is
-free at the next step.
+per request; a client that stops listening (or whose deadline passed) calls
+``Generation.cancel``: a waiting request leaves the queue, a prompt being prefilled stops
+between two graph nodes (``llmos.llm.interrupt``), a running sequence's slot is free at the
+next step.
 
 The waiting queue is bounded: a request beyond it gets ``QueueFullError``. A prompt that
 leaves no room in the context for even one generated token gets ``BadRequestError``.
@@ -29,8 +31,10 @@ import numpy as np
 from llmos.errors import BadRequestError, LlmosError, NotReadyError, QueueFullError
 from llmos.llm.detokenize import IncrementalDecoder
 from llmos.llm.generation import Chunk, Generation, GenerationRequest
+from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.sampling import Sampler
 from llmos.llm.stopping import FinishReason, StopChecker, StopCriteria
+from llmos.serving.workers import supervise
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,8 @@ class StepRunner(Protocol):
     @property
     def capacity(self) -> int: ...
 
-    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray: ...
+    def prefill(self, slot: int, token_ids: Sequence[int],
+                interrupt: Interrupt | None = None) -> np.ndarray: ...
 
     def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray: ...
 
@@ -98,6 +103,7 @@ class _Sequence:
     pending: int = -1  # sampled token to feed at the next step
     last_token_at: float = 0.0
     cancelled: bool = False
+    interrupt: Interrupt | None = None  # set while its prompt is being prefilled
 
 
 class Engine:
@@ -116,7 +122,9 @@ class Engine:
         self._admitting = 0  # taken from the queue, being prefilled
         self._cancelled = False  # some running sequence was cancelled
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
+        self._thread = threading.Thread(  # restarted after a crash, its sequences failed
+            target=supervise(f"engine-{name}", self._work, self._crashed),
+            name=f"engine-{name}", daemon=True)
         self._thread.start()
 
     # --- event-loop side ---------------------------------------------------------
@@ -131,6 +139,13 @@ class Engine:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is waiting, being admitted or generating (closing now would
+        fail it)."""
+        with self._cv:
+            return bool(self._waiting or self._running or self._admitting)
 
     def budget(self, request: GenerationRequest) -> int:
         """Tokens this request may generate; refuses prompts that leave no room."""
@@ -178,6 +193,8 @@ class Engine:
                 return
             seq.cancelled = True
             self._cancelled = True
+            if seq.interrupt is not None:  # its prefill stops between two graph nodes
+                seq.interrupt.request()
             self._cv.notify()
 
     def close(self) -> None:
@@ -224,6 +241,17 @@ class Engine:
             self._observer.scheduled(len(self._running), len(self._waiting))
         self._shutdown()
 
+    def _crashed(self) -> None:
+        """After a crash of the worker loop: the running sequences' caches are in doubt,
+        so they fail; the waiting ones are admitted by the restarted loop."""
+        err = LlmosError(f"model {self.name!r}: the generation worker crashed",
+                         "retry; the server log has the trace")
+        with self._cv:
+            left = list(self._running)
+            self._running.clear()
+            self._admitting = 0
+        self._deliver([(seq, err) for seq in left])
+
     def _shutdown(self) -> None:
         err = NotReadyError(f"model {self.name!r} was unloaded", "retry once it is loaded again")
         with self._cv:
@@ -261,19 +289,30 @@ class Engine:
         self._running.pop()
 
     def _prefill(self, seq: _Sequence, out: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
-        if seq.cancelled:
-            return
+        with self._cv:
+            if seq.cancelled:
+                return
+            seq.interrupt = Interrupt()
         slot = len(self._running)
         try:
-            logits = self.runner.prefill(slot, seq.request.prompt_ids)
+            logits = self.runner.prefill(slot, seq.request.prompt_ids, seq.interrupt)
+        except Interrupted:  # cancelled while its prompt was being read
+            log.info("engine %s: a prefill of %d tokens was interrupted (request cancelled)",
+                     self.name, len(seq.request.prompt_ids))
+            self._observer.finished(time.perf_counter() - seq.submitted,
+                                    len(seq.request.prompt_ids), 0, "cancelled")
+            return
         except LlmosError as exc:
             out.append((seq, exc))
             return
+        finally:
+            with self._cv:
+                seq.interrupt = None
         seq.length = len(seq.request.prompt_ids)
         now = time.perf_counter()
         self._observer.first_token(now - seq.submitted)
         seq.last_token_at = now
-        if not self._accept(seq, seq.sampler(logits), now, out):
+        if not self._advance(seq, logits, now, out):
             self._running.append(seq)
 
     def _step(self, out: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
@@ -285,10 +324,27 @@ class Engine:
             seq.length += 1
             self._observer.next_token(now - seq.last_token_at)
             seq.last_token_at = now
-            if self._accept(seq, seq.sampler(logits[i]), now, out):
+            if self._advance(seq, logits[i], now, out):
                 done.append(i)
         for slot in reversed(done):
             self._leave(slot)
+
+    def _advance(self, seq: _Sequence, logits: np.ndarray, now: float,
+                 out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:
+        """Sample, detokenise and check the stop rules of one sequence; True when it has
+        finished. Whatever fails here fails this sequence alone (its stream gets the
+        error), never the batch it was decoded with."""
+        try:
+            return self._accept(seq, seq.sampler(logits), now, out)
+        except Exception as exc:
+            log.warning("engine %s: one sequence failed: %s: %s", self.name,
+                        type(exc).__name__, exc)
+            err = exc if isinstance(exc, LlmosError) else LlmosError(
+                f"generation failed: {type(exc).__name__}: {exc}", "see the server log")
+            out.append((seq, err))
+            self._observer.finished(now - seq.submitted, len(seq.request.prompt_ids),
+                                    seq.stopper.generated, "cancelled")
+            return True
 
     def _accept(self, seq: _Sequence, token: int, now: float,
                 out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:

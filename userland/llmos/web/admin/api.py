@@ -49,6 +49,7 @@ async def overview(request: web.Request) -> web.Response:
         "models_total": len(models),
         "tpm": tpm.to_dict(),
         "boot": boot.to_dict(),
+        "tls": None if state.options.tls is None else state.options.tls.to_dict(),
     })
 
 
@@ -140,7 +141,9 @@ async def models(request: web.Request) -> web.Response:
         else:
             row["quantization"], row["runtime"] = manifest.quantization, manifest.runtime
         rows.append(row)
-    return json_response({"models": rows, "packs_dir": str(request.app[ADMIN].options.packs_dir),
+    options = request.app[ADMIN].options
+    return json_response({"models": rows, "packs_dir": str(options.packs_dir),
+                          "upload_dir": str(options.upload_dir),
                           "playground": list(mounted(request.app))})
 
 

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API for causal LMs: /v1/models, /v1/completions, /v1/chat/completions.
+"""The OpenAI-compatible API for causal LMs: /v1/completions, /v1/chat/completions, and
+/v1/models (every model, with its kind; /v1/embeddings is ``llmos.web.api.embeddings``).
 
 ``stream: true`` answers server-sent events, one per generated piece of text, ending with
 ``data: [DONE]``. A client that goes away (the connection closes) cancels its generation;
@@ -23,9 +24,12 @@ from typing import Any
 
 from aiohttp import web
 
-from llmos.errors import LlmosError, QueueFullError
+from llmos.dataplane import ModelCard
+from llmos.errors import BadRequestError, LlmosError, QueueFullError
+from llmos.llm import openai_embeddings as emb
 from llmos.llm import openai_protocol as proto
 from llmos.llm.generation import Chunk, Completion, Generation
+from llmos.web.admission import decode
 from llmos.web.errors import status_of
 from llmos.web.keys import DATAPLANE
 
@@ -37,7 +41,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 
 
 def _error_body(exc: LlmosError) -> dict[str, Any]:
-    param = exc.param if isinstance(exc, proto.FieldError) else None
+    param = exc.param if isinstance(exc, BadRequestError) else None
     return {"error": {"message": exc.message, "type": type(exc).__name__, "param": param,
                       "code": status_of(exc)}, "hint": exc.hint}
 
@@ -120,18 +124,25 @@ async def _stream(request: web.Request, gen: Generation,
     return response
 
 
+def _card(model: ModelCard) -> dict[str, Any]:
+    extra = {k: v for k, v in (("max_model_len", model.max_model_len),
+                               ("dimensions", model.dimensions)) if v is not None}
+    return emb.model_card(model.name, model.kind, model.created, **extra)
+
+
 async def list_models(request: web.Request) -> web.Response:
-    cards = [proto.model_card(lm.name, lm.created, lm.context_length)
-             for lm in request.app[DATAPLANE].language_models()]
+    """Every model serving now, each card saying its kind: language models (chat,
+    completions), embedding models (/v1/embeddings) and tensor models (/v2 only)."""
+    cards = [_card(m) for m in request.app[DATAPLANE].catalog()]
     return web.json_response({"object": "list", "data": cards})
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    req = proto.completion_request(proto.parse_body(await request.read()))
+    req = await decode(request, lambda body: proto.completion_request(proto.parse_body(body)))
     p = req.params
     plane = request.app[DATAPLANE]
     lm = plane.language_model(p.model)
-    gen = plane.complete(lm, req.prompt, p)
+    gen = await plane.complete(lm, req.prompt, p)
     rid, created = proto.new_id("cmpl"), lm.created
     if not p.stream:
         done = await _collect(request, gen)
@@ -152,11 +163,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    req = proto.chat_request(proto.parse_body(await request.read()))
+    req = await decode(request, lambda body: proto.chat_request(proto.parse_body(body)))
     p = req.params
     plane = request.app[DATAPLANE]
     lm = plane.language_model(p.model)
-    gen = plane.chat(lm, req.messages, p)
+    gen = await plane.chat(lm, req.messages, p)
     rid, created = proto.new_id("chatcmpl"), lm.created
     if not p.stream:
         done = await _collect(request, gen)

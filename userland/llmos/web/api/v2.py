@@ -1,4 +1,5 @@
-"""Open Inference Protocol v2 over HTTP/JSON, with the model-repository extension.
+"""Open Inference Protocol v2 over HTTP, with the model-repository and binary tensor data
+extensions (JSON bodies, or JSON followed by raw tensors: ``serving.binary_tensors``).
 
 Health and readiness answer 200 for true and 400 for false (the protocol's "4xx means
 false", as Triton does), with a small JSON body saying why.
@@ -13,12 +14,14 @@ from aiohttp import web
 from llmos import __version__
 from llmos.errors import BadRequestError
 from llmos.pack.manifest import TensorSpec
-from llmos.serving import codec
+from llmos.serving import binary_tensors, codec
 from llmos.serving.backend import PLATFORMS
 from llmos.state import ModelState
+from llmos.web.admission import decode, read_body
+from llmos.web.api import public
 from llmos.web.keys import DATAPLANE
 
-EXTENSIONS = ("model_repository",)
+EXTENSIONS = ("model_repository", binary_tensors.EXTENSION)
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
@@ -39,16 +42,18 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     h = request.app[DATAPLANE].health()
-    return _json({"ready": h.ready, "status": h.overall.value, "reasons": list(h.reasons)},
+    return _json({"ready": h.ready, "status": h.overall.value,
+                  "reasons": [public.text(r) for r in h.reasons]},
                  200 if h.ready else 400)
 
 
 async def model_metadata(request: web.Request) -> web.Response:
     name, version = request.match_info["model"], request.match_info.get("version")
-    manifest = request.app[DATAPLANE].metadata(name, version)
+    plane = request.app[DATAPLANE]
+    manifest = plane.metadata(name, version)
     return _json({
         "name": name,
-        "versions": [manifest.version],
+        "versions": list(plane.versions(name)),
         "platform": PLATFORMS.get(manifest.runtime, manifest.runtime),
         "inputs": _specs(manifest.inputs),
         "outputs": _specs(manifest.outputs),
@@ -61,26 +66,42 @@ async def model_ready(request: web.Request) -> web.Response:
     ok = st.state is ModelState.READY
     doc: dict[str, Any] = {"name": name, "ready": ok, "state": st.state.value}
     if st.reason:
-        doc["reason"] = st.reason
+        doc["reason"] = public.text(st.reason)
     return _json(doc, 200 if ok else 400)
 
 
-async def _decode(request: web.Request) -> codec.InferRequest:
-    return codec.decode_request(codec.parse_json(await request.read()))
+class _Body:
+    """The request body, decoded when the data plane awaits it (after the batching hint;
+    read with its deadline, parsed off the loop when large: ``web.admission.decode``); the
+    client's choice of binary or JSON outputs is kept here for the encoder."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self.wire: binary_tensors.WireRequest | None = None
+
+    async def read(self) -> codec.InferRequest:
+        header = self._request.headers.get(binary_tensors.HEADER_LENGTH)
+        self.wire = await decode(self._request,
+                                 lambda body: binary_tensors.decode_request(body, header))
+        return self.wire.request
 
 
 async def infer(request: web.Request) -> web.Response:
     """The hot path: decode, call the data plane, encode. Nothing else."""
     match = request.match_info
+    body = _Body(request)
     result = await request.app[DATAPLANE].infer(match["model"], match.get("version"),
-                                                _decode(request))
-    body = codec.response_bytes(result.model, result.version, result.id, result.outputs,
-                                result.output_names)
-    return web.Response(body=body, content_type="application/json")
+                                                body.read())
+    assert body.wire is not None  # the data plane answers only after decoding the body
+    answer = binary_tensors.encode_response(result.model, result.version, result.id,
+                                            result.outputs, result.output_names,
+                                            body.wire.binary)
+    return web.Response(body=answer.body, content_type=answer.content_type,
+                        headers=answer.headers)
 
 
 async def _optional_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     doc = codec.parse_json(raw)
