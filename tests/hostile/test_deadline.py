@@ -15,6 +15,8 @@ import requests
 
 from .conftest import EMBEDDER, LLM, start_server, stop_server
 
+# One intra-op thread: the long prefill takes seconds on a fast many-core machine too.
+ONE_THREAD = "threads = 1"
 LONG = "the quick brown fox jumps over the lazy dog " * 200  # ~1,850 tokens to prefill
 
 
@@ -41,9 +43,9 @@ def _wait_for_an_interrupted_prefill(log: Path) -> None:
 
 def test_a_late_llm_request_is_504_its_prefill_stops_and_others_are_served(
         tmp_path: Path) -> None:
-    # 0.5 s: long enough for the prefill to start, far less than a 1,850-token prefill of
-    # SmolLM2 takes on a CPU
-    served = start_server(tmp_path, llm_extra="timeout_s = 0.5")
+    # 1 s: long enough for the prefill to start, far less than a 1,850-token prefill of
+    # SmolLM2 takes on one thread of any CPU
+    served = start_server(tmp_path, llm_extra=f"timeout_s = 1.0\n{ONE_THREAD}")
     try:
         with ThreadPoolExecutor(3) as pool:
             plain = pool.submit(_chat, served.url, False)
@@ -66,7 +68,7 @@ def test_a_late_llm_request_is_504_its_prefill_stops_and_others_are_served(
 
 def test_a_client_that_disconnects_during_the_prefill_stops_it(tmp_path: Path) -> None:
     """No deadline is near (30 s): only the client going away can stop the prefill."""
-    served = start_server(tmp_path)
+    served = start_server(tmp_path, llm_extra=ONE_THREAD)
     try:
         host, port = served.url.removeprefix("http://").split(":")
         body = json.dumps({"model": LLM, "max_tokens": 4,

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 
 from aiohttp import web
 
+from llmos.apikeys import load as load_api_keys
 from llmos.config import Config
 from llmos.controllers.devices import DeviceController, EventSource
 from llmos.dataplane import DataPlane
@@ -66,8 +67,9 @@ from llmos.web.admin.app import build_admin_app
 from llmos.web.admin.state import AdminOptions, DeviceView, MemoryView
 from llmos.web.admission import Limits
 from llmos.web.api.app import build_api_app
-from llmos.web.api_keys import middleware_from_config as key_middleware_from_config
+from llmos.web.api_keys import middleware_for as key_middleware_for
 from llmos.web.drain import DRAIN, Drain
+from llmos.web.keys import KEYS_REQUIRED
 from llmos.web.server import Listener, Server
 from llmos.web.server import run as run_server
 
@@ -232,11 +234,12 @@ class LlmOs:
     def api_app(self) -> web.Application:
         """The inference API (/health, /v2, /metrics, /v1); its life is the server's."""
         cfg = self.config
-        keys = key_middleware_from_config(cfg["server.api_keys_file"], str(cfg["server.host"]),
-                                          self.metrics.registry, os.environ)
+        store = load_api_keys(cfg["server.api_keys_file"], os.environ)
+        keys = key_middleware_for(store, str(cfg["server.host"]), self.metrics.registry)
         app = build_api_app(self.dataplane, int(cfg["server.max_body_bytes"]),
                             Limits.from_config(cfg), (self.drain.middleware(), keys))
         app[DRAIN] = self.drain
+        app[KEYS_REQUIRED] = store.enabled
         app.cleanup_ctx.append(self._watchdog)
         app.cleanup_ctx.append(self._lifecycle)
         return app

@@ -118,7 +118,8 @@ SETTINGS: tuple[Setting, ...] = (
             "allow model load/unload (POST /v2/repository/models/NAME/load|unload) on the "
             "API listener, unauthenticated; off: only the admin page loads and unloads"),
     Setting("server.request_timeout_s", _positive(float), 30.0,
-            "deadline of one inference request (504 after)"),
+            "deadline of one inference request, queueing included (504 after; a language "
+            "model's whole answer, or a stream's first token: raise it for long answers)"),
     Setting("server.update_drain_s", _positive(float), 60.0,
             "after a model update, longest wait for the replaced version's requests to "
             "finish before it is unloaded anyway"),

@@ -11,13 +11,15 @@ deadline, the limits of the repository extension, and the per-request metrics.
 - ``embed``: texts to vectors through an embedding model's batcher (``embedding_width`` and
   ``count_tokens`` for what an API reports beside them);
 - ``catalog``: every model serving now, with its kind (a client's model list);
-- ``complete`` and ``chat``: a causal LM's generation (the OpenAI surface);
+- ``complete`` and ``chat``: a causal LM's generation (the OpenAI surface): ``n`` choices,
+  each with its own sampler, penalties and grammar (``llmos.llm.choices``);
 - ``load`` and ``unload``: the repository extension, when the configuration allows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -34,9 +36,11 @@ from llmos.errors import (
 )
 from llmos.llm.backend import KIND as CAUSAL_LM
 from llmos.llm.chat import Message
-from llmos.llm.generation import Generation, GenerationRequest
+from llmos.llm.choices import Answer, submit
 from llmos.llm.model import LanguageModel
+from llmos.llm.openai_features import Features
 from llmos.llm.openai_protocol import CompletionParams, FieldError
+from llmos.llm.tools import prompt_text
 from llmos.pack.embedding import EMBEDDING, TEXT, EmbeddingConfig
 from llmos.pack.manifest import Manifest
 from llmos.registry import ModelRegistry
@@ -227,10 +231,11 @@ class DataPlane:
         return await asyncio.to_thread(work) if size > self._offload else work()
 
     async def complete(self, lm: LanguageModel, prompt: str | tuple[int, ...],
-                       params: CompletionParams) -> Generation:
-        """A completion of ``prompt`` (text, or token ids below the vocabulary size).
-        Called with no await after ``language_model``: the hold keeps ``lm``'s version
-        loaded until its generation is submitted (``LanguageModel.busy`` from then on)."""
+                       params: CompletionParams, features: Features | None = None) -> Answer:
+        """A completion of ``prompt`` (text, or token ids below the vocabulary size): its
+        ``features.n`` choices, started. Called with no await after ``language_model``: the
+        hold keeps ``lm``'s version loaded until they are submitted (``LanguageModel.busy``
+        from then on)."""
         with self.registry.leases.hold(lm):
             if isinstance(prompt, str):
                 text = prompt
@@ -239,34 +244,32 @@ class DataPlane:
                 ids = prompt
             if any(t >= lm.tokenizer.vocab_size for t in ids):
                 raise FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
-            return self._generate(lm, ids, params)
+            return await submit(lm, ids, params, features or Features())
 
     async def chat(self, lm: LanguageModel, messages: Sequence[Message],
-                   params: CompletionParams) -> Generation:
-        """The assistant's next message after ``messages`` (the model's chat template)."""
+                   params: CompletionParams, features: Features | None = None) -> Answer:
+        """The assistant's next message after ``messages`` (the model's chat template, with
+        the tools offered written the template's own way where it has one)."""
         specials = lm.tokenizer.special_tokens
         for i, m in enumerate(messages):  # content never becomes the template's markup
-            found = next((t for t in specials if t in m.content), None)
+            calls = json.dumps(list(m.tool_calls)) if m.tool_calls else ""
+            found = next((t for t in specials if t in m.content or t in calls), None)
             if found is not None:
                 raise FieldError(f"messages[{i}].content",
                                  f"contains the special token {found!r}",
                                  "special tokens are the chat template's markup; a message "
                                  "cannot open or close a turn")
+        tools = features.tools if features else None
+
+        def prompt() -> tuple[int, ...]:
+            if lm.chat is None:
+                return lm.encode(lm.chat_prompt(messages))  # refused: no chat template
+            return lm.encode(prompt_text(lm.chat, messages, tools))
+
         size = sum(len(m.content) for m in messages)
         with self.registry.leases.hold(lm):
-            ids = await self._off_loop(size, lambda: lm.encode(lm.chat_prompt(messages)))
-            return self._generate(lm, ids, params)
-
-    @staticmethod
-    def _generate(lm: LanguageModel, ids: tuple[int, ...],
-                  params: CompletionParams) -> Generation:
-        """The deadline covers the whole answer, or a stream's first token (then the client
-        is being answered and a client gone is what cancels)."""
-        gen = lm.generate(GenerationRequest(ids, params.max_tokens, params.sampling,
-                                            params.stop, params.ignore_eos))
-        if lm.timeout_s is not None:
-            gen.expire_after(lm.timeout_s, first_only=params.stream)
-        return gen
+            ids = await self._off_loop(size, prompt)
+            return await submit(lm, ids, params, features or Features())
 
     # --- the repository extension --------------------------------------------------------
     def _allowed(self, request: Awaitable[object] | None) -> None:
