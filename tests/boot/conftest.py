@@ -161,7 +161,7 @@ def first_boot(lab: Path, image: Path, fleet_key: Path) -> FirstBoot:
         # that the attack tests, which need only the enrolled machine, still run.
         embeddings = outcome(lambda: guest.embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
         metrics = outcome(lambda: guest.metrics(vm.api))
-        chat = outcome(lambda: guest.chat(vm.api, CHAT_MODEL, "Name the capital of France.",
+        chat = outcome(lambda: guest.chat(vm.api, CHAT_MODEL, "What is the capital of France?",
                                            max_tokens=8))
         login = http.request(f"http://127.0.0.1:{vm.admin_port}/login")
         console = boot.console()

@@ -123,7 +123,7 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
     # --- the LLM (smollm2 pack, OpenAI API): one greedy chat completion answered ---------
     answer = result(first_boot.chat)
     text = answer["choices"][0]["message"]["content"]
-    assert isinstance(text, str) and text.strip(), answer
+    assert isinstance(text, str) and "Paris" in text, answer
     assert 0 < answer["usage"]["completion_tokens"] <= 8, answer["usage"]
 
     assert first_boot.admin_login_status == 200, "admin page not reachable"
