@@ -16,7 +16,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +159,10 @@ def pack_onnx(model: Path, spec: PackSpec, reference: Path | None = None) -> Bui
     if reference is not None:
         onnx_build.save_model(prepared, reference)
     graph_inputs, graph_outputs = onnx_build.signature(prepared)
-    graph, weights, table = onnx_build.split_weights(prepared)
+    prepacked = onnx_build.prepacked_weights(prepared)
+    graph, weights, table = onnx_build.split_weights(prepared, first=set(prepacked))
+    table = replace(table, prepacked=tuple(n for n in prepacked
+                                           if n in {e.name for e in table.entries}))
     files = {ONNX_ENTRYPOINT: graph}
     if table.entries:
         files[table.file] = weights
