@@ -4,8 +4,9 @@ Run by mkosi.postinst.chroot with the image's venv: a runtime dependency missing
 image (not in pyproject's [project].dependencies, hence not in wheels.lock) or a native
 library missing from the package list fails the build here, not the appliance at boot.
 The build side (exporting, quantising, the demo builders: torch, onnx, transformers are not
-in the image) lives in the packages listed in ``BUILD_SIDE`` and is not imported; every
-other module must import, whatever the error.
+in the image) lives in the packages listed in ``BUILD_SIDE`` and is not imported, nor is
+the fleet's client side (``OFF_APPLIANCE``: Dask is not in the image); every other module
+must import, whatever the error.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import sys
 #: Packages and modules that run on a build machine only (their imports need the
 #: ``build`` extra); every other module of llmos runs on the appliance.
 BUILD_SIDE = ("llmos.pack.llm", "llmos.pack.onnx_build", "llmos.demo")
+#: The client side of a fleet (Dask workers, the HAProxy template; the ``fleet`` extra):
+#: it runs next to the appliances, never on one (docs/fleet.md), so Dask is not installed.
+OFF_APPLIANCE = ("llmos.fleet",)
 
 
 def build_side(name: str) -> bool:
-    return any(name == b or name.startswith(b + ".") for b in BUILD_SIDE)
+    return any(name == b or name.startswith(b + ".") for b in BUILD_SIDE + OFF_APPLIANCE)
 
 
 def main() -> int:

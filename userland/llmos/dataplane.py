@@ -15,13 +15,14 @@ deadline, the limits of the repository extension, and the per-request metrics.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from llmos.errors import BadRequestError, ForbiddenError
+from llmos.errors import BadRequestError, ForbiddenError, PayloadTooLargeError
 from llmos.llm.backend import KIND as CAUSAL_LM
 from llmos.llm.chat import Message
 from llmos.llm.generation import Generation, GenerationRequest
@@ -33,6 +34,7 @@ from llmos.registry import ModelRegistry
 from llmos.runtimes.validation import check_inputs, check_outputs
 from llmos.serving.codec import InferRequest
 from llmos.serving.metrics import ServingMetrics
+from llmos.serving.slices import rows_of
 from llmos.state import Health, ModelState, ModelStatus
 
 Tensors = dict[str, np.ndarray]
@@ -64,6 +66,8 @@ class DataPlane:
         self.metrics = metrics
         self.health = health
         self._control = bool(registry.config["server.repository_control"])
+        self._max_rows = int(registry.config["server.max_request_rows"])
+        self._offload = int(registry.config["server.offload_bytes"])
 
     # --- the server and its models ------------------------------------------------------
     def model_status(self, name: str, version: str | None = None) -> ModelStatus:
@@ -97,6 +101,7 @@ class DataPlane:
         try:
             req = await request
             inputs = check_inputs(model.name, model.inputs, req.inputs)
+            self._check_rows(inputs)
             if req.outputs is not None:
                 check_outputs(model.name, req.outputs, model.outputs)
             expected = False  # submit consumes the expectation, whatever happens next
@@ -109,6 +114,13 @@ class DataPlane:
         model.metrics.request(True, time.perf_counter() - started)
         return InferResult(model.name, model.version, req.id, outputs,
                            req.outputs or model.output_names)
+
+    def _check_rows(self, inputs: Tensors) -> None:
+        rows = rows_of(inputs)
+        if rows > self._max_rows:
+            raise PayloadTooLargeError(
+                f"inputs: {rows} rows (dim 0) in one request, at most {self._max_rows}",
+                "split the request, or raise server.max_request_rows")
 
     async def embed(self, name: str, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised vector per text, from an embedding model."""
@@ -140,18 +152,37 @@ class DataPlane:
                     found.append(lm)
         return tuple(found)
 
-    def complete(self, lm: LanguageModel, prompt: str | tuple[int, ...],
-                 params: CompletionParams) -> Generation:
+    async def _off_loop(self, size: int, work: Callable[[], tuple[int, ...]]) -> tuple[int, ...]:
+        """Tokenisation and chat templating of a long text run in a worker thread, so the
+        event loop (health, other streams) is not held for them."""
+        return await asyncio.to_thread(work) if size > self._offload else work()
+
+    async def complete(self, lm: LanguageModel, prompt: str | tuple[int, ...],
+                       params: CompletionParams) -> Generation:
         """A completion of ``prompt`` (text, or token ids below the vocabulary size)."""
-        ids = lm.encode(prompt) if isinstance(prompt, str) else prompt
+        if isinstance(prompt, str):
+            text = prompt
+            ids = await self._off_loop(len(text), lambda: lm.encode(text))
+        else:
+            ids = prompt
         if any(t >= lm.tokenizer.vocab_size for t in ids):
             raise FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
         return self._generate(lm, ids, params)
 
-    def chat(self, lm: LanguageModel, messages: Sequence[Message],
-             params: CompletionParams) -> Generation:
+    async def chat(self, lm: LanguageModel, messages: Sequence[Message],
+                   params: CompletionParams) -> Generation:
         """The assistant's next message after ``messages`` (the model's chat template)."""
-        return self._generate(lm, lm.encode(lm.chat_prompt(messages)), params)
+        specials = lm.tokenizer.special_tokens
+        for i, m in enumerate(messages):  # content never becomes the template's markup
+            found = next((t for t in specials if t in m.content), None)
+            if found is not None:
+                raise FieldError(f"messages[{i}].content",
+                                 f"contains the special token {found!r}",
+                                 "special tokens are the chat template's markup; a message "
+                                 "cannot open or close a turn")
+        size = sum(len(m.content) for m in messages)
+        ids = await self._off_loop(size, lambda: lm.encode(lm.chat_prompt(messages)))
+        return self._generate(lm, ids, params)
 
     @staticmethod
     def _generate(lm: LanguageModel, ids: tuple[int, ...],

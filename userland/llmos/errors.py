@@ -44,7 +44,12 @@ class ModelLoadError(LlmosError):
 
 
 class BadRequestError(LlmosError):
-    """The client sent something malformed (JSON, shape, datatype...)."""
+    """The client sent something malformed (JSON, shape, datatype...); ``param`` names the
+    field at fault when there is one (``messages[0].content``)."""
+
+    def __init__(self, message: str, hint: str = "", param: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.param = param
 
 
 class NotFoundError(LlmosError):
@@ -65,6 +70,10 @@ class QueueFullError(LlmosError):
     def __init__(self, message: str, hint: str = "", retry_after_s: float = 1.0) -> None:
         super().__init__(message, hint)
         self.retry_after_s = retry_after_s
+
+
+class RequestTimeoutError(LlmosError):
+    """The client did not send its request in time (its body trickled, say): 408."""
 
 
 class InferenceTimeoutError(LlmosError):

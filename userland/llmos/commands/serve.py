@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos import config
 from llmos.config import Config, ModelConfig, Setting
+from llmos.errors import ConfigError
 
 if TYPE_CHECKING:
     from llmos.app import DeviceSources
@@ -127,6 +128,25 @@ def _prefetch(cfg: Config, memory: MemoryPool) -> Prefetch | None:
     return Prefetch(provider, cfg.models, memory).start()
 
 
+def _serve_the_reason(exc: ConfigError, overrides: dict[str, Any]) -> int:
+    """Under systemd: a configuration that does not load will not load after a restart
+    either, so the API address answers /health with the reason instead of a restart loop
+    (``llmos.web.fallback``)."""
+    import asyncio
+
+    from llmos.systemd import Notifier
+    from llmos.web.fallback import serve_reason
+
+    log.error("the configuration does not load: %s; serving /health with the reason", exc)
+    try:  # the address from the flags and environment, if they at least parse
+        cfg = config.load(None, overrides)
+        host, port = str(cfg["server.host"]), int(cfg["server.port"])
+    except ConfigError:
+        host, port = "127.0.0.1", 8000
+    asyncio.run(serve_reason(host, port, f"configuration error: {exc.message}", Notifier()))
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     _pci_bus_order()
     single_threaded_blas()
@@ -134,7 +154,12 @@ def run(args: argparse.Namespace) -> int:
     from llmos.hw.usage import process_usage
 
     overrides = {s.key: vars(args)[s.key] for s in config.SETTINGS if s.flag}
-    cfg = config.load(args.config, overrides)
+    try:
+        cfg = config.load(args.config, overrides)
+    except ConfigError as exc:
+        if not os.environ.get("NOTIFY_SOCKET"):  # by hand: say it and exit
+            raise
+        return _serve_the_reason(exc, overrides)
     logging.getLogger().setLevel(cfg["server.log_level"])
     if args.config is None and not cfg.models:
         state_env = next(s.env for s in config.SETTINGS if s.key == "server.state_dir")

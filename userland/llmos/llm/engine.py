@@ -31,6 +31,7 @@ from llmos.llm.detokenize import IncrementalDecoder
 from llmos.llm.generation import Chunk, Generation, GenerationRequest
 from llmos.llm.sampling import Sampler
 from llmos.llm.stopping import FinishReason, StopChecker, StopCriteria
+from llmos.serving.workers import supervise
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,9 @@ class Engine:
         self._admitting = 0  # taken from the queue, being prefilled
         self._cancelled = False  # some running sequence was cancelled
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
+        self._thread = threading.Thread(  # restarted after a crash, its sequences failed
+            target=supervise(f"engine-{name}", self._work, self._crashed),
+            name=f"engine-{name}", daemon=True)
         self._thread.start()
 
     # --- event-loop side ---------------------------------------------------------
@@ -224,6 +227,17 @@ class Engine:
             self._observer.scheduled(len(self._running), len(self._waiting))
         self._shutdown()
 
+    def _crashed(self) -> None:
+        """After a crash of the worker loop: the running sequences' caches are in doubt,
+        so they fail; the waiting ones are admitted by the restarted loop."""
+        err = LlmosError(f"model {self.name!r}: the generation worker crashed",
+                         "retry; the server log has the trace")
+        with self._cv:
+            left = list(self._running)
+            self._running.clear()
+            self._admitting = 0
+        self._deliver([(seq, err) for seq in left])
+
     def _shutdown(self) -> None:
         err = NotReadyError(f"model {self.name!r} was unloaded", "retry once it is loaded again")
         with self._cv:
@@ -273,7 +287,7 @@ class Engine:
         now = time.perf_counter()
         self._observer.first_token(now - seq.submitted)
         seq.last_token_at = now
-        if not self._accept(seq, seq.sampler(logits), now, out):
+        if not self._advance(seq, logits, now, out):
             self._running.append(seq)
 
     def _step(self, out: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
@@ -285,10 +299,27 @@ class Engine:
             seq.length += 1
             self._observer.next_token(now - seq.last_token_at)
             seq.last_token_at = now
-            if self._accept(seq, seq.sampler(logits[i]), now, out):
+            if self._advance(seq, logits[i], now, out):
                 done.append(i)
         for slot in reversed(done):
             self._leave(slot)
+
+    def _advance(self, seq: _Sequence, logits: np.ndarray, now: float,
+                 out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:
+        """Sample, detokenise and check the stop rules of one sequence; True when it has
+        finished. Whatever fails here fails this sequence alone (its stream gets the
+        error), never the batch it was decoded with."""
+        try:
+            return self._accept(seq, seq.sampler(logits), now, out)
+        except Exception as exc:
+            log.warning("engine %s: one sequence failed: %s: %s", self.name,
+                        type(exc).__name__, exc)
+            err = exc if isinstance(exc, LlmosError) else LlmosError(
+                f"generation failed: {type(exc).__name__}: {exc}", "see the server log")
+            out.append((seq, err))
+            self._observer.finished(now - seq.submitted, len(seq.request.prompt_ids),
+                                    seq.stopper.generated, "cancelled")
+            return True
 
     def _accept(self, seq: _Sequence, token: int, now: float,
                 out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:

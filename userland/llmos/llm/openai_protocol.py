@@ -18,6 +18,7 @@ from llmos.errors import BadRequestError
 from llmos.llm.chat import ROLES, Message
 from llmos.llm.generation import Chunk, Completion
 from llmos.llm.sampling import SamplingParams
+from llmos.serving import wirejson
 
 MAX_STOP = 4
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -27,8 +28,7 @@ class FieldError(BadRequestError):
     """A request field is missing or malformed."""
 
     def __init__(self, param: str, message: str, hint: str = "") -> None:
-        super().__init__(f"{param}: {message}", hint or "see the OpenAI API reference")
-        self.param = param
+        super().__init__(f"{param}: {message}", hint or "see the OpenAI API reference", param)
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,7 @@ class ChatRequest:
 
 
 def parse_body(body: bytes) -> Mapping[str, Any]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"request body is not valid JSON: {exc}",
-                              "send a JSON object") from None
+    doc = wirejson.loads(body)  # strict: NaN, lone surrogates, deep nesting are refused
     if not isinstance(doc, dict):
         raise BadRequestError("request body must be a JSON object",
                               "send {\"model\": ..., ...}")
@@ -138,7 +134,9 @@ def _params(doc: Mapping[str, Any], max_tokens_key: tuple[str, ...],
             max_tokens = given
             break
     top_k = _int(doc, "top_k", -1)
-    seed = _int(doc, "seed")
+    seed = _int(doc, "seed", -(2**63))
+    if seed is not None and seed >= 2**63:
+        raise FieldError("seed", f"must be a 64-bit signed integer, got {seed}")
     sampling = SamplingParams(
         temperature=_number(doc, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(doc, "top_p", 1.0, 0.0, 1.0) or 1e-9,

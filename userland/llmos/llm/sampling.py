@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmos.errors import BadRequestError
+from llmos.errors import BadRequestError, LlmosError
 
 
 @dataclass(frozen=True)
@@ -36,23 +36,43 @@ class SamplingParams:
         return self.temperature == 0.0 or self.top_k == 1
 
 
+SEED_MASK = 2**64 - 1  # OpenAI's seed is a signed 64-bit integer; numpy's is unsigned
+
+
 class Sampler:
     """Samples one request's tokens; owns its random generator (thread-confined)."""
 
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
-        self._rng = np.random.default_rng(params.seed)
+        seed = None if params.seed is None else params.seed & SEED_MASK
+        self._rng = np.random.default_rng(seed)
 
     def __call__(self, logits: np.ndarray) -> int:
-        """The next token id from a 1-D row of logits."""
+        """The next token id from a 1-D row of logits.
+
+        Numerically safe for any temperature in range (1e-320 included: the logits are
+        shifted to a maximum of 0 before the division, so nothing overflows to inf - inf)
+        and for rows holding NaN or infinities (NaN counts as -inf); a row with no finite
+        logit at all is this sequence's error, never its batch's.
+        """
         p = self.params
+        row = np.asarray(logits, dtype=np.float64)
+        finite = np.isfinite(row)
+        if not finite.all():
+            row = np.where(np.isnan(row), -np.inf, row)
+            if np.isposinf(row).any():  # +inf outranks everything: choose among those
+                row = np.where(np.isposinf(row), 0.0, -np.inf)
+            elif not finite.any():
+                raise LlmosError("the model produced no finite logit for this sequence",
+                                 "the model's weights or inputs are broken; see the log")
         if p.greedy:
-            return int(np.argmax(logits))
-        scaled = logits.astype(np.float64) / p.temperature
+            return int(np.argmax(row))
+        with np.errstate(over="ignore"):  # a tiny temperature sends the rest to -inf
+            scaled = (row - row.max()) / p.temperature  # <= 0 everywhere
         if p.top_k and p.top_k < scaled.size:
             cut = np.partition(scaled, -p.top_k)[-p.top_k]
             scaled = np.where(scaled >= cut, scaled, -np.inf)
-        probs = np.exp(scaled - scaled.max())
+        probs = np.exp(scaled)  # the maximum is exp(0) = 1, so the sum is >= 1
         probs /= probs.sum()
         if p.top_p < 1.0:
             probs = nucleus(probs, p.top_p)

@@ -23,6 +23,7 @@ from llmos.runtimes import heap
 from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.serving.batcher import Batcher, BatchPolicy
 from llmos.serving.metrics import ModelMetrics, ServingMetrics
+from llmos.serving.slices import rows_of, run_sliced
 from llmos.serving.warmup import sample_inputs
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,13 @@ class TensorModel:
 
     async def infer(self, inputs: Mapping[str, np.ndarray], timeout_s: float, *,
                     expected: bool = False) -> dict[str, np.ndarray]:
-        return await self.batcher.infer(inputs, timeout_s, expected=expected)
+        policy = self.batcher.policy
+        if not policy.batchable or rows_of(inputs) <= policy.max_batch_size:
+            return await self.batcher.infer(inputs, timeout_s, expected=expected)
+        return await run_sliced(  # bounded work: max_batch_size rows at a time
+            lambda part, left_s, first: self.batcher.infer(
+                part, left_s, expected=first and expected, admitted=not first),
+            inputs, policy.max_batch_size, timeout_s, model=self.name)
 
     def close(self) -> None:
         self.metrics.pending = lambda: 0

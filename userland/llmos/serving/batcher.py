@@ -37,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from llmos.errors import BadRequestError, InferenceTimeoutError, NotReadyError, QueueFullError
+from llmos.serving.workers import supervise
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,10 @@ class Batcher:
         self._cond = threading.Condition(threading.Lock())
         self._arriving = 0  # written by the event loop only
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, args=(infer,), daemon=True,
-                             name=f"infer-{name}-{i}")
+        self._threads = [  # a crashed worker is restarted (its batch answers by timeout)
+            threading.Thread(target=supervise(f"infer-{name}-{i}", self._worker(infer),
+                                              lambda: None),
+                             daemon=True, name=f"infer-{name}-{i}")
             for i, infer in enumerate(instances)
         ]
         for t in self._threads:
@@ -169,14 +171,16 @@ class Batcher:
         return rows, tuple(key)
 
     def submit(self, inputs: Tensors, timeout_s: float = 3600.0, *,
-               expected: bool = False) -> _Item:
-        """Queue a request (call on the event loop). ``expected``: ``expect()`` preceded it."""
+               expected: bool = False, admitted: bool = False) -> _Item:
+        """Queue a request (call on the event loop). ``expected``: ``expect()`` preceded it.
+        ``admitted``: a further slice of a request already queued (``llmos.serving.slices``),
+        never refused for a full queue half-way through."""
         if expected:
             self._arriving = max(0, self._arriving - 1)
         if self._closed:
             raise NotReadyError(f"model {self.name!r} is being unloaded",
                                 "retry once it is loaded again")
-        if len(self._queue) >= self.policy.queue_size:
+        if not admitted and len(self._queue) >= self.policy.queue_size:
             raise QueueFullError(
                 f"model {self.name!r}: queue is full ({self.policy.queue_size} requests)",
                 "retry later, lower the request rate, or raise queue_size / instances",
@@ -189,9 +193,9 @@ class Batcher:
         return item
 
     async def infer(self, inputs: Tensors, timeout_s: float, *,
-                    expected: bool = False) -> dict[str, np.ndarray]:
+                    expected: bool = False, admitted: bool = False) -> dict[str, np.ndarray]:
         """Submit and await the result within ``timeout_s`` (queueing included)."""
-        item = self.submit(inputs, timeout_s, expected=expected)
+        item = self.submit(inputs, timeout_s, expected=expected, admitted=admitted)
         timer = item.loop.call_later(timeout_s, self._expire, item)
         try:
             return await item.future
@@ -228,6 +232,9 @@ class Batcher:
                 t.join(timeout_s)
 
     # --- worker side ---------------------------------------------------------------
+    def _worker(self, infer: Infer) -> Callable[[], None]:
+        return lambda: self._work(infer)
+
     def _fill(self, batch: list[_Item], rows: int) -> int:
         """Move compatible queued requests into ``batch`` (lock held). Returns its rows."""
         q = self._queue

@@ -17,6 +17,9 @@ import numpy as np
 
 from llmos.datatypes import V2_TO_NUMPY, v2_of
 from llmos.errors import BadRequestError
+from llmos.serving import wirejson
+
+MAX_DIMS = 32  # numpy's own limit is 64; no model here has more than a handful
 
 # What JSON values may land in each numpy kind ("b" bool, "i"/"u" int, "f" float).
 _ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
@@ -37,16 +40,17 @@ def _bad(message: str, hint: str = "see the Open Inference Protocol v2 request f
 
 
 def parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"request body is not valid JSON: {exc}",
-                              "send a JSON object with an 'inputs' list") from None
+    """Strict JSON (``llmos.wirejson``): every malformation is a BadRequestError."""
+    return wirejson.loads(body)
 
 
 def _shape(name: str, raw: Any) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
-        _bad(f"input {name!r}: 'shape' must be a list of non-negative integers, got {raw!r}")
+        _bad(f"input {name!r}: 'shape' must be a list of non-negative integers, "
+             f"got {json.dumps(raw)[:200]}")
+    if len(raw) > MAX_DIMS:
+        _bad(f"input {name!r}: 'shape' has {len(raw)} dimensions, at most {MAX_DIMS} are "
+             "supported", "GET /v2/models/NAME gives each input's shape")
     return tuple(raw)
 
 
@@ -87,7 +91,11 @@ def _numeric_tensor(name: str, data: list[Any], dtype: np.dtype[Any]) -> np.ndar
         info = np.iinfo(dtype)
         if arr.min() < info.min or arr.max() > info.max:
             _bad(f"input {name!r}: values outside the range of {v2_of(np.empty(0, dtype))}")
-    return arr.astype(dtype, copy=False)
+    out = arr.astype(dtype, copy=False)
+    if dtype.kind == "f" and not np.isfinite(out).all():  # 1e400, or 1e39 as FP32
+        _bad(f"input {name!r}: values outside the range of {v2_of(np.empty(0, dtype))}",
+             "send finite numbers the datatype can hold")
+    return out
 
 
 def _json_kind(dtype: np.dtype[Any]) -> str:

@@ -40,6 +40,12 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return int(self._tok.get_vocab_size(with_added_tokens=True))
 
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """The special tokens' texts (``<|im_start|>``...): chat markup, not content."""
+        added = self._tok.get_added_tokens_decoder().values()
+        return tuple(sorted(t.content for t in added if t.special and t.content))
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
 

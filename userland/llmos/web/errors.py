@@ -27,6 +27,7 @@ from llmos.errors import (
     PackFormatError,
     PayloadTooLargeError,
     QueueFullError,
+    RequestTimeoutError,
     WrongKeyError,
 )
 from llmos.serving.codec import dumps
@@ -39,6 +40,7 @@ STATUS: Mapping[type[LlmosError], int] = {
     ConfigError: 400,
     ForbiddenError: 403,
     NotFoundError: 404,
+    RequestTimeoutError: 408,
     PayloadTooLargeError: 413,
     # The pack (not the request) is at fault: the server cannot process this model.
     PackFormatError: 422,
@@ -66,8 +68,12 @@ def status_of(exc: LlmosError, table: Mapping[type[LlmosError], int] = STATUS) -
 
 
 def json_error(status: int, message: str, hint: str, kind: str,
-               headers: Mapping[str, str] | None = None) -> web.Response:
-    body = dumps({"error": message, "hint": hint, "type": kind})
+               headers: Mapping[str, str] | None = None,
+               param: str | None = None) -> web.Response:
+    doc = {"error": message, "hint": hint, "type": kind}
+    if param is not None:  # the field at fault, when one is
+        doc["param"] = param
+    body = dumps(doc)
     return web.Response(status=status, body=body, content_type="application/json",
                         headers=headers)
 
@@ -77,7 +83,9 @@ def error_response(exc: LlmosError,
     headers = None
     if isinstance(exc, QueueFullError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-    return json_error(status_of(exc, table), exc.message, exc.hint, type(exc).__name__, headers)
+    param = exc.param if isinstance(exc, BadRequestError) else None
+    return json_error(status_of(exc, table), exc.message, exc.hint, type(exc).__name__, headers,
+                      param)
 
 
 def error_middleware(extra: Mapping[type[LlmosError], int] | None = None) -> Middleware:

@@ -23,9 +23,10 @@ from typing import Any
 
 from aiohttp import web
 
-from llmos.errors import LlmosError, QueueFullError
+from llmos.errors import BadRequestError, LlmosError, QueueFullError
 from llmos.llm import openai_protocol as proto
 from llmos.llm.generation import Chunk, Completion, Generation
+from llmos.web.admission import decode
 from llmos.web.errors import status_of
 from llmos.web.keys import DATAPLANE
 
@@ -37,7 +38,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 
 
 def _error_body(exc: LlmosError) -> dict[str, Any]:
-    param = exc.param if isinstance(exc, proto.FieldError) else None
+    param = exc.param if isinstance(exc, BadRequestError) else None
     return {"error": {"message": exc.message, "type": type(exc).__name__, "param": param,
                       "code": status_of(exc)}, "hint": exc.hint}
 
@@ -127,11 +128,11 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    req = proto.completion_request(proto.parse_body(await request.read()))
+    req = await decode(request, lambda body: proto.completion_request(proto.parse_body(body)))
     p = req.params
     plane = request.app[DATAPLANE]
     lm = plane.language_model(p.model)
-    gen = plane.complete(lm, req.prompt, p)
+    gen = await plane.complete(lm, req.prompt, p)
     rid, created = proto.new_id("cmpl"), lm.created
     if not p.stream:
         done = await _collect(request, gen)
@@ -152,11 +153,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    req = proto.chat_request(proto.parse_body(await request.read()))
+    req = await decode(request, lambda body: proto.chat_request(proto.parse_body(body)))
     p = req.params
     plane = request.app[DATAPLANE]
     lm = plane.language_model(p.model)
-    gen = plane.chat(lm, req.messages, p)
+    gen = await plane.chat(lm, req.messages, p)
     rid, created = proto.new_id("chatcmpl"), lm.created
     if not p.stream:
         done = await _collect(request, gen)

@@ -16,6 +16,8 @@ from llmos.pack.manifest import TensorSpec
 from llmos.serving import codec
 from llmos.serving.backend import PLATFORMS
 from llmos.state import ModelState
+from llmos.web.admission import decode, read_body
+from llmos.web.api import public
 from llmos.web.keys import DATAPLANE
 
 EXTENSIONS = ("model_repository",)
@@ -39,7 +41,8 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     h = request.app[DATAPLANE].health()
-    return _json({"ready": h.ready, "status": h.overall.value, "reasons": list(h.reasons)},
+    return _json({"ready": h.ready, "status": h.overall.value,
+                  "reasons": [public.text(r) for r in h.reasons]},
                  200 if h.ready else 400)
 
 
@@ -61,12 +64,12 @@ async def model_ready(request: web.Request) -> web.Response:
     ok = st.state is ModelState.READY
     doc: dict[str, Any] = {"name": name, "ready": ok, "state": st.state.value}
     if st.reason:
-        doc["reason"] = st.reason
+        doc["reason"] = public.text(st.reason)
     return _json(doc, 200 if ok else 400)
 
 
 async def _decode(request: web.Request) -> codec.InferRequest:
-    return codec.decode_request(codec.parse_json(await request.read()))
+    return await decode(request, lambda body: codec.decode_request(codec.parse_json(body)))
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -80,7 +83,7 @@ async def infer(request: web.Request) -> web.Response:
 
 
 async def _optional_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     doc = codec.parse_json(raw)

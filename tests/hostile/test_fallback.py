@@ -1,0 +1,64 @@
+"""Under systemd, a configuration that does not load leaves ``llmos serve`` up, serving
+/health with the reason and READY=1, instead of exiting into a restart loop."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from .conftest import REPO
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_broken_configuration_is_served_as_the_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "llmos.toml"
+    bad.write_text("[server]\nmax_body_bytes = -1\n")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(60)
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "userland"),
+           "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", "--config", str(bad),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        message = notify.recv(4096).decode()
+        assert "READY=1" in message and "configuration error" in message, message
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert r.status_code == 503
+        assert "server.max_body_bytes" in r.json()["reasons"][0], r.text
+        assert requests.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=5).ok
+        assert proc.poll() is None  # still up
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        notify.close()
+
+
+def test_by_hand_a_broken_configuration_still_exits(tmp_path: Path) -> None:
+    bad = tmp_path / "llmos.toml"
+    bad.write_text("[server]\nmax_body_bytes = -1\n")
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    env["PYTHONPATH"] = str(REPO / "userland")
+    done = subprocess.run([sys.executable, "-m", "llmos", "serve", "--config", str(bad)],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0 and "max_body_bytes" in done.stderr + done.stdout
