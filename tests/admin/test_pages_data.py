@@ -175,6 +175,7 @@ async def test_the_playground_serves_the_real_apis_behind_the_login(start_admin:
     success = srv.supervisor.metrics.model("scaler", "1").success
     assert success >= 1  # counted like any other request
     doc = await (await srv.admin.get("/api/models")).json()
-    if "openai" in doc["playground"]:  # no LLM here: the list is empty, but it answers
+    if "openai" in doc["playground"]:  # no LLM here: the list says each model's kind
         models = await (await srv.admin.get("/api/playground/v1/models")).json()
-        assert models == {"object": "list", "data": []}
+        kinds = {m["id"]: m["kind"] for m in models["data"]}
+        assert kinds["scaler"] == "tensor" and "causal-lm" not in kinds.values()

@@ -32,7 +32,7 @@ class Served:
             f"{self.url}/health", timeout=5).status_code == 200
 
 
-def config_text(tmp: Path, extra: str = "") -> str:
+def config_text(tmp: Path, extra: str = "", llm_extra: str = "") -> str:
     return f"""
 [server]
 port = 0
@@ -56,17 +56,19 @@ pack = "minilm.sealed"
 name = "{LLM}"
 pack = "smollm2.sealed"
 max_tokens = 8
+{llm_extra}
 """
 
 
-def start_server(tmp: Path, extra: str = "", timeout_s: float = 180.0) -> Served:
+def start_server(tmp: Path, extra: str = "", timeout_s: float = 180.0,
+                 llm_extra: str = "") -> Served:
     for pack in ("minilm.sealed", "smollm2.sealed"):
         if not (DEMO / pack).is_file() or not KEY.is_file():
             pytest.fail(f"the demo packs are missing ({DEMO / pack}, {KEY}): run make "
                         "demo-packs first")
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "llmos.toml"
-    cfg.write_text(config_text(tmp, extra))
+    cfg.write_text(config_text(tmp, extra, llm_extra))
     log = tmp / "serve.log"
     env = {**os.environ, "PYTHONPATH": str(REPO / "userland")}
     with log.open("wb") as out:

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from llmos.errors import BadRequestError, LlmosError, QueueFullError
+from llmos.errors import BadRequestError, InferenceTimeoutError, LlmosError, QueueFullError
 from llmos.llm.engine import Engine, EngineLimits
 from llmos.llm.generation import GenerationRequest
+from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.sampling import SamplingParams
 
 VOCAB = 40
@@ -56,7 +57,8 @@ class Runner:
         self.gate = threading.Event()
         self.gate.set()
 
-    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None
+                ) -> np.ndarray:
         self.gate.wait()
         self.cache[slot] = list(token_ids)
         return one_hot(next_token(self.cache[slot]))
@@ -240,7 +242,8 @@ class PoisonRunner(Runner):
 
     poison = 39
 
-    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None
+                ) -> np.ndarray:
         row = super().prefill(slot, token_ids)
         return row if token_ids[0] != self.poison else np.full_like(row, np.nan)
 
@@ -281,3 +284,93 @@ async def test_a_tiny_temperature_is_greedy_and_harms_no_other_stream() -> None:
         e.close()
     assert list(tiny.token_ids) == reference((5, 6), 15)
     assert other.completion_tokens == 15
+
+
+class LongPrefill(Runner):
+    """Prompts starting with ``LONG`` take a prefill that runs until interrupted (or 30 s,
+    the 'ran to the end' outcome); every prefill's prompt is recorded."""
+
+    long = 38
+
+    def __init__(self, slots: int) -> None:
+        super().__init__(slots)
+        self.started = threading.Event()
+        self.outcomes: list[str] = []
+        self.prompts: list[tuple[int, ...]] = []
+
+    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None
+                ) -> np.ndarray:
+        self.prompts.append(tuple(token_ids))
+        if token_ids[0] == self.long:
+            assert isinstance(interrupt, Interrupt)
+            stopped = threading.Event()
+            interrupt.on_request(stopped.set)
+            self.started.set()
+            if stopped.wait(30):
+                self.outcomes.append("interrupted")
+                raise Interrupted
+            self.outcomes.append("ran to the end")
+        return super().prefill(slot, token_ids)
+
+
+async def test_a_deadline_passed_in_the_prefill_interrupts_it() -> None:
+    """The deadline passes while the prompt is being read: the caller gets 504 at once,
+    the prefill stops, and the next request is served."""
+    runner = LongPrefill(2)
+    e = engine(runner, max_running=2)
+    try:
+        late = e.submit(GenerationRequest((LongPrefill.long, 1), 5, GREEDY))
+        late.expire_after(0.2, first_only=False)
+        with pytest.raises(InferenceTimeoutError):
+            await late.collect()
+        for _ in range(500):
+            if runner.outcomes:
+                break
+            await asyncio.sleep(0.01)
+        assert runner.outcomes == ["interrupted"]
+        after = await e.submit(GenerationRequest((4, 5), 6, GREEDY)).collect()
+    finally:
+        e.close()
+    assert list(after.token_ids) == reference((4, 5), 6)
+
+
+def test_a_hook_added_after_the_request_runs_at_once() -> None:
+    """A cancel that comes before the decoder hooks its run: the run stops at once."""
+    interrupt = Interrupt()
+    interrupt.request()
+    calls: list[str] = []
+    interrupt.on_request(lambda: calls.append("hooked late"))
+    assert calls == ["hooked late"]
+
+
+async def test_a_deadline_passed_in_the_queue_is_never_prefilled() -> None:
+    """One slot, held by a long prefill; a queued request whose deadline passes is
+    answered 504 and leaves the queue: its prompt is never run."""
+    runner = LongPrefill(1)
+    e = engine(runner, max_running=1)
+    try:
+        holder = e.submit(GenerationRequest((LongPrefill.long, 2), 3, GREEDY))
+        await asyncio.get_running_loop().run_in_executor(None, runner.started.wait, 10)
+        queued = e.submit(GenerationRequest((7, 7, 7), 3, GREEDY))
+        queued.expire_after(0.1, first_only=True)
+        with pytest.raises(InferenceTimeoutError):
+            await queued.collect()
+        holder.cancel()
+        after = await e.submit(GenerationRequest((4,), 3, GREEDY)).collect()
+    finally:
+        e.close()
+    assert after.completion_tokens == 3
+    assert (7, 7, 7) not in runner.prompts
+    assert runner.outcomes == ["interrupted"]
+
+
+async def test_a_streams_deadline_covers_only_its_first_token() -> None:
+    runner = Runner(1, delay_s=0.2)
+    e = engine(runner, max_running=1)
+    try:
+        gen = e.submit(GenerationRequest((3,), 8, GREEDY))
+        gen.expire_after(1.0, first_only=True)  # 8 tokens take ~1.4 s: longer than that
+        done = await gen.collect()
+    finally:
+        e.close()
+    assert list(done.token_ids) == reference((3,), 8)

@@ -4,14 +4,17 @@ compressed, repeatable when seeded, and refusing prompts longer than the context
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 
 from llmos.errors import BadRequestError
 from llmos.llm.chat import Message
 from llmos.llm.generation import GenerationRequest
+from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.model import LanguageModel
 from llmos.llm.sampling import SamplingParams
 
@@ -127,3 +130,40 @@ async def test_prompt_longer_than_the_context_is_refused(int8_model: LanguageMod
         int8_model.generate(GenerationRequest(tuple([42] * n), 4, GREEDY))
     assert str(n) in info.value.message
     assert str(int8_model.context_length) in info.value.message
+
+
+async def test_a_cancelled_prefill_of_the_real_decoder_stops_in_the_run(
+        int8_model: LanguageModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's terminate flag, set from the event loop while a long prompt is being
+    prefilled, ends that run (Interrupted) instead of letting it read the whole prompt; the
+    engine then serves the next request."""
+    decoder = int8_model.engine.runner
+    original = decoder.prefill
+    started = threading.Event()
+    outcomes: list[str] = []
+
+    def watched(slot: int, ids: Sequence[int], interrupt: Interrupt | None = None
+                ) -> np.ndarray:
+        if len(ids) > 100:
+            started.set()
+        try:
+            row = original(slot, ids, interrupt)
+        except Interrupted:
+            outcomes.append("interrupted")
+            raise
+        outcomes.append("completed")
+        return row
+
+    monkeypatch.setattr(decoder, "prefill", watched)
+    n = min(1800, int8_model.context_length - 8)
+    prompt = tuple(100 + i % 1000 for i in range(n))
+    gen = int8_model.generate(GenerationRequest(prompt, 4))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 60)
+    gen.cancel()
+    for _ in range(600):
+        if outcomes:
+            break
+        await asyncio.sleep(0.05)
+    assert outcomes == ["interrupted"]
+    after = await int8_model.generate(GenerationRequest((1, 2, 3), 3)).collect()
+    assert after.completion_tokens == 3

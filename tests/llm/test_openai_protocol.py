@@ -91,6 +91,9 @@ def test_body_must_be_a_json_object() -> None:
         proto.parse_body(b"{nope")
     with pytest.raises(BadRequestError):
         proto.parse_body(b"[1, 2]")
+    with pytest.raises(BadRequestError, match="nested deeper"):  # not a RecursionError
+        proto.parse_body(b"[" * 100_000)
+    assert proto.parse_body(b'{"model": "m"}') == {"model": "m"}
 
 
 def test_response_shapes_carry_usage() -> None:

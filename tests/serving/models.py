@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from llmos.datatypes import V2_TO_NUMPY
 from llmos.pack import container
 from llmos.pack.manifest import Manifest, TensorSpec
 from llmos.vault.kek import Kek
@@ -72,6 +73,50 @@ def slow(seed: int, width: int = 512, depth: int = 48) -> tuple[Model, np.ndarra
         [numpy_helper.from_array(w, "w")])
     return Model(_model(graph), (TensorSpec("x", "FP32", (-1, width)),),
                  (TensorSpec("y", "FP32", (-1, width)),)), w
+
+
+# Every v2 datatype an ONNX graph can pass through (BF16 has no numpy type to serve it).
+ECHO_TYPES = {
+    "BOOL": TensorProto.BOOL, "UINT8": TensorProto.UINT8, "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32, "UINT64": TensorProto.UINT64, "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16, "INT32": TensorProto.INT32, "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16, "FP32": TensorProto.FLOAT, "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+
+
+def echo() -> Model:
+    """``in_<DT>`` -> ``out_<DT>`` (Identity), [-1, -1], for every datatype in ECHO_TYPES."""
+    nodes, ins, outs, specs_in, specs_out = [], [], [], [], []
+    for dt, proto in ECHO_TYPES.items():
+        nodes.append(helper.make_node("Identity", [f"in_{dt}"], [f"out_{dt}"]))
+        ins.append(helper.make_tensor_value_info(f"in_{dt}", proto, ["batch", "n"]))
+        outs.append(helper.make_tensor_value_info(f"out_{dt}", proto, ["batch", "n"]))
+        specs_in.append(TensorSpec(f"in_{dt}", dt, (-1, -1)))
+        specs_out.append(TensorSpec(f"out_{dt}", dt, (-1, -1)))
+    graph = helper.make_graph(nodes, "echo", ins, outs)
+    return Model(_model(graph), tuple(specs_in), tuple(specs_out))
+
+
+def echo_inputs(rows: int = 2, cols: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+    """One array per datatype of the echo model, values spanning each type's range."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for dt in ECHO_TYPES:
+        if dt == "BYTES":
+            words = [f"w{i}é".encode() for i in range(rows * cols)]
+            out[dt] = np.array(words, dtype=object).reshape(rows, cols)
+        elif dt == "BOOL":
+            out[dt] = rng.integers(0, 2, (rows, cols)).astype(np.bool_)
+        else:
+            dtype = np.dtype(V2_TO_NUMPY[dt])
+            if dtype.kind == "f":
+                out[dt] = (rng.standard_normal((rows, cols)) * 100).astype(dtype)
+            else:
+                info = np.iinfo(dtype)
+                out[dt] = rng.integers(info.min, info.max, (rows, cols), dtype=dtype,
+                                       endpoint=True)
+    return out
 
 
 def sealed_pack(model: Model, name: str, kek: Kek, version: str = "1") -> bytes:

@@ -41,6 +41,12 @@ def test_flat_data_takes_declared_datatype_and_shape(datatype: str, data: list[A
     assert arr.ravel().tolist() == np.asarray(data, dtype=dtype).tolist()
 
 
+def test_uint64_beyond_int64_is_exact() -> None:
+    req = codec.decode_request(_req(_t("x", "UINT64", [2], [2**64 - 1, 2**63 + 1])))
+    assert req.inputs["x"].dtype == np.uint64
+    assert req.inputs["x"].tolist() == [2**64 - 1, 2**63 + 1]
+
+
 def test_nested_data_equals_flat_data() -> None:
     flat = codec.decode_request(_req(_t("x", "FP32", [2, 2], [1, 2, 3, 4])))
     nested = codec.decode_request(_req(_t("x", "FP32", [2, 2], [[1, 2], [3, 4]])))
@@ -85,9 +91,8 @@ def test_empty_tensor() -> None:
     (_req(_t("x", "FP32", [1], [1]), id=5), "'id' must be a string"),
     (_req(_t("x", "FP32", [1], [1]), outputs=["y"]), "'outputs' must be"),
     (_req({**_t("x", "FP32", [1], [1]), "parameters": {"binary_data_size": 4}}),
-     "binary tensor data"),
-    (_req(_t("x", "FP32", [1], [1]), outputs=[{"name": "y", "parameters": {"binary_data": True}}]),
-     "binary tensor data"),
+     "binary tensor data needs the body's raw bytes"),
+    (_req(_t("x", "UINT64", [2], [2**64, 1])), "outside the range of UINT64"),
 ])
 def test_malformed_requests_name_the_problem(doc: Any, fragment: str) -> None:
     with pytest.raises(BadRequestError) as err:
@@ -98,6 +103,8 @@ def test_malformed_requests_name_the_problem(doc: Any, fragment: str) -> None:
 def test_parse_json_refuses_garbage() -> None:
     with pytest.raises(BadRequestError, match="not valid JSON"):
         codec.parse_json(b"{nope")
+    with pytest.raises(BadRequestError, match="nested deeper"):
+        codec.parse_json(b"[" * 100_000)
     assert codec.parse_json(b'{"a": 1}') == {"a": 1}
 
 

@@ -63,6 +63,10 @@ async def test_models_that_cannot_answer(root: LlmOs) -> None:
     with pytest.raises(BadRequestError, match="not an embedding model"):
         await plane.embed("alpha", ["text"])
     assert {st.name for st in plane.index(only_ready=True)} == {"alpha", "slow", "deadline"}
+    assert {(c.name, c.kind) for c in plane.catalog()} == {
+        ("alpha", "tensor"), ("slow", "tensor"), ("deadline", "tensor")}  # broken: not listed
+    with pytest.raises(BadRequestError, match="not an embedding model"):
+        await plane.count_tokens("alpha", ["text"])
 
 
 async def test_the_repository_extension_follows_the_configuration(root: LlmOs) -> None:
@@ -86,9 +90,19 @@ async def test_embed_gives_unit_vectors_that_rank_meaning(minilm_demo: dict[str,
             "A man is playing a guitar on the stage.",
             "Someone performs music with a guitar in front of an audience.",
             "The stock market fell sharply after the announcement."])
+        plane = server.dataplane
+        width, cards = plane.embedding_width("minilm"), plane.catalog()
+        # [CLS] a man is playing a guitar on the stage . [SEP]; long texts are truncated
+        guitar = "A man is playing a guitar on the stage."
+        tokens = [await plane.count_tokens("minilm", [guitar]),
+                  await plane.count_tokens("minilm", [guitar] * 2),
+                  await plane.count_tokens("minilm", ["word " * 1000])]
     finally:
         await server.stop()
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
     similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
     assert similar > unrelated + 0.2
+    assert width == 384 and tokens == [12, 24, 256]
+    assert [(c.name, c.kind, c.dimensions, c.max_model_len) for c in cards] == [
+        ("minilm", "embedding", 384, 256)]

@@ -78,7 +78,8 @@ async def test_a_crashed_inference_worker_is_replaced_and_reported() -> None:
 class Runner:
     capacity = 64
 
-    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
+    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None
+                ) -> np.ndarray:
         row: np.ndarray = np.eye(8, dtype=np.float32)[3]
         return row
 

@@ -152,7 +152,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin.session_max_s", _positive(float), 43200.0,
             "admin sessions end this long after login, active or not"),
     Setting("admin.upload_max_bytes", _positive(int), 16 * 1024**3,
-            "largest sealed pack accepted by the admin upload"),
+            "largest sealed pack accepted by the admin upload (uploads also leave 256 MiB "
+            "of the data partition free)"),
+    Setting("admin.upload_dir", _optional_path, None,
+            "where uploaded sealed packs are kept, and found again at start (default: "
+            "<state_dir>/packs, the data partition on the appliance)"),
     Setting("admin.password_file", _optional_path, None,
             "scrypt hash of the admin password (default: <state_dir>/admin-password)"),
     Setting("admin.generate_password", _optional_bool, None,

@@ -8,7 +8,9 @@ deadline, the limits of the repository extension, and the per-request metrics.
 
 - ``health``, ``model_status``, ``metadata``, ``index``: what the server and its models are;
 - ``infer``: a tensor request (OIP v2) through the model's batcher;
-- ``embed``: texts to vectors through an embedding model's batcher;
+- ``embed``: texts to vectors through an embedding model's batcher (``embedding_width`` and
+  ``count_tokens`` for what an API reports beside them);
+- ``catalog``: every model serving now, with its kind (a client's model list);
 - ``complete`` and ``chat``: a causal LM's generation (the OpenAI surface);
 - ``load`` and ``unload``: the repository extension, when the configuration allows it.
 """
@@ -19,25 +21,30 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
-from llmos.errors import BadRequestError, ForbiddenError, PayloadTooLargeError
+from llmos.errors import ForbiddenError, NotFoundError, NotReadyError, PayloadTooLargeError
 from llmos.llm.backend import KIND as CAUSAL_LM
 from llmos.llm.chat import Message
 from llmos.llm.generation import Generation, GenerationRequest
 from llmos.llm.model import LanguageModel
 from llmos.llm.openai_protocol import CompletionParams, FieldError
-from llmos.pack.embedding import EMBEDDING, TEXT
+from llmos.pack.embedding import EMBEDDING, TEXT, EmbeddingConfig
 from llmos.pack.manifest import Manifest
 from llmos.registry import ModelRegistry
+from llmos.runtimes.embedding import EmbeddingRuntime
 from llmos.runtimes.validation import check_inputs, check_outputs
+from llmos.serving.backend import TensorModel
 from llmos.serving.codec import InferRequest
 from llmos.serving.metrics import ServingMetrics
 from llmos.serving.slices import rows_of
 from llmos.state import Health, ModelState, ModelStatus
 
 Tensors = dict[str, np.ndarray]
+T = TypeVar("T")
+EMBEDDING_KIND = "embedding"
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,18 @@ class InferResult:
     id: str | None
     outputs: Tensors
     output_names: Sequence[str]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model serving now, as a client plans with it: its kind (``causal-lm``,
+    ``embedding`` or ``tensor``) and, where they apply, its limits."""
+
+    name: str
+    kind: str
+    created: int  # Unix time: a language model's own, else when it became READY
+    max_model_len: int | None = None  # tokens (longer embedding inputs are truncated)
+    dimensions: int | None = None  # an embedding model's vector width
 
 
 def _discard(request: Awaitable[object] | None) -> None:
@@ -105,7 +124,7 @@ class DataPlane:
             if req.outputs is not None:
                 check_outputs(model.name, req.outputs, model.outputs)
             expected = False  # submit consumes the expectation, whatever happens next
-            outputs = await model.infer(inputs, model.timeout_s, expected=True)
+            outputs = await model.infer(inputs, req.deadline(model.timeout_s), expected=True)
         except BaseException:
             if expected:
                 batcher.unexpect()
@@ -122,17 +141,54 @@ class DataPlane:
                 f"inputs: {rows} rows (dim 0) in one request, at most {self._max_rows}",
                 "split the request, or raise server.max_request_rows")
 
+    def _embedding_model(self, name: str) -> TensorModel:
+        if self.registry.status(name).kind != EMBEDDING_KIND:
+            raise FieldError("model", f"{name!r} is not an embedding model",
+                             "pick a model whose kind is embedding (GET /v1/models)")
+        return self.registry.tensor_model(name)
+
+    def embedding_width(self, name: str) -> int:
+        """The length of an embedding model's vectors."""
+        return int(self._embedding_model(name).outputs[0].shape[-1])
+
+    async def count_tokens(self, name: str, texts: Sequence[str]) -> int:
+        """The tokens an embedding model sees for ``texts`` (special tokens in, truncation
+        applied): an API's usage. A few ms per long text: long ones are counted off the
+        event loop."""
+        runtime = self._embedding_model(name).runtimes[0]
+        if not isinstance(runtime, EmbeddingRuntime):  # every embedding pack loads as one
+            raise TypeError(f"model {name!r}: {type(runtime).__name__} counts no tokens")
+        return await self._off_loop(sum(len(t) for t in texts),
+                                    lambda: runtime.count_tokens(texts))
+
     async def embed(self, name: str, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised vector per text, from an embedding model."""
-        if self.registry.status(name).kind != "embedding":
-            raise BadRequestError(f"model {name!r} is not an embedding model",
-                                  "pick a model whose kind is embedding (GET /v2/models)")
+        self._embedding_model(name)
 
         async def request() -> InferRequest:
             return InferRequest(inputs={TEXT: np.array(list(texts), dtype=object)})
 
         result = await self.infer(name, None, request())
         return result.outputs[EMBEDDING]
+
+    def catalog(self) -> tuple[ModelCard, ...]:
+        """Every model serving now, with its kind and what a client may plan with."""
+        cards = []
+        for st in self.index(only_ready=True):
+            try:
+                served = self.registry.served(st.name)
+            except (NotFoundError, NotReadyError):  # it stopped serving since
+                continue
+            if isinstance(served, LanguageModel):
+                cards.append(ModelCard(served.name, CAUSAL_LM, served.created,
+                                       max_model_len=served.context_length))
+            elif isinstance(served, TensorModel) and served.manifest.kind == EMBEDDING_KIND:
+                cfg = EmbeddingConfig.of(served.manifest)
+                cards.append(ModelCard(st.name, EMBEDDING_KIND, int(st.since),
+                                       max_model_len=cfg.max_length, dimensions=cfg.dim))
+            else:
+                cards.append(ModelCard(st.name, st.kind or "tensor", int(st.since)))
+        return tuple(cards)
 
     # --- language models -------------------------------------------------------------------
     def language_model(self, name: str) -> LanguageModel:
@@ -142,17 +198,7 @@ class DataPlane:
                              "tensor models are served under /v2")
         return served
 
-    def language_models(self) -> tuple[LanguageModel, ...]:
-        """The causal LMs serving now."""
-        found = []
-        for st in self.registry.statuses():
-            if st.kind == CAUSAL_LM and st.state is ModelState.READY:
-                lm = self.registry.served(st.name)
-                if isinstance(lm, LanguageModel):
-                    found.append(lm)
-        return tuple(found)
-
-    async def _off_loop(self, size: int, work: Callable[[], tuple[int, ...]]) -> tuple[int, ...]:
+    async def _off_loop(self, size: int, work: Callable[[], T]) -> T:
         """Tokenisation and chat templating of a long text run in a worker thread, so the
         event loop (health, other streams) is not held for them."""
         return await asyncio.to_thread(work) if size > self._offload else work()
@@ -187,8 +233,13 @@ class DataPlane:
     @staticmethod
     def _generate(lm: LanguageModel, ids: tuple[int, ...],
                   params: CompletionParams) -> Generation:
-        return lm.generate(GenerationRequest(ids, params.max_tokens, params.sampling,
-                                             params.stop, params.ignore_eos))
+        """The deadline covers the whole answer, or a stream's first token (then the client
+        is being answered and a client gone is what cancels)."""
+        gen = lm.generate(GenerationRequest(ids, params.max_tokens, params.sampling,
+                                            params.stop, params.ignore_eos))
+        if lm.timeout_s is not None:
+            gen.expire_after(lm.timeout_s, first_only=params.stream)
+        return gen
 
     # --- the repository extension --------------------------------------------------------
     def _allowed(self, request: Awaitable[object] | None) -> None:

@@ -165,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         state_env = next(s.env for s in config.SETTINGS if s.key == "server.state_dir")
         state_given = overrides["server.state_dir"] is not None or state_env in os.environ
         cfg = demo_config(cfg, demo_dir(), keep_state_dir=state_given)
+    from llmos.vault import uploads
+
+    cfg = uploads.merge(cfg)  # the packs uploaded on the admin page come back
     # The server's start/stop reserve and close the pool, start and stop the devices.
     memory = MemoryPool(pin=cfg["memory.pin_weights"], hugepages=cfg["memory.hugepages"])
     if cfg["memory.lock_process"]:

@@ -20,4 +20,4 @@ def causal_lm_backend(ctx: ModelContext) -> LanguageModel:
                           max_tokens=cfg.max_tokens)
     observer = metrics_for(ctx.metrics.registry).observer(cfg.name)
     return load_language_model(ctx.manifest, ctx.files, ctx.options, limits, observer, cfg.name,
-                               release=ctx.release)
+                               release=ctx.release, timeout_s=ctx.timeout_s)

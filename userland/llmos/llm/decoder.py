@@ -13,12 +13,13 @@ bfloat16 only), so a step moves activations, never the caches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from llmos.errors import BadRequestError
+from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.kvcache import CacheLayout, KVCache
 from llmos.pack.llm.architecture import (
     INPUT_IDS,
@@ -65,8 +66,12 @@ class Decoder:
     Thread-confined: only the engine's worker thread calls it.
     """
 
-    def __init__(self, session: Session, spec: DecoderSpec, slots: int, capacity: int) -> None:
+    def __init__(self, session: Session, spec: DecoderSpec, slots: int, capacity: int,
+                 run_options: Callable[[], Any] | None = None) -> None:
+        """``run_options``: makes an ``onnxruntime.RunOptions`` (``llmos.runtimes.onnx``);
+        without it a prefill cannot be interrupted."""
         self.session = session
+        self._run_options = run_options
         self.spec = spec
         self.layout = CacheLayout.of(spec, slots, capacity)
         self.cache = KVCache(self.layout)
@@ -106,8 +111,10 @@ class Decoder:
         _bind_in(b, TOTAL_SEQUENCE_LENGTH, self._total, ())
         return b
 
-    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray:
-        """Fill an empty ``slot`` with a prompt; logits of its last position [V] (a copy)."""
+    def prefill(self, slot: int, token_ids: Sequence[int],
+                interrupt: Interrupt | None = None) -> np.ndarray:
+        """Fill an empty ``slot`` with a prompt; logits of its last position [V] (a copy).
+        ``Interrupted`` if ``interrupt`` is requested before or while it runs."""
         n = len(token_ids)
         if n == 0:
             raise BadRequestError("the prompt is empty", "send at least one token of text")
@@ -129,9 +136,22 @@ class Decoder:
         _bind_in(b, LOGITS_TO_KEEP, self._keep_one)
         _bind_out(b, LOGITS, logits, logits.shape)
         self._bind_caches(b, slot, slot + 1)
-        self.session.run_with_iobinding(b)
+        self._run(b, interrupt)
         row: np.ndarray = logits[0, 0]
         return row
+
+    def _run(self, binding: Any, interrupt: Interrupt | None) -> None:
+        if interrupt is None or self._run_options is None:
+            self.session.run_with_iobinding(binding)
+            return
+        options = self._run_options()
+        interrupt.on_request(lambda: setattr(options, "terminate", True))
+        try:
+            self.session.run_with_iobinding(binding, options)
+        except Exception as exc:
+            if interrupt.requested:
+                raise Interrupted("the prefill was interrupted") from exc
+            raise
 
     def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
         """One step for rows ``0..n-1``: row i appends ``tokens[i]`` after ``lengths[i]``

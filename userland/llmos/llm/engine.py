@@ -5,8 +5,10 @@ sequences, admits waiting requests into free slots (each prompt is prefilled alo
 its slot's cache), then runs one decode step for all running sequences together, so
 requests join and leave between tokens instead of waiting for each other. Tokens go back
 to the event loop in one ``call_soon_threadsafe`` per step, into an ``asyncio.Queue``
-per request; a client that stops listening calls ``Generation.cancel`` and its slot is
-free at the next step.
+per request; a client that stops listening (or whose deadline passed) calls
+``Generation.cancel``: a waiting request leaves the queue, a prompt being prefilled stops
+between two graph nodes (``llmos.llm.interrupt``), a running sequence's slot is free at the
+next step.
 
 The waiting queue is bounded: a request beyond it gets ``QueueFullError``. A prompt that
 leaves no room in the context for even one generated token gets ``BadRequestError``.
@@ -29,6 +31,7 @@ import numpy as np
 from llmos.errors import BadRequestError, LlmosError, NotReadyError, QueueFullError
 from llmos.llm.detokenize import IncrementalDecoder
 from llmos.llm.generation import Chunk, Generation, GenerationRequest
+from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.sampling import Sampler
 from llmos.llm.stopping import FinishReason, StopChecker, StopCriteria
 from llmos.serving.workers import supervise
@@ -42,7 +45,8 @@ class StepRunner(Protocol):
     @property
     def capacity(self) -> int: ...
 
-    def prefill(self, slot: int, token_ids: Sequence[int]) -> np.ndarray: ...
+    def prefill(self, slot: int, token_ids: Sequence[int],
+                interrupt: Interrupt | None = None) -> np.ndarray: ...
 
     def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray: ...
 
@@ -99,6 +103,7 @@ class _Sequence:
     pending: int = -1  # sampled token to feed at the next step
     last_token_at: float = 0.0
     cancelled: bool = False
+    interrupt: Interrupt | None = None  # set while its prompt is being prefilled
 
 
 class Engine:
@@ -181,6 +186,8 @@ class Engine:
                 return
             seq.cancelled = True
             self._cancelled = True
+            if seq.interrupt is not None:  # its prefill stops between two graph nodes
+                seq.interrupt.request()
             self._cv.notify()
 
     def close(self) -> None:
@@ -275,14 +282,25 @@ class Engine:
         self._running.pop()
 
     def _prefill(self, seq: _Sequence, out: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
-        if seq.cancelled:
-            return
+        with self._cv:
+            if seq.cancelled:
+                return
+            seq.interrupt = Interrupt()
         slot = len(self._running)
         try:
-            logits = self.runner.prefill(slot, seq.request.prompt_ids)
+            logits = self.runner.prefill(slot, seq.request.prompt_ids, seq.interrupt)
+        except Interrupted:  # cancelled while its prompt was being read
+            log.info("engine %s: a prefill of %d tokens was interrupted (request cancelled)",
+                     self.name, len(seq.request.prompt_ids))
+            self._observer.finished(time.perf_counter() - seq.submitted,
+                                    len(seq.request.prompt_ids), 0, "cancelled")
+            return
         except LlmosError as exc:
             out.append((seq, exc))
             return
+        finally:
+            with self._cv:
+                seq.interrupt = None
         seq.length = len(seq.request.prompt_ids)
         now = time.perf_counter()
         self._observer.first_token(now - seq.submitted)

@@ -2,7 +2,9 @@
 
 A ``GenerationRequest`` goes in; a ``Generation`` comes back: an async iterator of
 ``Chunk``s, one per generated token, the last one carrying the finish reason. ``collect``
-gathers them into a ``Completion``; ``cancel`` tells the engine to stop.
+gathers them into a ``Completion``; ``cancel`` tells the engine to stop. ``expire_after``
+gives it a deadline: a chunk that has not come by then is an ``InferenceTimeoutError``
+(504), and the generation is cancelled, so a late request stops using the CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from llmos.errors import InferenceTimeoutError
 from llmos.llm.sampling import SamplingParams
 from llmos.llm.stopping import FinishReason
 
@@ -52,6 +55,32 @@ class Generation:
         self._queue = queue
         self._cancel = cancel
         self._done = False
+        self._deadline: float | None = None  # loop time by which the next chunk is due
+        self._first_only = False
+        self._timeout_s = 0.0
+
+    def expire_after(self, timeout_s: float, *, first_only: bool) -> None:
+        """A deadline ``timeout_s`` from now: for the whole generation, or (``first_only``,
+        streaming) for its first chunk, after which the client is being answered."""
+        self._timeout_s = timeout_s
+        self._deadline = asyncio.get_running_loop().time() + timeout_s
+        self._first_only = first_only
+
+    async def _next(self) -> Chunk | BaseException:
+        if self._deadline is None:
+            return await self._queue.get()
+        remaining = self._deadline - asyncio.get_running_loop().time()
+        try:
+            item = await asyncio.wait_for(self._queue.get(), max(remaining, 0.0))
+        except TimeoutError:
+            self.cancel()
+            raise InferenceTimeoutError(
+                f"no answer within the deadline of {self._timeout_s:g} s",
+                "retry later, send a shorter prompt or fewer max_tokens, or raise the "
+                "model's timeout_s") from None
+        if self._first_only:
+            self._deadline = None
+        return item
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self
@@ -59,7 +88,7 @@ class Generation:
     async def __anext__(self) -> Chunk:
         if self._done:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        item = await self._next()
         if isinstance(item, BaseException):
             self._done = True
             raise item

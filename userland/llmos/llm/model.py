@@ -28,8 +28,11 @@ class LanguageModel:
     """What the OpenAI API serves: text in, streamed tokens out. ``close`` blocks."""
 
     def __init__(self, name: str, manifest: Manifest, info: LLMInfo, tokenizer: Tokenizer,
-                 chat: ChatTemplate | None, engine: Engine) -> None:
+                 chat: ChatTemplate | None, engine: Engine, timeout_s: float | None = None
+                 ) -> None:
+        """``timeout_s``: a request's deadline (None: none), which the data plane sets."""
         self.name = name
+        self.timeout_s = timeout_s
         self.manifest = manifest
         self.info = info
         self.tokenizer = tokenizer
@@ -117,14 +120,14 @@ def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
                         options: RuntimeOptions, limits: EngineLimits,
                         observer: EngineObserver | None = None,
                         name: str | None = None,
-                        release: Callable[[list[memoryview]], int] | None = None
-                        ) -> LanguageModel:
+                        release: Callable[[list[memoryview]], int] | None = None,
+                        timeout_s: float | None = None) -> LanguageModel:
     """Build and warm a LanguageModel from a causal-lm pack's decrypted files (blocking).
 
     With prepacked weights, onnxruntime keeps its own copy of the quantised matrices and
     never reads the originals again (verified: zeroing them leaves every answer the same):
     ``release`` then gives their pages back, so the model holds one copy of its weights."""
-    from llmos.runtimes.onnx import open_session  # the onnxruntime adapter
+    from llmos.runtimes.onnx import open_session, run_options  # the onnxruntime adapter
 
     name = name or manifest.name
     options = with_prepacking(options)
@@ -139,7 +142,7 @@ def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
     session: Session = open_session(manifest, files, options)
     built = time.perf_counter()
     decoder = Decoder(session, info.decoder, slots=limits.max_running,
-                      capacity=info.context_length)
+                      capacity=info.context_length, run_options=run_options)
     warm_up(decoder, options.device)
     log.info("model %s: session built in %.2f s, warmed up in %.2f s", name,
              built - started, time.perf_counter() - built)
@@ -152,4 +155,4 @@ def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
     log.info("model %s: causal LM ready, %d slots of %d tokens (%.0f MiB of cache at most)",
              name, limits.max_running, info.context_length,
              decoder.layout.bytes_per_slot * limits.max_running / 2**20)
-    return LanguageModel(name, manifest, info, tokenizer, chat, engine)
+    return LanguageModel(name, manifest, info, tokenizer, chat, engine, timeout_s)

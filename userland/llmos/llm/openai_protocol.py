@@ -259,8 +259,3 @@ def usage_chunk(rid: str, created: int, model: str, obj: str, prompt_tokens: int
     """The last chunk of a stream when ``stream_options.include_usage`` is set."""
     return {"id": rid, "object": obj, "created": created, "model": model, "choices": [],
             "usage": usage(prompt_tokens, completion_tokens)}
-
-
-def model_card(name: str, created: int, context_length: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "llmos",
-            "max_model_len": context_length}

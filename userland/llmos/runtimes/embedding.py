@@ -6,7 +6,7 @@ answer; the format (signature, manifest extra) is ``llmos.pack.embedding``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -56,6 +56,10 @@ class EmbeddingRuntime(Signed):
                                  f"expected [{len(texts)}, {self._dim}]",
                                  "the pack's model does not fit its manifest; pack it again")
         return {EMBEDDING: out}
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """The tokens the model sees for ``texts``: special tokens in, truncation applied."""
+        return int(self._tokenizer.encode_batch(texts).attention_mask.sum())
 
     def close(self) -> None:
         self._release()

@@ -150,6 +150,12 @@ def open_session(manifest: Manifest, files: Mapping[str, memoryview],
     return session
 
 
+def run_options() -> Any:
+    """A fresh ``RunOptions``: setting its ``terminate`` from another thread stops the run
+    it is passed to between two graph nodes (``llmos.llm.interrupt``)."""
+    return ort.RunOptions()
+
+
 def _to_feed(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
     """BYTES arrive as bytes objects; onnxruntime's string tensors take str."""
     if spec.datatype != "BYTES":

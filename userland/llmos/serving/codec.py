@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -33,6 +33,11 @@ class InferRequest:
     id: str | None = None
     outputs: tuple[str, ...] | None = None  # names the client asked for; None = all
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None  # the client's own time limit, when it gave one
+
+    def deadline(self, server_s: float) -> float:
+        """The request's deadline: the server's, or the client's when that is shorter."""
+        return server_s if self.timeout_s is None else min(server_s, self.timeout_s)
 
 
 def _bad(message: str, hint: str = "see the Open Inference Protocol v2 request format") -> NoReturn:
@@ -84,6 +89,8 @@ def _numeric_tensor(name: str, data: list[Any], dtype: np.dtype[Any]) -> np.ndar
         _bad(f"input {name!r}: nested 'data' is ragged (rows of different lengths)")
     if arr.size == 0:
         return np.empty(0, dtype=dtype)
+    if dtype.kind in "iu" and arr.dtype.kind in "fO":
+        arr = _big_integers(name, data, dtype, arr)
     if arr.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
         _bad(f"input {name!r}: data of JSON type {_json_kind(arr.dtype)} does not fit "
              f"datatype {v2_of(np.empty(0, dtype))}")
@@ -96,6 +103,19 @@ def _numeric_tensor(name: str, data: list[Any], dtype: np.dtype[Any]) -> np.ndar
         _bad(f"input {name!r}: values outside the range of {v2_of(np.empty(0, dtype))}",
              "send finite numbers the datatype can hold")
     return out
+
+
+def _big_integers(name: str, data: list[Any], dtype: np.dtype[Any],
+                  arr: np.ndarray) -> np.ndarray:
+    """numpy reads integers beyond int64 (UINT64's upper half) as floats: when every value
+    is a JSON integer, convert them exactly instead (``arr`` unchanged otherwise)."""
+    flat = _flatten(data)
+    if not all(type(x) is int for x in flat):
+        return arr
+    try:
+        return np.array(flat, dtype=dtype)
+    except OverflowError:
+        _bad(f"input {name!r}: values outside the range of {v2_of(np.empty(0, dtype))}")
 
 
 def _json_kind(dtype: np.dtype[Any]) -> str:
@@ -118,8 +138,8 @@ def decode_tensor(raw: Any) -> tuple[str, np.ndarray]:
     shape = _shape(name, raw.get("shape"))
     params = raw.get("parameters") or {}
     if isinstance(params, dict) and "binary_data_size" in params:
-        _bad(f"input {name!r}: binary tensor data is not supported",
-             "send the tensor as JSON 'data'")
+        _bad(f"input {name!r}: binary tensor data needs the body's raw bytes",
+             "decode the body with llmos.serving.binary_tensors.decode_request")
     data = raw.get("data")
     if not isinstance(data, list):
         _bad(f"input {name!r}: 'data' must be a (flat or nested) JSON list")
@@ -131,8 +151,13 @@ def decode_tensor(raw: Any) -> tuple[str, np.ndarray]:
     return name, arr.reshape(shape)
 
 
-def decode_request(doc: Any) -> InferRequest:
-    """A parsed v2 request body -> InferRequest (arrays in their declared datatypes)."""
+def decode_request(doc: Any,
+                   decode: Callable[[Any], tuple[str, np.ndarray]] = decode_tensor
+                   ) -> InferRequest:
+    """A parsed v2 request body -> InferRequest (arrays in their declared datatypes).
+
+    ``decode`` turns each input object into (name, array), in order: the binary tensor
+    extension passes its own (``binary_tensors``), which reads raw inputs from the body."""
     if not isinstance(doc, dict):
         _bad("request body must be a JSON object")
     raw_inputs = doc.get("inputs")
@@ -140,7 +165,7 @@ def decode_request(doc: Any) -> InferRequest:
         _bad("request has no 'inputs' list")
     inputs: dict[str, np.ndarray] = {}
     for raw in raw_inputs:
-        name, arr = decode_tensor(raw)
+        name, arr = decode(raw)
         if name in inputs:
             _bad(f"input {name!r} is given twice")
         inputs[name] = arr
@@ -153,10 +178,6 @@ def decode_request(doc: Any) -> InferRequest:
         if not isinstance(raw_out, list) or not all(
                 isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw_out):
             _bad("'outputs' must be a list of objects with a 'name'")
-        for o in raw_out:
-            if isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data"):
-                _bad(f"output {o['name']!r}: binary tensor data is not supported",
-                     "leave out binary_data; outputs come back as JSON 'data'")
         outputs = tuple(o["name"] for o in raw_out)
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):

@@ -140,7 +140,9 @@ async def models(request: web.Request) -> web.Response:
         else:
             row["quantization"], row["runtime"] = manifest.quantization, manifest.runtime
         rows.append(row)
-    return json_response({"models": rows, "packs_dir": str(request.app[ADMIN].options.packs_dir),
+    options = request.app[ADMIN].options
+    return json_response({"models": rows, "packs_dir": str(options.packs_dir),
+                          "upload_dir": str(options.upload_dir),
                           "playground": list(mounted(request.app))})
 
 

@@ -1,16 +1,20 @@
 """Model actions of the admin console: load, unload, and upload a sealed pack.
 
-An upload streams to a temporary file in ``server.packs_dir`` (never into memory whole),
-is checked before it is kept - a sealed header with a valid manifest, the exact length the
-header promises, sealed for the fleet key this machine holds - then renamed into place
-(``<name>-<version>.sealed``) and loaded through the model registry like any configured model.
-The pack stays encrypted on disk; decryption happens in memory at load, as at boot.
+An upload streams to a temporary file in ``admin.upload_dir`` (never into memory whole;
+the data partition on the appliance, ``llmos.vault.uploads``) as long as the partition has
+room for it, is checked before it is kept - a sealed header with a valid manifest, the
+exact length the header promises, sealed for the fleet key this machine holds - then
+renamed into place (``<name>-<version>.sealed``), older uploads of the model removed, and
+loaded through the model registry like any configured model. The pack stays encrypted on
+disk; decryption happens in memory at load, as at boot. ``llmos serve`` finds the uploads
+again at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import secrets
 from pathlib import Path
@@ -22,6 +26,7 @@ from llmos.errors import BadRequestError, NotFoundError, PayloadTooLargeError, W
 from llmos.pack.manifest import Manifest
 from llmos.registry import ModelRegistry
 from llmos.state import ModelState
+from llmos.vault import uploads
 from llmos.vault.sealed import SealedPack
 from llmos.web.admin.api import json_response
 from llmos.web.admin.state import ADMIN
@@ -64,7 +69,21 @@ def check_sealed_file(path: Path, kek_id: str | None) -> Manifest:
     return sealed.manifest
 
 
+def _too_large(size: int, directory: Path, limit: int) -> PayloadTooLargeError:
+    room = uploads.room(directory, limit)
+    if room < limit:
+        return PayloadTooLargeError(
+            f"the upload ({size} bytes or more) does not fit: {room} bytes may be used on "
+            f"the data partition ({directory})", "unload and remove models, or use a larger disk")
+    return PayloadTooLargeError(f"the upload exceeds {limit} bytes",
+                                "raise admin.upload_max_bytes")
+
+
 async def _receive(request: web.Request, directory: Path, limit: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    room = uploads.room(directory, limit)
+    if request.content_length is not None and request.content_length > room:
+        raise _too_large(request.content_length, directory, limit)
     reader = await request.multipart()
     part = await reader.next()
     while part is not None and (not isinstance(part, BodyPartReader) or part.name != FIELD):
@@ -72,17 +91,16 @@ async def _receive(request: web.Request, directory: Path, limit: int) -> Path:
     if part is None:
         raise BadRequestError(f"no file in the upload's {FIELD!r} field",
                               "send multipart/form-data with the sealed pack as 'pack'")
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".upload-{secrets.token_hex(6)}.tmp"
+    tmp = directory / uploads.temporary_name(secrets.token_hex(6))
     size = 0
     try:
         with tmp.open("wb") as out:
             while chunk := await part.read_chunk(1 << 20):
                 size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLargeError(f"the upload exceeds {limit} bytes",
-                                               "raise admin.upload_max_bytes")
+                if size > room:
+                    raise _too_large(size, directory, limit)
                 await asyncio.to_thread(out.write, chunk)
+            await asyncio.to_thread(os.fsync, out.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -101,7 +119,7 @@ async def upload(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         raise BadRequestError("an upload must be multipart/form-data",
                               f"send the sealed pack in the form field {FIELD!r}")
-    directory = state.options.packs_dir
+    directory = state.options.upload_dir
     tmp = await _receive(request, directory, state.options.upload_max_bytes)
     try:
         kek_id = sup.key.details.get("kek_id") if sup.key.released else None
@@ -112,9 +130,11 @@ async def upload(request: web.Request) -> web.Response:
                                   "unload it first, then upload its new pack")
         final = directory / pack_file_name(manifest)
         tmp.replace(final)
+        await asyncio.to_thread(uploads.fsync_dir, directory)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    await asyncio.to_thread(uploads.superseded, directory, manifest.name, final)
     log.info("admin: pack %s (%s %s) uploaded to %s", manifest.name, manifest.kind,
              manifest.version, final)
     status = await sup.load(manifest.name, ModelConfig(name=manifest.name, pack=final))

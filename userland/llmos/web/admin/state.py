@@ -23,6 +23,7 @@ from llmos.controllers.devices import HotplugEvent
 from llmos.hw.claim import Claim
 from llmos.hw.memory import Fallback, OwnerUsage
 from llmos.hw.model import Inventory
+from llmos.vault.uploads import upload_dir
 
 
 class DeviceView(Protocol):
@@ -54,6 +55,7 @@ def _setting(cfg: Config, key: str, default: Any) -> Any:
 class AdminOptions:
     password_file: Path
     packs_dir: Path
+    upload_dir: Path  # where uploads are kept (llmos.vault.uploads)
     generate_password: bool  # demo mode: make a random password when none is set
     under_systemd: bool  # logs come from the journal, not the in-process ring
     environ: Mapping[str, str]
@@ -77,6 +79,7 @@ class AdminOptions:
         return cls(
             password_file=Path(_setting(cfg, "admin.password_file", hash_path(state_dir))),
             packs_dir=Path(cfg["server.packs_dir"]),
+            upload_dir=upload_dir(cfg),
             generate_password=bool(_setting(cfg, "admin.generate_password", not under_systemd)),
             under_systemd=under_systemd,
             environ=dict(env),

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from llmos.dataplane import DataPlane
 from llmos.web.admission import LIMITS, Admission, Limits
-from llmos.web.api import health, metrics, openai, openapi, v2
+from llmos.web.api import embeddings, health, metrics, openai, openapi, v2
 from llmos.web.errors import error_middleware
 from llmos.web.keys import DATAPLANE
 
@@ -21,10 +21,10 @@ from llmos.web.keys import DATAPLANE
 def build_api_app(plane: DataPlane, max_body_bytes: int,
                   limits: Limits | None = None,
                   middlewares: Sequence[Middleware] = ()) -> web.Application:
-    """/health, /v2 (OIP), /metrics and /v1 (OpenAI) on ``plane``; ``middlewares`` run
-    inside the error mapping (drain, API keys), before ``limits``: the global cap on work
-    in flight and the body deadline (``llmos.web.admission``), so a request without a
-    valid key takes no share of it."""
+    """/health, /v2 (OIP), /metrics and /v1 (OpenAI, embeddings included) on ``plane``;
+    ``middlewares`` run inside the error mapping (drain, API keys), before ``limits``: the
+    global cap on work in flight and the body deadline (``llmos.web.admission``), so a
+    request without a valid key takes no share of it."""
     stack = [error_middleware(), *middlewares]
     if limits is not None:
         stack.append(Admission(limits).middleware())
@@ -32,6 +32,6 @@ def build_api_app(plane: DataPlane, max_body_bytes: int,
     app[DATAPLANE] = plane
     if limits is not None:
         app[LIMITS] = limits
-    for module in (health, v2, metrics, openai, openapi):
+    for module in (health, v2, metrics, openai, embeddings, openapi):
         module.setup(app)
     return app

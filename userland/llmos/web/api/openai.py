@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API for causal LMs: /v1/models, /v1/completions, /v1/chat/completions.
+"""The OpenAI-compatible API for causal LMs: /v1/completions, /v1/chat/completions, and
+/v1/models (every model, with its kind; /v1/embeddings is ``llmos.web.api.embeddings``).
 
 ``stream: true`` answers server-sent events, one per generated piece of text, ending with
 ``data: [DONE]``. A client that goes away (the connection closes) cancels its generation;
@@ -23,7 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
+from llmos.dataplane import ModelCard
 from llmos.errors import BadRequestError, LlmosError, QueueFullError
+from llmos.llm import openai_embeddings as emb
 from llmos.llm import openai_protocol as proto
 from llmos.llm.generation import Chunk, Completion, Generation
 from llmos.web.admission import decode
@@ -121,9 +124,16 @@ async def _stream(request: web.Request, gen: Generation,
     return response
 
 
+def _card(model: ModelCard) -> dict[str, Any]:
+    extra = {k: v for k, v in (("max_model_len", model.max_model_len),
+                               ("dimensions", model.dimensions)) if v is not None}
+    return emb.model_card(model.name, model.kind, model.created, **extra)
+
+
 async def list_models(request: web.Request) -> web.Response:
-    cards = [proto.model_card(lm.name, lm.created, lm.context_length)
-             for lm in request.app[DATAPLANE].language_models()]
+    """Every model serving now, each card saying its kind: language models (chat,
+    completions), embedding models (/v1/embeddings) and tensor models (/v2 only)."""
+    cards = [_card(m) for m in request.app[DATAPLANE].catalog()]
     return web.json_response({"object": "list", "data": cards})
 
 

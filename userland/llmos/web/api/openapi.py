@@ -139,7 +139,33 @@ _MODEL_LIST: Doc = {
         "type": "object", "required": ["id", "object", "created", "owned_by"],
         "properties": {"id": {"type": "string"}, "object": {"type": "string"},
                        "created": {"type": "integer"}, "owned_by": {"type": "string"},
-                       "max_model_len": {"type": "integer"}}}}}}
+                       "kind": {"type": "string",
+                                "enum": ["causal-lm", "embedding", "tensor"]},
+                       "max_model_len": {"type": "integer"},
+                       "dimensions": {"type": "integer"}}}}}}
+_EMBEDDINGS_REQUEST: Doc = {  # llmos.llm.openai_embeddings
+    "type": "object", "required": ["model", "input"],
+    "properties": {"model": {"type": "string", "minLength": 1},
+                   "input": {"oneOf": [{"type": "string"}, {
+                       "type": "array", "minItems": 1, "maxItems": 2048,
+                       "items": {"type": "string"}}]},
+                   "encoding_format": {"type": "string", "enum": ["float", "base64"],
+                                       "nullable": True},
+                   "dimensions": {"type": "integer", "minimum": 1, "nullable": True},
+                   "user": {"type": "string", "nullable": True}}}
+_EMBEDDINGS: Doc = {
+    "type": "object", "required": ["object", "data", "model", "usage"],
+    "properties": {"object": {"type": "string"}, "model": {"type": "string"},
+                   "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                             "properties": {k: {"type": "integer", "minimum": 0} for k in
+                                            ("prompt_tokens", "total_tokens")}},
+                   "data": {"type": "array", "items": {
+                       "type": "object", "required": ["object", "index", "embedding"],
+                       "properties": {"object": {"type": "string"},
+                                      "index": {"type": "integer"},
+                                      "embedding": {"oneOf": [
+                                          {"type": "array", "items": {"type": "number"}},
+                                          {"type": "string"}]}}}}}}
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -242,18 +268,27 @@ def _model_paths(model: Doc, version: Doc) -> Doc:
             "responses": {"200": _json(_MODEL_READY, "ready"),
                           "400": _json(_MODEL_READY, "not ready"),
                           **_errors((404,))}}}
+        ok = _json(_INFER_RESPONSE, "the outputs: JSON, or with binary_data_output the JSON "
+                   "header (Inference-Header-Content-Length bytes) followed by raw tensors")
+        ok["content"]["application/octet-stream"] = {"schema": {"type": "string",
+                                                                "format": "binary"}}
         paths[base + "/infer"] = {"post": _op(
-            "inference (Open Inference Protocol v2, JSON tensors)",
-            _json(_INFER_RESPONSE, "the outputs"), body=_INFER_REQUEST,
-            errors=(*POST_ERRORS, 404, 422, 504), params=params)}
+            "inference (Open Inference Protocol v2, JSON or binary tensors)", ok,
+            body=_INFER_REQUEST, errors=(*POST_ERRORS, 404, 422, 504), params=params)}
     return paths
 
 
-def _openai_paths(llms: list[str]) -> Doc:
+def _openai_paths(llms: list[str], embedders: list[str]) -> Doc:
     sse = {"text/event-stream": {"schema": {  # each event: a JSON chunk, or [DONE]
         "type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}}
-    paths: Doc = {"/v1/models": {"get": _op("the language models served", _json(
+    paths: Doc = {"/v1/models": {"get": _op("every model served, with its kind", _json(
         _MODEL_LIST, "the list"), tag="openai")}}
+    request = copy.deepcopy(_EMBEDDINGS_REQUEST)
+    if embedders:
+        request["properties"]["model"].update(example=embedders[0], enum=list(embedders))
+    paths["/v1/embeddings"] = {"post": _op(
+        "embeddings (OpenAI) from the embedding models", _json(_EMBEDDINGS, "the vectors"),
+        body=request, openai=True, tag="openai", errors=(*POST_ERRORS, 404, 504))}
     for path, summary, request in (
             ("/v1/completions", "text completion (OpenAI)", _COMPLETION_REQUEST),
             ("/v1/chat/completions", "chat completion (OpenAI)", _CHAT_REQUEST)):
@@ -268,28 +303,31 @@ def _openai_paths(llms: list[str]) -> Doc:
 
 
 def document(models: list[str] | None = None, llms: list[str] | None = None,
-             versions: list[str] | None = None) -> Doc:
-    """The OpenAPI 3.0 document; ``models`` (all), ``llms`` (the language models) and
-    ``versions``: the values served now, given as the parameters' (none: any string)."""
+             versions: list[str] | None = None, embedders: list[str] | None = None) -> Doc:
+    """The OpenAPI 3.0 document; ``models`` (all), ``llms`` (the language models),
+    ``versions`` and ``embedders`` (the embedding models): the values served now, given as
+    the parameters' (none: any string)."""
     model = _path_param("model", models or [])
     version = _path_param("version", versions or [])
     return {
         "openapi": "3.0.3",
         "info": {"title": "LLM OS inference API", "version": __version__,
                  "description": "Open Inference Protocol v2 (tensor and embedding models), "
-                                "OpenAI completions and chat (language models), health and "
-                                "metrics. Errors name the field at fault."},
+                                "OpenAI completions and chat (language models) and "
+                                "embeddings (embedding models), health and metrics. Errors "
+                                "name the field at fault."},
         "paths": {**_server_paths(), **_repository_paths(model), **_model_paths(model, version),
-                  **_openai_paths(llms or [])},
+                  **_openai_paths(llms or [], embedders or [])},
     }
 
 
 async def openapi(request: web.Request) -> web.Response:
     plane = request.app[DATAPLANE]
-    index = plane.index()
+    index, cards = plane.index(), plane.catalog()
     return web.json_response(document([st.name for st in index],
-                                      [lm.name for lm in plane.language_models()],
-                                      sorted({st.version for st in index})))
+                                      [c.name for c in cards if c.kind == "causal-lm"],
+                                      sorted({st.version for st in index}),
+                                      [c.name for c in cards if c.kind == "embedding"]))
 
 
 def setup(app: web.Application) -> None:

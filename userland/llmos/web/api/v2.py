@@ -1,4 +1,5 @@
-"""Open Inference Protocol v2 over HTTP/JSON, with the model-repository extension.
+"""Open Inference Protocol v2 over HTTP, with the model-repository and binary tensor data
+extensions (JSON bodies, or JSON followed by raw tensors: ``serving.binary_tensors``).
 
 Health and readiness answer 200 for true and 400 for false (the protocol's "4xx means
 false", as Triton does), with a small JSON body saying why.
@@ -13,14 +14,14 @@ from aiohttp import web
 from llmos import __version__
 from llmos.errors import BadRequestError
 from llmos.pack.manifest import TensorSpec
-from llmos.serving import codec
+from llmos.serving import binary_tensors, codec
 from llmos.serving.backend import PLATFORMS
 from llmos.state import ModelState
 from llmos.web.admission import decode, read_body
 from llmos.web.api import public
 from llmos.web.keys import DATAPLANE
 
-EXTENSIONS = ("model_repository",)
+EXTENSIONS = ("model_repository", binary_tensors.EXTENSION)
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
@@ -68,18 +69,34 @@ async def model_ready(request: web.Request) -> web.Response:
     return _json(doc, 200 if ok else 400)
 
 
-async def _decode(request: web.Request) -> codec.InferRequest:
-    return await decode(request, lambda body: codec.decode_request(codec.parse_json(body)))
+class _Body:
+    """The request body, decoded when the data plane awaits it (after the batching hint;
+    read with its deadline, parsed off the loop when large: ``web.admission.decode``); the
+    client's choice of binary or JSON outputs is kept here for the encoder."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self.wire: binary_tensors.WireRequest | None = None
+
+    async def read(self) -> codec.InferRequest:
+        header = self._request.headers.get(binary_tensors.HEADER_LENGTH)
+        self.wire = await decode(self._request,
+                                 lambda body: binary_tensors.decode_request(body, header))
+        return self.wire.request
 
 
 async def infer(request: web.Request) -> web.Response:
     """The hot path: decode, call the data plane, encode. Nothing else."""
     match = request.match_info
+    body = _Body(request)
     result = await request.app[DATAPLANE].infer(match["model"], match.get("version"),
-                                                _decode(request))
-    body = codec.response_bytes(result.model, result.version, result.id, result.outputs,
-                                result.output_names)
-    return web.Response(body=body, content_type="application/json")
+                                                body.read())
+    assert body.wire is not None  # the data plane answers only after decoding the body
+    answer = binary_tensors.encode_response(result.model, result.version, result.id,
+                                            result.outputs, result.output_names,
+                                            body.wire.binary)
+    return web.Response(body=answer.body, content_type=answer.content_type,
+                        headers=answer.headers)
 
 
 async def _optional_json(request: web.Request) -> dict[str, Any]:
