@@ -108,6 +108,9 @@ def _sealed(doc: Mapping[str, Any]) -> list[str]:
         f"| plaintext ONNX: `InferenceSession(path)` | {doc['plain_load_ms']:.1f} | 1.00x |",
         f"| sealed: decrypt + decompress + load ({doc['sealed_loader']}) | "
         f"{doc['sealed_load_ms']:.1f} | {ratio:.2f}x |",
+        *([f"| CPU of the loads (this process, all threads): sealed / plaintext | "
+            f"{doc['sealed_load_cpu_ms']:.1f} / {doc['plain_load_cpu_ms']:.1f} | "
+            f"{doc['load_cpu_ratio']:.2f}x |"] if "load_cpu_ratio" in doc else []),
         f"| of which decrypt (+ decompress) into one buffer (`open_payload`) | "
         f"{doc['sealed_open_ms']:.1f} | |",
         f"| of which decrypt alone (AES-256-GCM chunks, verified) | "

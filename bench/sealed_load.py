@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import resource
 import statistics
 import subprocess
 import time
@@ -30,19 +31,26 @@ from llmos.vault.sealed import SealedPack, open_payload
 log = logging.getLogger(__name__)
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def interleaved(actions: dict[str, Callable[[], object]], rounds: int
-                ) -> dict[str, list[float]]:
-    """Seconds of each action in each round; every round runs each action once, the order
-    rotated from round to round."""
+                ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(wall, CPU) seconds of each action in each round (the CPU: this process's, all its
+    threads); every round runs each action once, the order rotated from round to round."""
     names = list(actions)
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_s()
             actions[name]()
             times[name].append(time.perf_counter() - t0)
-    return times
+            cpu[name].append(_cpu_s() - c0)
+    return times, cpu
 
 
 def median_seconds(action: Callable[[], object], repeat: int) -> float:
@@ -109,7 +117,7 @@ def run(sealed: Path, plain_onnx: Path, key: Path, all_packs: list[Path],
     how, load = _runtime_loader()
     _sealed_load(sealed, kek, load)  # warm the page cache and the libraries
     ort.InferenceSession(str(plain_onnx), providers=["CPUExecutionProvider"])
-    times = interleaved({
+    times, cpu = interleaved({
         "plain": lambda: ort.InferenceSession(str(plain_onnx),
                                               providers=["CPUExecutionProvider"]),
         "sealed": lambda: _sealed_load(sealed, kek, load),
@@ -119,6 +127,8 @@ def run(sealed: Path, plain_onnx: Path, key: Path, all_packs: list[Path],
                                             ("plain", "sealed", "decrypt", "open"))
     ratio = statistics.median(s / p for s, p in zip(times["sealed"], times["plain"],
                                                     strict=True))
+    cpu_ratio = statistics.median(s / p for s, p in zip(cpu["sealed"], cpu["plain"],
+                                                        strict=True) if p > 0)
     manifest = SealedPack.open(sealed).manifest
     log.info("load: plain %.1f ms, sealed %.1f ms (%s)", plain_s * 1e3, sealed_s * 1e3, how)
 
@@ -138,6 +148,9 @@ def run(sealed: Path, plain_onnx: Path, key: Path, all_packs: list[Path],
         "sealed_decrypt_ms": decrypt_s * 1e3,
         "sealed_open_ms": open_s * 1e3,
         "load_ratio": ratio,
+        "plain_load_cpu_ms": statistics.median(cpu["plain"]) * 1e3,
+        "sealed_load_cpu_ms": statistics.median(cpu["sealed"]) * 1e3,
+        "load_cpu_ratio": cpu_ratio,
         "compression": getattr(manifest, "compression", "zstd"),
         "sealed_loader": how,
         "repeat": repeat,
