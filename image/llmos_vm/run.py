@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from llmos import apikeys
 from llmos.errors import LlmosError
 from llmos_vm import credentials, http, ovmf
 from llmos_vm.machine import Boot, VmDir
@@ -102,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--admin-port", type=int, default=8001)
     p.add_argument("--console", action="store_true", help="serial console on this terminal")
     p.add_argument("--reset", action="store_true", help="new disk overlay and a new TPM")
+    p.add_argument("--api-keys", type=Path, default=None, metavar="FILE",
+                   help="API keys the inference API requires ('NAME: KEY' or "
+                        "'NAME: sha256:HEX' lines), passed as the llmos-api-keys credential")
     args = p.parse_args(argv)
 
     run = RunVm(VmDir(args.vm), args.image)
@@ -109,6 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.ensure(args.reset)
         password = run.password()
         smbios = [credentials.credential("llmos-admin-password", password.encode())]
+        key_names = "none: the API is open"
+        if args.api_keys is not None:
+            text = args.api_keys.read_text()
+            key_names = ", ".join(apikeys.merge([apikeys.parse(text, str(args.api_keys))])
+                                  .names()) or key_names  # a bad line fails here, not at boot
+            smbios.append(credentials.credential(apikeys.CREDENTIAL, text.encode()))
         if run.needs_provisioning():
             log.info("first boot of this VM: passing the fleet key %s as provisioning credential",
                      args.key)
@@ -143,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"  inference API   {api}   (OIP v2: {api}/v2, health: {api}/health, "
                     f"metrics: {api}/metrics)\n"
                     f"  admin page      {admin}/   password: {password}\n"
+                    f"  API keys        {key_names}\n"
                     + "".join(f"  ! {r}\n" for r in health.get("reasons", []))
                     + "Ctrl-C powers the VM down.\n")
                 sys.stdout.flush()

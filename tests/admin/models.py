@@ -26,8 +26,11 @@ def scaler_onnx(factor: float = 2.0, width: int = 4) -> bytes:
     return bytes(model.SerializeToString())
 
 
-def sealed_scaler(name: str, kek: Kek, version: str = "1", width: int = 4) -> bytes:
-    entries, payload = container.build_payload({"model.onnx": scaler_onnx(width=width)})
+def sealed_scaler(name: str, kek: Kek, version: str = "1", width: int = 4,
+                  factor: float = 2.0, onnx_bytes: bytes | None = None) -> bytes:
+    """``onnx_bytes``: another model file in the pack (one that does not load, say)."""
+    model = scaler_onnx(factor, width) if onnx_bytes is None else onnx_bytes
+    entries, payload = container.build_payload({"model.onnx": model})
     compressed = container.compress(payload, level=3)
     manifest = Manifest(
         name=name, version=version, kind="tensor", runtime="onnx",

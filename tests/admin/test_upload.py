@@ -85,17 +85,6 @@ async def test_garbage_is_refused(start_admin: Start) -> None:
     assert _stored(srv) == []
 
 
-async def test_a_loaded_model_is_not_replaced_under_its_feet(start_admin: Start,
-                                                             packs: Packs) -> None:
-    srv: AdminServer = await start_admin()
-    token = await login(srv.admin)
-    resp = await srv.admin.post("/api/models",
-                                data=_form(models.sealed_scaler("scaler", packs.kek, "9")),
-                                headers={"X-CSRF-Token": token})
-    assert resp.status == 400 and "unload it first" in (await resp.json())["hint"]
-    assert _stored(srv) == []
-
-
 async def test_uploads_are_bounded(start_admin: Start, packs: Packs) -> None:
     srv: AdminServer = await start_admin(upload_max_bytes=200)
     token = await login(srv.admin)

@@ -18,7 +18,8 @@ from llmos import apikeys
 from llmos.fleet import runner
 from llmos.fleet.appliance import Appliance as ApiClient
 from llmos.fleet.appliance import Unavailable
-from llmos.fleet.job import Job, Kind
+from llmos.fleet.job import Job, Kind, resource_name
+from llmos.tls import make_self_signed
 from llmos.vault.kek import generate_kek
 from llmos.vault.keyfile import write_keyfile
 
@@ -38,11 +39,17 @@ class SleepFleet:
         self.key_file.write_text(self.key)
         self.procs: list[Process] = []
         self.urls: list[str] = []
+        self.ca_files: list[Path | None] = []
         for i in range(n):
             port = free_port()
             cfg = work / f"a{i}.toml"
+            # The last appliance speaks HTTPS, with a certificate of its own.
+            cert = make_self_signed(work / f"tls{i}", "localhost") if i == n - 1 else None
+            tls = "" if cert is None else \
+                f'tls = true\ntls_cert = "{cert.cert}"\ntls_key = "{cert.key}"\n'
             cfg.write_text(
                 f'[server]\nport = {port}\nadmin_port = 0\nstate_dir = "{work / f"s{i}"}"\n'
+                f'{tls}'
                 f'api_keys_file = "{work / "api-keys"}"\n[keys]\nprovider = "keyfile"\n'
                 f'keyfile = "{work / "fleet.key"}"\nallow_dev_key = true\n'
                 '[memory]\nlock_process = false\n[devices]\nclaim = false\n'
@@ -50,17 +57,20 @@ class SleepFleet:
             self.procs.append(Process([sys.executable, "-m", "bench.sleep_appliance",
                                        "--latency-ms", "5", "--", "serve", "--config", str(cfg)],
                                       work / f"a{i}.log"))
-            self.urls.append(f"http://127.0.0.1:{port}")
+            self.urls.append(f"{'http' if cert is None else 'https'}://127.0.0.1:{port}")
+            self.ca_files.append(None if cert is None else cert.cert)
         sport = free_port()
         self.scheduler = f"tcp://127.0.0.1:{sport}"
         self.procs.append(Process([sys.executable, "-m", "distributed.cli.dask_scheduler",
                                    "--host", "127.0.0.1", "--port", str(sport),
                                    "--no-dashboard"], work / "scheduler.log"))
         for i, url in enumerate(self.urls):
-            assert ApiClient(url, self.key).wait_ready(120), self.procs[i].tail()
+            ca = self.ca_files[i]
+            assert ApiClient(url, self.key, ca_file=ca).wait_ready(120), self.procs[i].tail()
             self.procs.append(Process([sys.executable, "-m", "llmos", "fleet", "worker",
                                        "--scheduler", self.scheduler, "--appliance", url,
-                                       "--api-key-file", str(self.key_file), "--slots", "2"],
+                                       "--api-key-file", str(self.key_file), "--slots", "2",
+                                       *(["--ca-file", str(ca)] if ca else [])],
                                       work / f"w{i}.log"))
 
     def close(self) -> None:
@@ -109,11 +119,27 @@ def test_a_dask_bag_as_input(sleep_fleet: SleepFleet, tmp_path: Path) -> None:
 
 
 def test_workers_hold_the_key_the_appliance_wants_it(sleep_fleet: SleepFleet) -> None:
-    with pytest.raises(Unavailable) as exc:
-        ApiClient(sleep_fleet.urls[0], None).embed("sleep", ["x"])
-    assert exc.value.status == 401
-    assert ApiClient(sleep_fleet.urls[0], sleep_fleet.key).embed("sleep", ["x"])[0] == \
-        pytest.approx(sleep_appliance.vector("x"), abs=1e-6)
+    for url, ca in zip(sleep_fleet.urls, sleep_fleet.ca_files, strict=True):
+        with pytest.raises(Unavailable) as exc:
+            ApiClient(url, None, ca_file=ca).embed("sleep", ["x"])
+        assert exc.value.status == 401
+        assert ApiClient(url, sleep_fleet.key, ca_file=ca).embed("sleep", ["x"])[0] == \
+            pytest.approx(sleep_appliance.vector("x"), abs=1e-6)
+
+
+def test_an_https_appliance_gets_the_key_only_once_verified(sleep_fleet: SleepFleet) -> None:
+    url = sleep_fleet.urls[-1]
+    assert url.startswith("https://")
+    with pytest.raises(Unavailable) as exc:  # its certificate is nobody's CA's
+        ApiClient(url, sleep_fleet.key, timeout_s=10).embed("sleep", ["x"])
+    assert "CERTIFICATE_VERIFY_FAILED" in str(exc.value)
+    served = ApiClient(url, sleep_fleet.key, ca_file=sleep_fleet.ca_files[-1])
+    assert 'llmos_api_key_requests_total{key="jobs"}' in served.request_text("/metrics")
+    # Its worker (given --ca-file) joined with the model it serves, as the plain one did.
+    with Client(sleep_fleet.scheduler, timeout=30) as client:
+        client.wait_for_workers(2, timeout=60)
+        workers = client.scheduler_info()["workers"].values()
+        assert sorted(w["resources"].get(resource_name("sleep"), 0) for w in workers) == [2, 2]
 
 
 def test_when_a_worker_leaves_the_cluster() -> None:

@@ -110,3 +110,25 @@ async def test_a_trickling_body_gets_408() -> None:
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     finally:
         await server.stop()
+
+
+async def test_headers_trickled_byte_by_byte_are_cut_at_the_idle_timeout() -> None:
+    """Slowloris: a header line every 0.1 s keeps no connection past server.idle_timeout_s
+    (0.5 s here); the server answers /health meanwhile."""
+    server, host, port = await _start(_app(), idle_timeout_s=0.5)
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.monotonic()
+        while not reader.at_eof() and time.monotonic() - t0 < 10:
+            await asyncio.sleep(0.1)
+            if not writer.is_closing():
+                writer.write(b"X-Slow: 1\r\n")
+        held = time.monotonic() - t0
+        writer.close()
+        assert reader.at_eof() and held < 5, f"held open {held:.1f} s"
+        health = await _request(host, port,
+                                b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert health.startswith(b"HTTP/1.1 200")
+    finally:
+        await server.stop()

@@ -42,6 +42,7 @@ def test_the_document_is_served_and_names_the_models(served: Served) -> None:
     assert doc["openapi"].startswith("3.")
     param = doc["paths"]["/v2/models/{model}/infer"]["post"]["parameters"][0]
     assert param["example"] in ("minilm", "smollm2")
+    assert "components" not in doc  # no API keys here: no security scheme, no 401s
 
 
 def test_schemathesis_finds_no_5xx_and_no_schema_breach(served: Served, tmp_path: Path) -> None:

@@ -268,7 +268,7 @@ async def test_too_long_prompt_is_400_naming_the_lengths(client: openai.AsyncOpe
 
 
 @pytest.mark.parametrize(("body", "field"), [
-    ({"model": MODEL, "messages": QUESTION, "n": 2}, "n"),
+    ({"model": MODEL, "messages": QUESTION, "n": 99}, "n"),
     ({"model": MODEL}, "messages"),
     ({"model": MODEL, "messages": QUESTION, "temperature": "hot"}, "temperature"),
     ({"messages": QUESTION}, "model"),

@@ -237,6 +237,61 @@ async def test_observer_sees_timings_counts_and_an_idle_engine_at_the_end() -> N
     assert rec.states[-1] == (0, 0)  # the gauges do not stay at the last batch
 
 
+class _Refuses:
+    """A grammar that allows no token after the first: its sequence must fail alone."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def allowed(self, vocab_size: int, remaining: int | None = None) -> np.ndarray:
+        self.steps += 1
+        return np.full(vocab_size, self.steps < 3)
+
+    def advance(self, token_id: int) -> None:
+        pass
+
+
+async def test_one_sequences_failed_choice_leaves_the_others_running() -> None:
+    runner = Runner(3)
+    e = engine(runner, max_running=3)
+    try:
+        good = [e.submit(GenerationRequest((i + 1,), 15, GREEDY)) for i in range(2)]
+        bad = e.submit(GenerationRequest((9,), 15, GREEDY, constraint=_Refuses()))
+        results = await asyncio.gather(*(g.collect() for g in good))
+        with pytest.raises(BadRequestError, match="allows no next token"):
+            await bad.collect()
+    finally:
+        e.close()
+    for i, r in enumerate(results):
+        assert list(r.token_ids) == reference((i + 1,), 15)
+
+
+class _Breaks(_Refuses):
+    """A grammar whose matcher breaks (an exception that is no LlmosError) mid-answer."""
+
+    def advance(self, token_id: int) -> None:
+        if self.steps >= 2:
+            raise RuntimeError("matcher state corrupted")
+
+
+async def test_a_broken_constraint_fails_its_own_sequence_only() -> None:
+    runner = Runner(3)
+    e = engine(runner, max_running=3)
+    try:
+        good = [e.submit(GenerationRequest((i + 1,), 15, GREEDY, top_logprobs=2))
+                for i in range(2)]
+        bad = e.submit(GenerationRequest((9,), 15, GREEDY, constraint=_Breaks()))
+        results = await asyncio.gather(*(g.collect() for g in good))
+        with pytest.raises(LlmosError, match="matcher state corrupted"):
+            await bad.collect()
+        again = await e.submit(GenerationRequest((1,), 15, GREEDY)).collect()
+    finally:
+        e.close()
+    for i, r in enumerate(results):
+        assert list(r.token_ids) == reference((i + 1,), 15)
+    assert list(again.token_ids) == reference((1,), 15)  # the engine serves on
+
+
 class PoisonRunner(Runner):
     """Rows of sequences whose prompt starts with ``poison`` come back all NaN."""
 
@@ -365,12 +420,18 @@ async def test_a_deadline_passed_in_the_queue_is_never_prefilled() -> None:
 
 
 async def test_a_streams_deadline_covers_only_its_first_token() -> None:
-    runner = Runner(1, delay_s=0.2)
+    """The decoding stalls past the deadline after the first token: the stream goes on."""
+    runner = Runner(1)
     e = engine(runner, max_running=1)
     try:
         gen = e.submit(GenerationRequest((3,), 8, GREEDY))
-        gen.expire_after(1.0, first_only=True)  # 8 tokens take ~1.4 s: longer than that
-        done = await gen.collect()
+        gen.expire_after(2.0, first_only=True)
+        first = await anext(gen)
+        runner.gate.clear()  # the next steps wait, past the deadline
+        await asyncio.sleep(2.5)
+        runner.gate.set()
+        rest = [chunk async for chunk in gen]
     finally:
+        runner.gate.set()
         e.close()
-    assert list(done.token_ids) == reference((3,), 8)
+    assert [t for c in (first, *rest) for t in c.token_ids] == reference((3,), 8)

@@ -8,7 +8,6 @@ import pytest
 
 from llmos.errors import BadRequestError
 from llmos.llm import openai_protocol as proto
-from llmos.llm.generation import Completion
 
 
 def test_completion_defaults_follow_openai() -> None:
@@ -49,7 +48,8 @@ def test_chat_takes_max_completion_tokens_and_text_parts() -> None:
     ({"prompt": "x"}, "model"),
     ({"model": "m"}, "prompt"),
     ({"model": "m", "prompt": ["a", "b"]}, "prompt"),
-    ({"model": "m", "prompt": "x", "n": 2}, "n"),
+    ({"model": "m", "prompt": "x", "n": 0}, "n"),
+    ({"model": "m", "prompt": "x", "n": 99}, "n"),
     ({"model": "m", "prompt": "x", "max_tokens": 0}, "max_tokens"),
     ({"model": "m", "prompt": "x", "max_tokens": "5"}, "max_tokens"),
     ({"model": "m", "prompt": "x", "temperature": 3}, "temperature"),
@@ -57,9 +57,13 @@ def test_chat_takes_max_completion_tokens_and_text_parts() -> None:
     ({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"model": "m", "prompt": "x", "stop": [1]}, "stop"),
     ({"model": "m", "prompt": "x", "stream": "yes"}, "stream"),
-    ({"model": "m", "prompt": "x", "logprobs": 2}, "logprobs"),
+    ({"model": "m", "prompt": "x", "logprobs": 6}, "logprobs"),
+    ({"model": "m", "prompt": "x", "logprobs": True}, "logprobs"),
+    ({"model": "m", "prompt": "x", "best_of": 2}, "best_of"),
+    ({"model": "m", "prompt": "x", "logit_bias": {"1": 5}}, "logit_bias"),
     ({"model": "m", "prompt": "x", "echo": True}, "echo"),
-    ({"model": "m", "prompt": "x", "presence_penalty": 0.5}, "presence_penalty"),
+    ({"model": "m", "prompt": "x", "presence_penalty": 2.5}, "presence_penalty"),
+    ({"model": "m", "prompt": "x", "frequency_penalty": "1"}, "frequency_penalty"),
     ({"model": "m", "prompt": "x", "seed": 1.5}, "seed"),
 ])
 def test_malformed_completion_names_the_field(doc: dict[str, Any], field: str) -> None:
@@ -76,9 +80,31 @@ def test_malformed_completion_names_the_field(doc: dict[str, Any], field: str) -
     ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
     ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
      "messages[0].content"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]}, "tools"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]},
+     "tools[0]"),
     ({"model": "m", "messages": [{"role": "user", "content": "x"}],
-      "response_format": {"type": "json_object"}}, "response_format"),
+      "response_format": {"type": "xml"}}, "response_format"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}],
+      "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+     "response_format.json_schema"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+     "top_logprobs"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": True,
+      "top_logprobs": 21}, "top_logprobs"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"},
+     "tool_choice"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "audio": {"voice": "x"}},
+     "audio"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}],
+      "modalities": ["text", "audio"]}, "modalities"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "functions": [{}]},
+     "functions"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}],
+      "tools": [{"type": "function", "function": {"name": "f"}}],
+      "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
+    ({"model": "m", "messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{x"}}]}]},
+     "messages[0].tool_calls[0].function.arguments"),
 ])
 def test_malformed_chat_names_the_field(doc: dict[str, Any], field: str) -> None:
     with pytest.raises(proto.FieldError) as info:
@@ -96,10 +122,22 @@ def test_body_must_be_a_json_object() -> None:
     assert proto.parse_body(b'{"model": "m"}') == {"model": "m"}
 
 
-def test_response_shapes_carry_usage() -> None:
-    done = Completion("Paris.", (1, 2, 3), "stop", 10, 3)
-    chat = proto.chat_response("id", 1, "m", done)
-    assert chat["choices"][0]["message"] == {"role": "assistant", "content": "Paris."}
-    assert chat["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
-    text = proto.completion_response("id", 1, "m", done)
-    assert (text["object"], text["choices"][0]["text"]) == ("text_completion", "Paris.")
+@pytest.mark.parametrize(("parse", "doc"), [
+    (proto.completion_request, {"model": "m", "prompt": "x", "min_p": 0.1}),
+    (proto.chat_request, {"model": "m", "messages": [{"role": "user", "content": "x"}],
+                          "reasoning_effort": "high"}),
+    (proto.chat_request, {"model": "m", "messages": [{"role": "user", "content": "x"}],
+                          "repetition_penalty": 1.2}),
+])
+def test_unknown_fields_are_refused_by_name(parse: Any, doc: dict[str, Any]) -> None:
+    """A field this server does not know would be silently ignored otherwise."""
+    unknown = (set(doc) - {"model", "prompt", "messages"}).pop()
+    with pytest.raises(proto.FieldError) as info:
+        parse(doc)
+    assert info.value.param == unknown
+
+
+def test_known_fields_that_do_not_change_the_answer_are_accepted() -> None:
+    doc = {"model": "m", "messages": [{"role": "user", "content": "x"}], "user": "u",
+           "metadata": {"k": "v"}, "store": False, "service_tier": "auto"}
+    assert proto.chat_request(doc).messages[0].content == "x"

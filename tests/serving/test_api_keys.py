@@ -99,3 +99,24 @@ async def test_without_keys_the_api_stays_open(start_app: Start, packs: Packs,
     await wait_settled(client)
     assert (await client.post("/v2/models/alpha/infer", json=BODY)).status == 200
     assert "llmos_api_key_requests_total" not in await (await client.get("/metrics")).text()
+
+
+async def test_the_openapi_document_says_which_operations_need_a_key(keyed: TestClient) -> None:
+    """With keys on, /openapi.json (itself behind a key) declares the bearer scheme on every
+    operation but the probes, and its 401 schema fits the 401s actually sent."""
+    import jsonschema_rs  # schemathesis's validator (the test extra)
+
+    await _refusal(await keyed.get("/openapi.json"))
+    doc = await (await keyed.get("/openapi.json", headers=_auth(KEY))).json()
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    infer = doc["paths"]["/v2/models/{model}/infer"]["post"]
+    assert infer["security"] == [{"bearer": []}]
+    schema = infer["responses"]["401"]["content"]["application/json"]["schema"]
+    refusal = await _refusal(await keyed.post("/v2/models/alpha/infer", json=BODY))
+    assert jsonschema_rs.is_valid(schema, refusal)
+    for probe in ("/health", "/v2/health/live", "/v2/health/ready"):
+        assert "security" not in doc["paths"][probe]["get"], probe
+        assert "401" not in doc["paths"][probe]["get"]["responses"], probe
+    secured = {f"{m} {p}" for p, ops in doc["paths"].items() for m, op in ops.items()
+               if "security" in op}
+    assert "post /v1/chat/completions" in secured and "get /metrics" in secured

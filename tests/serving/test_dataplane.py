@@ -16,6 +16,7 @@ import pytest
 from llmos import config
 from llmos.app import LlmOs
 from llmos.errors import BadRequestError, ForbiddenError, NotFoundError
+from llmos.serving.backend import TensorModel
 from llmos.serving.codec import InferRequest
 from llmos.state import ModelState
 from llmos.systemd import Notifier
@@ -43,7 +44,9 @@ async def test_infer_answers_and_validates_once(root: LlmOs, packs: Packs) -> No
     result = await plane.infer("alpha", None, _request({"x": x}))
     np.testing.assert_allclose(result.outputs["y"], x @ packs.w + packs.b, rtol=1e-5)
     assert (result.model, tuple(result.output_names)) == ("alpha", ("y", "s"))
-    batcher = root.registry.tensor_model("alpha").batcher
+    model = root.registry.served("alpha")
+    assert isinstance(model, TensorModel)
+    batcher = model.batcher
     for bad, message in [({"x": x.astype(np.int64)}, "datatype INT64 given"),
                          ({"x": x[:, :3]}, "does not match the model's [-1, 4]"),
                          ({}, "needs input(s) x")]:

@@ -6,12 +6,16 @@ import pytest
 
 from llmos.state import (
     TRANSITIONS,
+    UPDATES,
     Cause,
     IllegalTransition,
     KeyStatus,
     ModelState,
     ModelStatus,
     Overall,
+    UpdateCause,
+    UpdateState,
+    UpdateStatus,
     assess,
     next_state,
 )
@@ -108,6 +112,7 @@ def test_every_cause_has_a_rule_and_every_state_is_reachable() -> None:
     (ModelState.READY, Cause.DRAIN, ModelState.UNAVAILABLE),
     (ModelState.READY, Cause.UNLOAD, ModelState.UNLOADED),
     (ModelState.UNAVAILABLE, Cause.NO_DEVICE, ModelState.UNAVAILABLE),
+    (ModelState.READY, Cause.UPDATED, ModelState.READY),
 ])
 def test_allowed_transitions(state: ModelState, cause: Cause, target: ModelState) -> None:
     assert next_state(state, cause) is target
@@ -123,7 +128,55 @@ def test_allowed_transitions(state: ModelState, cause: Cause, target: ModelState
     (ModelState.LOADING, Cause.MOVE),
     (ModelState.LOADING, Cause.DRAIN),  # only what serves is drained
     (ModelState.READY, Cause.KEY_UNAVAILABLE),  # a serving model already has the key
+    (ModelState.LOADING, Cause.UPDATED),  # only a serving model is updated
+    (ModelState.FAILED, Cause.UPDATED),
 ])
 def test_illegal_transitions_raise(state: ModelState, cause: Cause) -> None:
     with pytest.raises(IllegalTransition, match=f"from {state.value} by {cause.value}"):
         ModelStatus("m", state).to(cause, now=1.0)
+
+
+# --- model updates ---------------------------------------------------------------------
+
+def test_every_update_cause_has_a_rule_and_every_update_state_is_reachable() -> None:
+    assert set(UPDATES) == set(UpdateCause)
+    assert {target for _, target in UPDATES.values()} == set(UpdateState)
+
+
+def test_an_update_runs_loading_draining_done_and_the_model_stays_ready() -> None:
+    begun = UpdateStatus.begin(None, UpdateCause.BEGIN, version="2", previous="1", now=1.0)
+    assert (begun.state, begun.started, begun.since) == (UpdateState.LOADING, 1.0, 1.0)
+    assert not UpdateStatus.settled(begun)
+    warm = begun.to(UpdateCause.WARM, now=2.0, load_time_s=0.5)
+    assert (warm.state, warm.load_time_s, warm.started) == (UpdateState.DRAINING, 0.5, 1.0)
+    done = warm.to(UpdateCause.RETIRED, now=3.0)
+    assert done.state is UpdateState.DONE and UpdateStatus.settled(done)
+    model = ModelStatus("m", ModelState.READY, version="1", update=warm)
+    after = model.to(Cause.UPDATED, now=2.0, version="2")
+    assert (after.state, after.version, after.update) == (ModelState.READY, "2", warm)
+    assert after.to_dict()["update"]["state"] == "DRAINING"
+    assert assess(OK_KEY, [after], starting=False).overall is Overall.READY
+
+
+def test_a_failed_or_refused_update_settles_and_the_next_may_begin() -> None:
+    begun = UpdateStatus.begin(None, UpdateCause.BEGIN, version="2", previous="1", now=1.0)
+    failed = begun.to(UpdateCause.FAILED, now=2.0, reason="runtime refused it")
+    assert failed.state is UpdateState.FAILED and UpdateStatus.settled(failed)
+    again = UpdateStatus.begin(failed, UpdateCause.BEGIN, version="2", previous="1", now=3.0)
+    assert (again.state, again.reason, again.started) == (UpdateState.LOADING, "", 3.0)
+    refused = UpdateStatus.begin(None, UpdateCause.REFUSED, version="1", previous="1",
+                                 now=4.0, reason="already serves version '1'")
+    assert (refused.state, refused.reason) == (UpdateState.FAILED, "already serves version '1'")
+
+
+@pytest.mark.parametrize(("state", "cause"), [
+    (UpdateState.LOADING, UpdateCause.BEGIN),  # one update at a time
+    (UpdateState.DRAINING, UpdateCause.BEGIN),
+    (UpdateState.LOADING, UpdateCause.REFUSED),  # a refusal never hides one under way
+    (UpdateState.DRAINING, UpdateCause.FAILED),  # once warm, the new version serves
+    (UpdateState.LOADING, UpdateCause.RETIRED),  # nothing to retire before the switch
+    (UpdateState.DONE, UpdateCause.WARM),
+])
+def test_illegal_update_transitions_raise(state: UpdateState, cause: UpdateCause) -> None:
+    with pytest.raises(IllegalTransition, match=f"from {state.value} by {cause.value}"):
+        UpdateStatus(state, "2", "1").to(cause, now=1.0)

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "userland" / "llmos"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("llmos", "errors", "datatypes", "files"),  # no domain: errors, dtypes, atomic writes
-    ("config", "state", "systemd"),  # the settings table, status data + transitions, sd_notify
+    ("config", "state", "systemd", "tls"),  # settings, status + transitions, sd_notify, certs
     ("hw", "text"),  # udev, memory, GPUs; the tokenizer adapter
     ("pack",),  # pack format and build side (LLM export under pack/llm)
     ("vault",),  # sealing, keys, opening packs
@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("serving",),  # batcher, codec, metrics, backends, loading a pack into a served model
     ("llm",),  # the causal-LM serving side (engine, decoder, KV cache, sampling)
     ("controllers",),  # devices x models -> placement, reconcile
-    ("registry",),  # the models and their states
+    ("registry", "versions", "updates", "dropins"),  # the models, versions, states, updates
     ("dataplane",),  # infer / embed / complete / chat, transport-neutral
     ("admin", "apikeys"),  # the admin console's HTTP-free logic; the API key store
     ("web",),  # HTTP only: web/api, web/admin

@@ -18,8 +18,9 @@
 memory pool; read every pack's clear header; release the fleet key (if that fails the server
 stays up and every model is UNAVAILABLE with the reason); place and load the models (the
 device controller scans, claims and reconciles; without one they are planned against an
-empty inventory); free what the prefetch opened and nobody took; READY=1. ``stop`` undoes
-it in reverse: models unloaded, devices released, memory closed.
+empty inventory); free what the prefetch opened and nobody took; watch the upload folder
+for packs copied there (``llmos.dropins``); READY=1. ``stop`` undoes it in reverse: the
+watch stopped, models unloaded, devices released, memory closed.
 
 READY=1 means "start-up is over": every configured model is READY or has *definitively*
 failed. Withholding it would make systemd kill the service at TimeoutStartSec= and restart it
@@ -32,14 +33,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from aiohttp import web
 
+from llmos.apikeys import load as load_api_keys
 from llmos.config import Config
 from llmos.controllers.devices import DeviceController, EventSource
 from llmos.dataplane import DataPlane
+from llmos.dropins import DropFolder
 from llmos.errors import KeyReleaseError
 from llmos.hw.claim import Claimer
 from llmos.hw.memory import MemoryPool
@@ -54,15 +58,18 @@ from llmos.serving.metrics import ServingMetrics
 from llmos.serving.workers import CRASHES
 from llmos.state import Health, Overall, assess
 from llmos.systemd import STEP_TIMEOUT_S, Notifier, Progress
+from llmos.tls import Certificate, certificate
 from llmos.vault.keys import KeyProvider, provider_from_config
 from llmos.vault.opener import PackOpener
 from llmos.vault.prefetch import Prefetch
+from llmos.vault.uploads import upload_dir
 from llmos.web.admin.app import build_admin_app
 from llmos.web.admin.state import AdminOptions, DeviceView, MemoryView
 from llmos.web.admission import Limits
 from llmos.web.api.app import build_api_app
-from llmos.web.api_keys import middleware_from_config as key_middleware_from_config
+from llmos.web.api_keys import middleware_for as key_middleware_for
 from llmos.web.drain import DRAIN, Drain
+from llmos.web.keys import KEYS_REQUIRED
 from llmos.web.server import Listener, Server
 from llmos.web.server import run as run_server
 
@@ -83,6 +90,10 @@ class DeviceSources:
     monitor: EventSource | None = None
     claimer: Claimer | None = None
     settle_s: float = 0.25
+
+
+def _context(cert: Certificate | None) -> ssl.SSLContext | None:
+    return None if cert is None else cert.context()
 
 
 class LlmOs:
@@ -117,6 +128,9 @@ class LlmOs:
         self.resources = ResourceView(memory, self._inventory)
         self.metrics.watch_resources(self.resources.gauges, self.resources.fallback_counts)
         self.dataplane = DataPlane(self.registry, self.metrics, self.health)
+        watch_s = float(config["admin.upload_watch_s"])
+        self.drops = DropFolder(self.registry, upload_dir(config), watch_s) if watch_s else None
+        self._watch: asyncio.Task[None] | None = None
         self.startup_error: str | None = None  # set when start() failed unexpectedly
 
     # --- what the server says about itself -----------------------------------------------
@@ -164,6 +178,8 @@ class LlmOs:
         await self._place_models()
         self.opener.forget_prefetch()
         self.registry.progress.starting = False
+        if self.drops is not None:  # packs copied into the upload folder from now on
+            self._watch = asyncio.create_task(self.drops.run(), name="llmos-drop-folder")
         health = self.health()
         (log.info if health.ready else log.warning)("start-up finished: %s; %s",
                                                      health.summary(),
@@ -187,6 +203,10 @@ class LlmOs:
         """Undo ``start``: unload every model (weights freed), release the devices, close
         the memory pool. Hot-plug no longer loads anything from here on."""
         self.notifier.stopping("unloading models")
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await self.registry.unload_all()
         if self.devices is not None:
             await self.devices.stop()
@@ -214,11 +234,12 @@ class LlmOs:
     def api_app(self) -> web.Application:
         """The inference API (/health, /v2, /metrics, /v1); its life is the server's."""
         cfg = self.config
-        keys = key_middleware_from_config(cfg["server.api_keys_file"], str(cfg["server.host"]),
-                                          self.metrics.registry, os.environ)
+        store = load_api_keys(cfg["server.api_keys_file"], os.environ)
+        keys = key_middleware_for(store, str(cfg["server.host"]), self.metrics.registry)
         app = build_api_app(self.dataplane, int(cfg["server.max_body_bytes"]),
                             Limits.from_config(cfg), (self.drain.middleware(), keys))
         app[DRAIN] = self.drain
+        app[KEYS_REQUIRED] = store.enabled
         app.cleanup_ctx.append(self._watchdog)
         app.cleanup_ctx.append(self._lifecycle)
         return app
@@ -237,10 +258,17 @@ class LlmOs:
         """The API app on server.host:port, the admin app on server.admin_host:admin_port;
         the API app first, so the server's parts are the last thing to go."""
         cfg = self.config
+        tls = {role: certificate(cfg, os.environ, role) for role in ("api", "admin")}
+        for role, cert in tls.items():
+            if cert is not None:
+                log.info("%s TLS certificate (%s), SHA-256 fingerprint %s", role, cert.origin,
+                         cert.fingerprint)
+        options = replace(AdminOptions.from_config(cfg), tls=tls["admin"])
         return Server((
-            Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"])),
-            Listener("admin", self.admin_app(), str(cfg["server.admin_host"]),
-                     int(cfg["server.admin_port"]))),
+            Listener("api", self.api_app(), str(cfg["server.host"]), int(cfg["server.port"]),
+                     _context(tls["api"]), cancel_on_disconnect=True),
+            Listener("admin", self.admin_app(options), str(cfg["server.admin_host"]),
+                     int(cfg["server.admin_port"]), _context(tls["admin"]))),
             max_connections=int(cfg["server.max_connections"]),
             idle_timeout_s=float(cfg["server.idle_timeout_s"]))
 

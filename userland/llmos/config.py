@@ -118,7 +118,11 @@ SETTINGS: tuple[Setting, ...] = (
             "allow model load/unload (POST /v2/repository/models/NAME/load|unload) on the "
             "API listener, unauthenticated; off: only the admin page loads and unloads"),
     Setting("server.request_timeout_s", _positive(float), 30.0,
-            "deadline of one inference request (504 after)"),
+            "deadline of one inference request, queueing included (504 after; a language "
+            "model's whole answer, or a stream's first token: raise it for long answers)"),
+    Setting("server.update_drain_s", _positive(float), 60.0,
+            "after a model update, longest wait for the replaced version's requests to "
+            "finish before it is unloaded anyway"),
     Setting("server.api_keys_file", _optional_path, None,
             "API keys ('NAME: KEY' or 'NAME: sha256:HEX' lines) required on the inference "
             "API (besides the llmos-api-keys credential); none: the API is open",
@@ -128,6 +132,12 @@ SETTINGS: tuple[Setting, ...] = (
             "(at least a load balancer's check interval x fall)", "--drain-s"),
     Setting("server.drain_grace_s", _nonneg(float), 20.0,
             "on SIGTERM, after drain_s: longest wait for requests in flight to finish"),
+    Setting("server.tls", _bool, False,
+            "serve the inference API over HTTPS only (certificate: server.tls_cert/tls_key, "
+            "the llmos-api-tls-cert/-key credentials, or a self-signed one made at first "
+            "start in <state_dir>/api-tls; its fingerprint is logged)", "--tls"),
+    Setting("server.tls_cert", _optional_path, None, "PEM certificate of the inference API"),
+    Setting("server.tls_key", _optional_path, None, "PEM private key of server.tls_cert"),
     Setting("server.state_dir", _path, Path("/var/lib/llmos"),
             "persistent state: admin password hash, enrollment marker", "--state-dir"),
     Setting("server.log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",
@@ -157,6 +167,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin.upload_dir", _optional_path, None,
             "where uploaded sealed packs are kept, and found again at start (default: "
             "<state_dir>/packs, the data partition on the appliance)"),
+    Setting("admin.tls", _bool, False,
+            "serve the admin page over HTTPS only (certificate: admin.tls_cert/tls_key, the "
+            "llmos-admin-tls-cert/-key credentials, or a self-signed one made at first start "
+            "in <state_dir>/admin-tls; its fingerprint is logged and shown on the overview)",
+            "--admin-tls"),
+    Setting("admin.tls_cert", _optional_path, None, "PEM certificate of the admin page"),
+    Setting("admin.tls_key", _optional_path, None, "PEM private key of admin.tls_cert"),
+    Setting("admin.upload_watch_s", _nonneg(float), 5.0,
+            "look this often (seconds) for sealed packs copied into admin.upload_dir: a new "
+            "model is added, another version of a model updates it (0: never)"),
     Setting("admin.password_file", _optional_path, None,
             "scrypt hash of the admin password (default: <state_dir>/admin-password)"),
     Setting("admin.generate_password", _optional_bool, None,

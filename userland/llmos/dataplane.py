@@ -11,13 +11,15 @@ deadline, the limits of the repository extension, and the per-request metrics.
 - ``embed``: texts to vectors through an embedding model's batcher (``embedding_width`` and
   ``count_tokens`` for what an API reports beside them);
 - ``catalog``: every model serving now, with its kind (a client's model list);
-- ``complete`` and ``chat``: a causal LM's generation (the OpenAI surface);
+- ``complete`` and ``chat``: a causal LM's generation (the OpenAI surface): ``n`` choices,
+  each with its own sampler, penalties and grammar (``llmos.llm.choices``);
 - ``load`` and ``unload``: the repository extension, when the configuration allows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -25,12 +27,20 @@ from typing import TypeVar
 
 import numpy as np
 
-from llmos.errors import ForbiddenError, NotFoundError, NotReadyError, PayloadTooLargeError
+from llmos.errors import (
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
+)
 from llmos.llm.backend import KIND as CAUSAL_LM
 from llmos.llm.chat import Message
-from llmos.llm.generation import Generation, GenerationRequest
+from llmos.llm.choices import Answer, submit
 from llmos.llm.model import LanguageModel
+from llmos.llm.openai_features import Features
 from llmos.llm.openai_protocol import CompletionParams, FieldError
+from llmos.llm.tools import prompt_text
 from llmos.pack.embedding import EMBEDDING, TEXT, EmbeddingConfig
 from llmos.pack.manifest import Manifest
 from llmos.registry import ModelRegistry
@@ -90,11 +100,13 @@ class DataPlane:
 
     # --- the server and its models ------------------------------------------------------
     def model_status(self, name: str, version: str | None = None) -> ModelStatus:
-        """The model's state; NotFoundError for a version this model does not have."""
-        status = self.registry.status(name)
-        if version is not None:
-            self.registry.manifest(name, version)
-        return status
+        """The model's (or one version's) state; NotFoundError for a version this model
+        does not have now."""
+        return self.registry.status(name, version)
+
+    def versions(self, name: str) -> tuple[str, ...]:
+        """The model's versions now (two while an update loads or retires one)."""
+        return self.registry.versions(name)
 
     def metadata(self, name: str, version: str | None = None) -> Manifest:
         return self.registry.manifest(name, version)
@@ -110,10 +122,23 @@ class DataPlane:
         was told one is coming (so it may wait for it rather than run a smaller batch)."""
         started = time.perf_counter()
         try:
-            model = self.registry.tensor_model(name, version)
+            model = self._tensor_model(name, version)
         except BaseException:
             _discard(request)
             raise
+        with self.registry.leases.hold(model):  # a replaced version stays until its requests end
+            return await self._infer(model, request, started)
+
+    def _tensor_model(self, name: str, version: str | None) -> TensorModel:
+        served = self.registry.served(name, version)
+        if not isinstance(served, TensorModel):
+            kind = self.registry.status(name).kind
+            raise BadRequestError(f"model {name!r} is a {kind} model, not a tensor model",
+                                  "use the OpenAI-compatible API under /v1 for it")
+        return served
+
+    async def _infer(self, model: TensorModel, request: Awaitable[InferRequest],
+                     started: float) -> InferResult:
         batcher = model.batcher
         batcher.expect()
         expected = True
@@ -145,7 +170,7 @@ class DataPlane:
         if self.registry.status(name).kind != EMBEDDING_KIND:
             raise FieldError("model", f"{name!r} is not an embedding model",
                              "pick a model whose kind is embedding (GET /v1/models)")
-        return self.registry.tensor_model(name)
+        return self._tensor_model(name, None)
 
     def embedding_width(self, name: str) -> int:
         """The length of an embedding model's vectors."""
@@ -155,11 +180,13 @@ class DataPlane:
         """The tokens an embedding model sees for ``texts`` (special tokens in, truncation
         applied): an API's usage. A few ms per long text: long ones are counted off the
         event loop."""
-        runtime = self._embedding_model(name).runtimes[0]
+        model = self._embedding_model(name)
+        runtime = model.runtimes[0]
         if not isinstance(runtime, EmbeddingRuntime):  # every embedding pack loads as one
             raise TypeError(f"model {name!r}: {type(runtime).__name__} counts no tokens")
-        return await self._off_loop(sum(len(t) for t in texts),
-                                    lambda: runtime.count_tokens(texts))
+        with self.registry.leases.hold(model):  # a replaced version stays until this ends
+            return await self._off_loop(sum(len(t) for t in texts),
+                                        lambda: runtime.count_tokens(texts))
 
     async def embed(self, name: str, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised vector per text, from an embedding model."""
@@ -204,42 +231,45 @@ class DataPlane:
         return await asyncio.to_thread(work) if size > self._offload else work()
 
     async def complete(self, lm: LanguageModel, prompt: str | tuple[int, ...],
-                       params: CompletionParams) -> Generation:
-        """A completion of ``prompt`` (text, or token ids below the vocabulary size)."""
-        if isinstance(prompt, str):
-            text = prompt
-            ids = await self._off_loop(len(text), lambda: lm.encode(text))
-        else:
-            ids = prompt
-        if any(t >= lm.tokenizer.vocab_size for t in ids):
-            raise FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
-        return self._generate(lm, ids, params)
+                       params: CompletionParams, features: Features | None = None) -> Answer:
+        """A completion of ``prompt`` (text, or token ids below the vocabulary size): its
+        ``features.n`` choices, started. Called with no await after ``language_model``: the
+        hold keeps ``lm``'s version loaded until they are submitted (``LanguageModel.busy``
+        from then on)."""
+        with self.registry.leases.hold(lm):
+            if isinstance(prompt, str):
+                text = prompt
+                ids = await self._off_loop(len(text), lambda: lm.encode(text))
+            else:
+                ids = prompt
+            if any(t >= lm.tokenizer.vocab_size for t in ids):
+                raise FieldError("prompt", f"token ids must be below {lm.tokenizer.vocab_size}")
+            return await submit(lm, ids, params, features or Features())
 
     async def chat(self, lm: LanguageModel, messages: Sequence[Message],
-                   params: CompletionParams) -> Generation:
-        """The assistant's next message after ``messages`` (the model's chat template)."""
+                   params: CompletionParams, features: Features | None = None) -> Answer:
+        """The assistant's next message after ``messages`` (the model's chat template, with
+        the tools offered written the template's own way where it has one)."""
         specials = lm.tokenizer.special_tokens
         for i, m in enumerate(messages):  # content never becomes the template's markup
-            found = next((t for t in specials if t in m.content), None)
+            calls = json.dumps(list(m.tool_calls)) if m.tool_calls else ""
+            found = next((t for t in specials if t in m.content or t in calls), None)
             if found is not None:
                 raise FieldError(f"messages[{i}].content",
                                  f"contains the special token {found!r}",
                                  "special tokens are the chat template's markup; a message "
                                  "cannot open or close a turn")
-        size = sum(len(m.content) for m in messages)
-        ids = await self._off_loop(size, lambda: lm.encode(lm.chat_prompt(messages)))
-        return self._generate(lm, ids, params)
+        tools = features.tools if features else None
 
-    @staticmethod
-    def _generate(lm: LanguageModel, ids: tuple[int, ...],
-                  params: CompletionParams) -> Generation:
-        """The deadline covers the whole answer, or a stream's first token (then the client
-        is being answered and a client gone is what cancels)."""
-        gen = lm.generate(GenerationRequest(ids, params.max_tokens, params.sampling,
-                                            params.stop, params.ignore_eos))
-        if lm.timeout_s is not None:
-            gen.expire_after(lm.timeout_s, first_only=params.stream)
-        return gen
+        def prompt() -> tuple[int, ...]:
+            if lm.chat is None:
+                return lm.encode(lm.chat_prompt(messages))  # refused: no chat template
+            return lm.encode(prompt_text(lm.chat, messages, tools))
+
+        size = sum(len(m.content) for m in messages)
+        with self.registry.leases.hold(lm):
+            ids = await self._off_loop(size, prompt)
+            return await submit(lm, ids, params, features or Features())
 
     # --- the repository extension --------------------------------------------------------
     def _allowed(self, request: Awaitable[object] | None) -> None:
@@ -255,10 +285,11 @@ class DataPlane:
         self._allowed(request)
         if request is not None:
             await request
-        return await self.registry.load(name)
+        # shielded: a client that goes away does not leave the model half loaded
+        return await asyncio.shield(self.registry.load(name))
 
     async def unload(self, name: str, request: Awaitable[object] | None = None) -> ModelStatus:
         self._allowed(request)
         if request is not None:
             await request
-        return await self.registry.unload(name)
+        return await asyncio.shield(self.registry.unload(name))

@@ -60,6 +60,11 @@ class ForbiddenError(LlmosError):
     """The request is understood but this listener does not allow it (by configuration)."""
 
 
+class ConflictError(LlmosError):
+    """The request contradicts the model's state (its version already serves, an update is
+    under way): nothing was changed."""
+
+
 class NotReadyError(LlmosError):
     """The model exists but cannot serve now (loading, failed, unloaded, device gone)."""
 

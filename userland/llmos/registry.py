@@ -19,67 +19,29 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from llmos.config import Config, ModelConfig
 from llmos.controllers.placement import Placement, PlacementState
 from llmos.controllers.reconcile import Reconciler
 from llmos.errors import (
-    BadRequestError,
     KeyReleaseError,
     LlmosError,
-    ModelLoadError,
     NotFoundError,
     NotReadyError,
 )
 from llmos.hw.memory import MemoryPool
 from llmos.pack.manifest import Manifest
-from llmos.serving.backend import PLATFORMS, Backend, Served, TensorModel
-from llmos.serving.loading import ModelLoader, drop_frames
+from llmos.serving.backend import Backend, Served
+from llmos.serving.loading import ModelLoader
 from llmos.serving.metrics import ServingMetrics
 from llmos.state import Cause, KeyStatus, ModelState, ModelStatus
 from llmos.systemd import Progress
+from llmos.updates import ModelUpdates
 from llmos.vault.opener import PackOpener, describe, read_manifest
+from llmos.versions import Leases, ModelEntry, pack_fields
 
 log = logging.getLogger(__name__)
-
-
-
-@dataclass
-class _Entry:
-    """One model's mutable slot (only the registry touches it)."""
-
-    config: ModelConfig
-    status: ModelStatus
-    manifest: Manifest | None = None
-    served: Served | None = None
-    payload: memoryview | None = None  # the plaintext, kept alive while the model serves
-    parked: bool = False  # unloaded by an operator: placements are recorded, not loaded
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def check_version(self, version: str | None) -> None:
-        if version is not None and version != self.status.version:
-            have = self.status.version or "unknown until the pack is read"
-            raise NotFoundError(f"model {self.config.name!r} has no version {version!r}",
-                                f"its version is {have}")
-
-    def known_manifest(self, version: str | None) -> Manifest:
-        self.check_version(version)
-        if self.manifest is None:
-            raise NotReadyError(f"model {self.config.name!r}: its pack could not be read: "
-                                f"{self.status.reason or self.status.state.value}",
-                                "see /health for the reason")
-        return self.manifest
-
-    def serving(self, version: str | None) -> Served:
-        self.check_version(version)
-        if self.served is None:
-            st, name = self.status, self.config.name
-            detail = f": {st.reason}" if st.reason else ""
-            raise NotReadyError(f"model {name!r} is {st.state.value}{detail}",
-                                f"retry once /v2/models/{name}/ready answers 200"
-                                if st.state is ModelState.LOADING else "see /health")
-        return self.served
 
 
 def _where(placement: Placement) -> dict[str, str]:
@@ -101,10 +63,15 @@ class ModelRegistry:
         self._opener = opener
         self._loader = ModelLoader(config, opener, backends, metrics, memory)
         self._stopping = False
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, ModelEntry] = {}
+        self.leases = Leases()
+        self._updates = ModelUpdates(config, self._set,
+                                     lambda e: self._entries.get(e.name) is e,
+                                     self._loader, self.leases, metrics)
         now = time.time()
         for m in config.models:
-            self._entries[m.name] = _Entry(m, ModelStatus(m.name, ModelState.LOADING, since=now))
+            self._entries[m.name] = ModelEntry(m, ModelStatus(m.name, ModelState.LOADING,
+                                                              since=now))
         for e in self._entries.values():
             self.metrics.model_status(e.status)
         self.reconciler = Reconciler(config.models, self)
@@ -120,15 +87,21 @@ class ModelRegistry:
     def statuses(self) -> tuple[ModelStatus, ...]:
         return tuple(e.status for e in self._entries.values())
 
-    def _entry(self, name: str) -> _Entry:
+    def _entry(self, name: str) -> ModelEntry:
         entry = self._entries.get(name)
         if entry is None:
             known = ", ".join(self._entries) or "none"
             raise NotFoundError(f"unknown model {name!r}", f"models here: {known}")
         return entry
 
-    def status(self, name: str) -> ModelStatus:
-        return self._entry(name).status
+    def status(self, name: str, version: str | None = None) -> ModelStatus:
+        """The model's status, or that of one of its versions (NotFoundError if it has
+        no such version now)."""
+        return self._entry(name).version_status(version)
+
+    def versions(self, name: str) -> tuple[str, ...]:
+        """Its versions now: the serving one first, then one loading or retiring."""
+        return self._entry(name).versions()
 
     def model_config(self, name: str) -> ModelConfig:
         return self._entry(name).config
@@ -141,20 +114,12 @@ class ModelRegistry:
         """The loaded model, or NotReadyError saying why it is not serving."""
         return self._entry(name).serving(version)
 
-    def tensor_model(self, name: str, version: str | None = None) -> TensorModel:
-        served = self.served(name, version)
-        if not isinstance(served, TensorModel):
-            kind = self._entries[name].status.kind
-            raise BadRequestError(f"model {name!r} is a {kind} model, not a tensor model",
-                                  "use the OpenAI-compatible API under /v1 for it")
-        return served
-
     # --- state changes (each through the table in llmos.state) ------------------------
-    def _set(self, entry: _Entry, status: ModelStatus) -> None:
+    def _set(self, entry: ModelEntry, status: ModelStatus) -> None:
         entry.status = status
         self.metrics.model_status(status)
 
-    def _fail(self, entry: _Entry, exc: LlmosError, cause: Cause = Cause.LOAD_FAILED) -> None:
+    def _fail(self, entry: ModelEntry, exc: LlmosError, cause: Cause = Cause.LOAD_FAILED) -> None:
         self._set(entry, entry.status.to(cause, now=time.time(), reason=describe(exc),
                                          error_type=type(exc).__name__))
         if cause is Cause.LOAD_FAILED:
@@ -181,39 +146,23 @@ class ModelRegistry:
             except LlmosError as exc:
                 self._fail(entry, exc)
 
-    async def _read_manifest(self, entry: _Entry) -> None:
+    async def _read_manifest(self, entry: ModelEntry) -> None:
         """Fill version, kind and sizes from the pack's clear header (no key needed)."""
         manifest = await asyncio.to_thread(read_manifest, entry.config.pack)
         entry.manifest = manifest
-        self._set(entry, replace(
-            entry.status, version=manifest.version, kind=manifest.kind,
-            platform=PLATFORMS.get(manifest.runtime, manifest.runtime),
-            size_packed=manifest.size_packed, size_plain=manifest.size_plain))
+        self._set(entry, replace(entry.status, **pack_fields(manifest)))
 
-    async def _open_and_build(self, entry: _Entry, device: str) -> None:
-        """Decrypt and build in a worker thread; a failure frees the plaintext, is
-        recorded, and raised (as an LlmosError)."""
-        name = entry.config.name
-        kek = await self._opener.key()
+    async def _open_and_build(self, entry: ModelEntry, device: str) -> None:
+        """Load the entry's pack as its serving version; a failure is recorded, raised."""
         try:
-            loaded = await asyncio.to_thread(self._loader.build, entry.config, device, kek)
+            loaded = await self._loader.load(entry.config, device)
         except LlmosError as exc:
-            drop_frames(exc)
-            self._loader.free(name)
             self._fail(entry, exc)
             raise
-        except Exception as exc:
-            log.exception("model %s: unexpected load failure", name)
-            drop_frames(exc)
-            self._loader.free(name)
-            wrapped = ModelLoadError(f"loading model {name!r} failed: "
-                                     f"{type(exc).__name__}: {exc}", "see the server log")
-            self._fail(entry, wrapped)
-            raise wrapped from exc
         entry.manifest, entry.payload, entry.served = \
             loaded.manifest, loaded.payload, loaded.served
 
-    async def _load_locked(self, entry: _Entry, placement: Placement) -> ModelStatus:
+    async def _load_locked(self, entry: ModelEntry, placement: Placement) -> ModelStatus:
         """Load ``entry`` on its placement's device (``entry.lock`` held).
 
         Raises the load error after recording it in the model's status.
@@ -250,7 +199,7 @@ class ModelRegistry:
         """A new model (UNLOADED until loaded), or a not-serving one with a new config."""
         entry = self._entries.get(name)
         if entry is None:
-            self._entries[name] = _Entry(config, ModelStatus(name, ModelState.UNLOADED,
+            self._entries[name] = ModelEntry(config, ModelStatus(name, ModelState.UNLOADED,
                                                              since=time.time()), parked=True)
             await self._replan()
         elif entry.served is None and entry.config != config:
@@ -283,7 +232,19 @@ class ModelRegistry:
         self.progress.changed()
         return entry.status
 
-    async def _release(self, entry: _Entry, status: ModelStatus) -> None:
+    def check_update(self, name: str, manifest: Manifest) -> None:
+        """ConflictError if this pack cannot update the model now (``llmos.updates``)."""
+        self._updates.check(self._entry(name), manifest)
+
+    async def update(self, name: str, config: ModelConfig) -> ModelStatus:
+        """Serve ``config``'s pack, another version of model ``name``, once warm beside the
+        serving one (``llmos.updates``); a model that does not serve just loads it."""
+        status = await self._updates.update(self._entry(name), config,
+                                            lambda: self.load(name, config))
+        self.progress.changed()
+        return status
+
+    async def _release(self, entry: ModelEntry, status: ModelStatus) -> None:
         """Stop serving (``status`` at once: not ready), let in-flight work finish while the
         runtime closes, drop every view of the plaintext, then free its memory."""
         served, entry.served = entry.served, None
@@ -292,7 +253,8 @@ class ModelRegistry:
             await asyncio.get_running_loop().run_in_executor(None, served.close)
         entry.payload = None
         del served
-        self._loader.free(entry.config.name)
+        self._loader.free(entry.memory_owner)
+        entry.owner = ""
 
     async def unload(self, name: str) -> ModelStatus:
         """Stop serving a model and free its memory; it stays configured (UNLOADED) and
@@ -316,32 +278,27 @@ class ModelRegistry:
     async def unload_all(self) -> None:
         """The server stops: every model unloaded, and no placement loads one again."""
         self._stopping = True
+        await self._updates.stop()  # replaced versions go now, not once idle
         for name in list(self._entries):
             try:
                 await self.unload(name)
             except Exception:
                 log.exception("model %s: unload failed", name)
+        await self._updates.stop()  # an update that was loading switched meanwhile
 
     # --- the reconciler's target (controllers.reconcile.ModelTarget) ------------------
     async def _replan(self) -> None:
         """The configured models changed: place them again (against the last inventory)."""
         await self.reconciler.set_models(e.config for e in self._entries.values())
 
-    def _settled_for_good(self, entry: _Entry) -> bool:
-        """Its pack is unreadable, or start-up already made it unavailable for want of the
-        key: a new placement changes only where it would run."""
-        return (self.progress.starting and entry.manifest is None
-                and entry.status.state is ModelState.FAILED) or \
-            (self.key.released is False and entry.status.error_type == "KeyReleaseError")
-
-    async def _place_locked(self, entry: _Entry, placement: Placement) -> None:
+    async def _place_locked(self, entry: ModelEntry, placement: Placement) -> None:
         if entry.served is not None:  # moving (the plan drains first; be sure)
             await self._release(entry, entry.status.to(
                 Cause.MOVE, now=time.time(), memory_bytes=0, **_where(placement)))
         if entry.parked:  # unloaded by an operator: it stays so until loaded
             self._set(entry, entry.status.to(Cause.PARKED, now=time.time(),
                                              **_where(placement)))
-        elif self._settled_for_good(entry):
+        elif entry.settled_for_good(self.progress.starting, self.key.released):
             self._set(entry, replace(entry.status, device=placement.device or "",
                                      placement=placement.state.value))
         elif self.key.released is False:

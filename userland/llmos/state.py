@@ -41,6 +41,8 @@ SETTLED = frozenset({ModelState.READY, ModelState.FAILED, ModelState.UNLOADED,
 #   not be released, UNAVAILABLE (KEY_UNAVAILABLE).
 # - A model whose device is gone (DRAIN) or that has no device (NO_DEVICE) is UNAVAILABLE;
 #   one the operator unloads (UNLOAD) or keeps parked while it is placed (PARKED), UNLOADED.
+# - A READY model stays READY when a new version of it takes over (UPDATED): the update's
+#   own states are below (``UpdateState``), the model never stops serving for one.
 
 
 class Cause(enum.Enum):
@@ -55,6 +57,7 @@ class Cause(enum.Enum):
     DRAIN = "drain"  # its device went away while it served
     UNLOAD = "unload"  # the operator unloaded it (or the server stops)
     PARKED = "parked"  # placed while unloaded by the operator: it stays unloaded
+    UPDATED = "updated"  # a new version, loaded and warm beside it, took over (see UPDATES)
 
 
 _S = ModelState
@@ -72,6 +75,47 @@ TRANSITIONS: Mapping[Cause, tuple[frozenset[ModelState], ModelState]] = {
     Cause.DRAIN: (frozenset({_S.READY}), _S.UNAVAILABLE),
     Cause.UNLOAD: (_ANY, _S.UNLOADED),
     Cause.PARKED: (_ANY, _S.UNLOADED),
+    Cause.UPDATED: (frozenset({_S.READY}), _S.READY),
+}
+
+
+# --- model updates: a new version of a serving model, loaded beside it ----------------
+#
+# A new pack of a READY model (another version) is loaded and warmed up beside the serving
+# version (LOADING) and takes over only then: from that moment new requests go to it, and
+# the old version, still addressable by its version, finishes the requests it holds
+# (DRAINING) before it is unloaded (DONE). A pack that does not load or warm up fails the
+# update (FAILED, with the reason) and the old version serves on; a pack of the version
+# already serving is refused (FAILED, nothing else changes). One update at a time: while
+# one is under way another is refused without a trace here (the caller is told, 409).
+
+
+class UpdateState(enum.Enum):
+    LOADING = "LOADING"  # the new version loads and warms up; the old one serves
+    DRAINING = "DRAINING"  # the new version serves; the old one finishes its requests
+    DONE = "DONE"  # the old version is unloaded
+    FAILED = "FAILED"  # refused, or did not load or warm up: the old version serves on
+
+
+class UpdateCause(enum.Enum):
+    BEGIN = "begin"  # a pack of another version arrived
+    WARM = "warm"  # it loaded and warmed up: it takes over
+    RETIRED = "retired"  # the old version finished its requests (or its time) and is unloaded
+    FAILED = "failed"  # the new version did not load or warm up
+    REFUSED = "refused"  # the pack cannot be an update of this model now
+
+
+_U = UpdateState
+_UPDATE_SETTLED = frozenset({_U.DONE, _U.FAILED})
+
+#: update cause -> (the update states it may happen in, the state it leads to). ``None``
+#: (no update yet) counts as settled.
+UPDATES: Mapping[UpdateCause, tuple[frozenset[UpdateState], UpdateState]] = {
+    UpdateCause.BEGIN: (_UPDATE_SETTLED, _U.LOADING),
+    UpdateCause.WARM: (frozenset({_U.LOADING}), _U.DRAINING),
+    UpdateCause.RETIRED: (frozenset({_U.DRAINING}), _U.DONE),
+    UpdateCause.FAILED: (frozenset({_U.LOADING}), _U.FAILED),
+    UpdateCause.REFUSED: (_UPDATE_SETTLED, _U.FAILED),
 }
 
 
@@ -86,6 +130,46 @@ def next_state(state: ModelState, cause: Cause) -> ModelState:
         raise IllegalTransition(f"a model cannot go from {state.value} by {cause.value} "
                                 f"(allowed from {sorted(s.value for s in sources)})")
     return target
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """The last update of a model: the version it brings, the one it replaces, how far."""
+
+    state: UpdateState
+    version: str  # the new version
+    previous: str  # the version serving when it began
+    reason: str = ""  # why FAILED; how DONE ended when the old version was cut short
+    started: float = 0.0  # time.time() when the pack arrived
+    since: float = 0.0  # time.time() of the last change
+    load_time_s: float | None = None  # the new version's key-to-warm time
+
+    @staticmethod
+    def settled(update: UpdateStatus | None) -> bool:
+        """Whether a new update may begin (none yet, or the last one is over)."""
+        return update is None or update.state in _UPDATE_SETTLED
+
+    @staticmethod
+    def begin(last: UpdateStatus | None, cause: UpdateCause, *, version: str,
+              previous: str, now: float, reason: str = "") -> UpdateStatus:
+        """A new update after ``last`` (None: the model's first): BEGIN or REFUSED."""
+        base = last if last is not None else UpdateStatus(_U.DONE, "", "")
+        return base.to(cause, now=now, version=version, previous=previous, reason=reason,
+                       started=now, load_time_s=None)
+
+    def to(self, cause: UpdateCause, *, now: float, **changes: Any) -> UpdateStatus:
+        """The same update after ``cause``; IllegalTransition if the table does not allow
+        it."""
+        sources, target = UPDATES[cause]
+        if self.state not in sources:
+            raise IllegalTransition(f"an update cannot go from {self.state.value} by "
+                                    f"{cause.value}")
+        return replace(self, state=target, since=now, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state.value, "version": self.version,
+                "previous": self.previous, "reason": self.reason, "started": self.started,
+                "since": self.since, "load_time_s": self.load_time_s}
 
 
 @dataclass(frozen=True)
@@ -106,6 +190,7 @@ class ModelStatus:
     device: str = ""  # where it runs or would run ("cpu", "cuda:0"); "" when not placed
     placement: str = ""  # "placed", "fallback" (CPU instead of its GPU), "unavailable"
     memory_bytes: int = 0  # weight memory held now (pinned pool bytes while loaded)
+    update: UpdateStatus | None = None  # the last update of this model, if any
 
     def to(self, cause: Cause, *, now: float, **changes: Any) -> ModelStatus:
         """The same model after ``cause`` (the table decides the state; IllegalTransition
@@ -130,6 +215,7 @@ class ModelStatus:
             "device": self.device,
             "placement": self.placement,
             "memory_bytes": self.memory_bytes,
+            "update": None if self.update is None else self.update.to_dict(),
         }
 
 

@@ -2,6 +2,7 @@
 
   llmos fleet run JOB.toml --scheduler tls://sched:8786   run a job (progress bar)
   llmos fleet worker --scheduler ADDR --appliance URL     one Dask worker per appliance
+                     [--api-key-file F] [--ca-file PEM]   (https: the appliance's cert)
   llmos fleet haproxy A=10.0.0.2:8000 B=10.0.0.3:8000     print an HAProxy config
   llmos fleet keygen NAME                                 a new API key and its key-file line
 
@@ -41,6 +42,9 @@ def register(sub: Any) -> None:
     w.add_argument("--appliance", required=True, help="the appliance's API, http://HOST:PORT")
     w.add_argument("--api-key-file", type=Path, default=None,
                    help=f"file holding the appliance's API key (or ${KEY_ENV})")
+    w.add_argument("--ca-file", type=Path, default=None,
+                   help="an https appliance's certificate, or its CA (PEM; default: the "
+                        "system's CAs)")
     w.add_argument("--slots", type=int, default=2,
                    help="partitions the appliance takes at once (default 2)")
     w.add_argument("--name", default=None, help="worker name (default: its address)")
@@ -91,7 +95,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     if args.slots < 1:
         raise ConfigError("--slots must be at least 1", "e.g. --slots 2")
-    appliance = Appliance(args.appliance, _api_key(args.api_key_file))
+    appliance = Appliance(args.appliance, _api_key(args.api_key_file), ca_file=args.ca_file)
     asyncio.run(run_worker(args.scheduler, appliance, slots=args.slots, name=args.name))
     return 0
 

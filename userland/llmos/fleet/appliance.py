@@ -9,10 +9,13 @@ it too, so it becomes the item's result, never a retry).
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 #: 4xx statuses that are about the appliance (key, model presence), not about the input.
@@ -52,10 +55,20 @@ class Rejected(ApplianceError):
 
 @dataclass(frozen=True)
 class Appliance:
-    url: str  # http://host:port of the inference API
+    url: str  # http(s)://host:port of the inference API
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 300.0
     busy_retries: int = 3
+    #: https: the certificates to trust (the appliance's own, or the CA that signed it);
+    #: none: the system's. The name in the URL must be in the certificate.
+    ca_file: Path | None = None
+
+    @cached_property
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("https:"):
+            return None
+        return ssl.create_default_context(cafile=None if self.ca_file is None
+                                          else str(self.ca_file))
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -80,7 +93,8 @@ class Appliance:
         req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method,
                                      headers=self._headers())
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s,
+                                        context=self._tls) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode(errors="replace")
@@ -98,7 +112,7 @@ class Appliance:
         """A GET whose answer is text (``/metrics``)."""
         req = urllib.request.Request(self.url.rstrip("/") + path, headers=self._headers())
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=timeout_s, context=self._tls) as resp:
                 return bytes(resp.read()).decode()
         except OSError as exc:
             raise Unavailable(f"GET {self.url}{path}: {exc}") from exc

@@ -21,7 +21,7 @@ from typing import Any
 
 from distributed import Worker, WorkerPlugin, get_worker
 
-from llmos.fleet.appliance import Appliance, Rejected, Unavailable
+from llmos.fleet.appliance import Appliance, ApplianceError, Rejected, Unavailable
 from llmos.fleet.job import Kind, PartitionSpec, item_id, messages_of, resource_name, text_of
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,26 @@ def _embed_one(appliance: Appliance, spec: PartitionSpec, item: Any) -> dict[str
     return {"id": item_id(item), "embedding": vector}
 
 
+#: The appliance's answer when a request ran past its deadline (server.request_timeout_s).
+DEADLINE_PASSED = 504
+
+
 def embed_partition(appliance: Appliance, spec: PartitionSpec,
                     items: list[Any]) -> list[dict[str, Any]]:
     """One request for the whole partition; a refused one is split per item, so one bad
-    item costs only its own result."""
+    item costs only its own result. So is one that ran past the appliance's deadline: a
+    slow appliance (emulated, overloaded) still serves single items, where the partition
+    sent whole would only fail again on each retry."""
     try:
         texts = [text_of(item) for item in items]
         vectors = appliance.embed(spec.model, texts)
     except (Rejected, ValueError):
+        return [_embed_one(appliance, spec, item) for item in items]
+    except Unavailable as exc:
+        if exc.status != DEADLINE_PASSED or len(items) == 1:
+            raise
+        log.warning("%s: %d items ran past the deadline together; sending them one by one",
+                    appliance.url, len(items))
         return [_embed_one(appliance, spec, item) for item in items]
     return [{"id": item_id(item), "embedding": v} for item, v in zip(items, vectors, strict=True)]
 
@@ -120,11 +132,25 @@ def run_partition(spec: PartitionSpec, items: list[Any]) -> list[dict[str, Any]]
         raise
 
 
+def not_ready_reason(appliance: Appliance) -> str:
+    """Why the readiness probe fails: not ready (and its reasons), or no answer at all
+    (refused, an unverifiable certificate, a timeout)."""
+    try:
+        appliance.request("GET", "/v2/health/ready", timeout_s=5)
+    except ApplianceError as exc:
+        return str(exc)
+    return "it is ready now"
+
+
 async def run_worker(scheduler: str, appliance: Appliance, *, slots: int,
                      name: str | None = None, once: bool = False,
                      ready_timeout_s: float = 3600.0) -> None:
     """Join ``scheduler`` for ``appliance`` whenever it is ready; rejoin after it comes back."""
     while True:
+        if not await asyncio.to_thread(appliance.ready):  # say why once, then wait quietly
+            why = await asyncio.to_thread(not_ready_reason, appliance)
+            log.warning("appliance %s is not ready (%s); waiting up to %.0f s", appliance.url,
+                        why, ready_timeout_s)
         ok = await asyncio.to_thread(appliance.wait_ready, ready_timeout_s)
         if not ok:
             raise Unavailable(f"appliance {appliance.url} not ready in {ready_timeout_s:.0f} s")

@@ -361,6 +361,16 @@ class MemoryPool:
             log.info("freed %d bytes of %s", released, owner)
         return released
 
+    def rename(self, owner: str, new: str) -> None:
+        """Hand ``owner``'s buffers to ``new`` (a model's new version, loaded beside the
+        old one under a name of its own, keeps them under the model's name once the old
+        version is freed)."""
+        with self._lock:
+            moved = self._buffers.pop(owner, [])
+            for buf in moved:
+                buf.record = replace(buf.record, owner=new)
+            self._buffers.setdefault(new, []).extend(moved)
+
     def close(self) -> None:
         for owner in list(self._buffers):
             self.free(owner)

@@ -29,10 +29,10 @@ from typing import Protocol
 import numpy as np
 
 from llmos.errors import BadRequestError, LlmosError, NotReadyError, QueueFullError
+from llmos.llm.decoding import Pick, TokenChooser
 from llmos.llm.detokenize import IncrementalDecoder
 from llmos.llm.generation import Chunk, Generation, GenerationRequest
 from llmos.llm.interrupt import Interrupt, Interrupted
-from llmos.llm.sampling import Sampler
 from llmos.llm.stopping import FinishReason, StopChecker, StopCriteria
 from llmos.serving.workers import supervise
 
@@ -95,7 +95,7 @@ class _Sequence:
     request: GenerationRequest
     queue: asyncio.Queue[Chunk | BaseException]
     loop: asyncio.AbstractEventLoop
-    sampler: Sampler
+    chooser: TokenChooser
     stopper: StopChecker
     detok: IncrementalDecoder
     submitted: float = field(default_factory=time.perf_counter)
@@ -140,6 +140,13 @@ class Engine:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a request is waiting, being admitted or generating (closing now would
+        fail it)."""
+        with self._cv:
+            return bool(self._waiting or self._running or self._admitting)
+
     def budget(self, request: GenerationRequest) -> int:
         """Tokens this request may generate; refuses prompts that leave no room."""
         n = len(request.prompt_ids)
@@ -162,7 +169,8 @@ class Engine:
         budget = self.budget(request)
         seq = _Sequence(
             request=request, queue=asyncio.Queue(), loop=asyncio.get_running_loop(),
-            sampler=Sampler(request.sampling),
+            chooser=TokenChooser(request.sampling, request.penalties, request.top_logprobs,
+                                 request.constraint),
             stopper=StopChecker(StopCriteria(
                 budget, frozenset() if request.ignore_eos else self._eos, request.stop)),
             detok=IncrementalDecoder(self._decode_text))
@@ -324,11 +332,13 @@ class Engine:
 
     def _advance(self, seq: _Sequence, logits: np.ndarray, now: float,
                  out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:
-        """Sample, detokenise and check the stop rules of one sequence; True when it has
-        finished. Whatever fails here fails this sequence alone (its stream gets the
-        error), never the batch it was decoded with."""
+        """Choose, detokenise and check the stop rules of one sequence; True when it has
+        finished. Whatever fails here (its grammar, its parameters, its logits) fails this
+        sequence alone (its stream gets the error), never the batch it was decoded with."""
         try:
-            return self._accept(seq, seq.sampler(logits), now, out)
+            stop = seq.stopper
+            pick = seq.chooser(logits, stop.criteria.max_tokens - stop.generated)
+            return self._accept(seq, pick, now, out)
         except Exception as exc:
             log.warning("engine %s: one sequence failed: %s: %s", self.name,
                         type(exc).__name__, exc)
@@ -339,13 +349,17 @@ class Engine:
                                     seq.stopper.generated, "cancelled")
             return True
 
-    def _accept(self, seq: _Sequence, token: int, now: float,
+    def _accept(self, seq: _Sequence, pick: Pick, now: float,
                 out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:
         """Record a sampled token; True when the sequence has finished."""
+        token = pick.token_id
         text, reason = seq.stopper.feed(token, seq.detok.push(token))
         seq.pending = token
         prompt = len(seq.request.prompt_ids)
-        out.append((seq, Chunk(text, (token,), reason, prompt, seq.stopper.generated)))
+        logprobs = (pick.logprob,) if pick.logprob is not None and token not in self._eos \
+            else ()
+        out.append((seq, Chunk(text, (token,), reason, prompt, seq.stopper.generated,
+                               logprobs)))
         if reason is not None:
             self._observer.finished(now - seq.submitted, prompt, seq.stopper.generated, reason)
         return reason is not None

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from llmos.errors import InferenceTimeoutError
+from llmos.llm.decoding import Penalties, TokenConstraint
+from llmos.llm.logprobs import TokenLogprob
 from llmos.llm.sampling import SamplingParams
 from llmos.llm.stopping import FinishReason
 
@@ -25,6 +27,9 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # generate max_tokens whatever comes (benchmarks)
+    penalties: Penalties = field(default_factory=Penalties)
+    top_logprobs: int | None = None  # None: no log-probabilities in the chunks
+    constraint: TokenConstraint | None = None  # this sequence's own grammar state
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Chunk:
     finish_reason: FinishReason | None
     prompt_tokens: int
     completion_tokens: int
+    logprobs: tuple[TokenLogprob, ...] = ()  # when asked for; none for the end token
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,11 @@ class LanguageModel:
     def generate(self, request: GenerationRequest) -> Generation:
         return self.engine.submit(request)
 
+    @property
+    def busy(self) -> bool:
+        """Generations not finished yet (they would fail if it closed now)."""
+        return self.engine.busy
+
     def close(self) -> None:
         self.engine.close()
 

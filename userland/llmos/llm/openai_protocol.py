@@ -2,8 +2,11 @@
 
 Requests are validated field by field; a malformed one raises ``FieldError`` (a
 ``BadRequestError`` that names the field, answered 400). Fields this server does not
-implement are refused when they would change the answer (``n`` > 1, ``logprobs``,
-``echo``, penalties, tools...) and ignored when they would not (``user``, ``metadata``).
+implement are refused when they would change the answer (``echo``, ``logit_bias``,
+``best_of``, audio...) and accepted when they would not (``user``, ``metadata``); a field
+this server does not know at all is refused too, naming it, never ignored. The fields
+that steer the choice of tokens (``n``, penalties, log-probabilities, structured output,
+tools) are parsed by ``llmos.llm.openai_features``.
 """
 
 from __future__ import annotations
@@ -11,24 +14,28 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmos.errors import BadRequestError
+from llmos.llm import openai_features as features
 from llmos.llm.chat import ROLES, Message
-from llmos.llm.generation import Chunk, Completion
+from llmos.llm.openai_fields import FieldError as FieldError  # re-exported
 from llmos.llm.sampling import SamplingParams
 from llmos.serving import wirejson
 
 MAX_STOP = 4
+#: Every field each endpoint knows; any other is a 400 that names it.
+_COMMON = frozenset({
+    "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
+    "stream_options", "ignore_eos", "n", "presence_penalty", "frequency_penalty", "logprobs",
+    "logit_bias", "best_of", "user", "metadata", "store", "service_tier"})
+COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix"}
+CHAT_FIELDS = _COMMON | {
+    "messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
+    "tool_choice", "parallel_tool_calls", "functions", "function_call", "audio", "modalities",
+    "prediction", "web_search_options"}
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
-
-
-class FieldError(BadRequestError):
-    """A request field is missing or malformed."""
-
-    def __init__(self, param: str, message: str, hint: str = "") -> None:
-        super().__init__(f"{param}: {message}", hint or "see the OpenAI API reference", param)
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,14 @@ class CompletionParams:
 class CompletionRequest:
     params: CompletionParams
     prompt: str | tuple[int, ...]  # text, or token ids
+    features: features.Features = field(default_factory=features.Features)
 
 
 @dataclass(frozen=True)
 class ChatRequest:
     params: CompletionParams
     messages: tuple[Message, ...]
+    features: features.Features = field(default_factory=features.Features)
 
 
 def parse_body(body: bytes) -> Mapping[str, Any]:
@@ -120,12 +129,7 @@ def _params(doc: Mapping[str, Any], max_tokens_key: tuple[str, ...],
     if not isinstance(model, str) or not model:
         raise FieldError("model", "is required and must be a string",
                          "GET /v1/models lists the models")
-    n = _int(doc, "n", 1)
-    if n not in (None, 1):
-        raise FieldError("n", f"only n=1 is supported, got {n}", "send one request per choice")
     _refuse(doc, "best_of", (None, 1), "best_of > 1")
-    _refuse(doc, "presence_penalty", (None, 0, 0.0), "presence_penalty")
-    _refuse(doc, "frequency_penalty", (None, 0, 0.0), "frequency_penalty")
     _refuse(doc, "logit_bias", (None, {}), "logit_bias")
     max_tokens: int | None = default_max_tokens
     for key in max_tokens_key:
@@ -151,19 +155,28 @@ def _params(doc: Mapping[str, Any], max_tokens_key: tuple[str, ...],
                             include_usage, _bool(doc, "ignore_eos"))
 
 
+def _known(doc: Mapping[str, Any], fields: frozenset[str]) -> None:
+    unknown = sorted(k for k in doc if k not in fields)
+    if unknown:
+        raise FieldError(unknown[0], "is not a field this server knows",
+                         f"leave {unknown[0]!r} out (the supported fields: "
+                         "docs/openai-features.md)")
+
+
 def completion_request(doc: Mapping[str, Any]) -> CompletionRequest:
+    _known(doc, COMPLETION_FIELDS)
     _refuse(doc, "echo", (None, False), "echo")
-    _refuse(doc, "logprobs", (None,), "logprobs")
     _refuse(doc, "suffix", (None, ""), "suffix")
     params = _params(doc, ("max_tokens",), COMPLETIONS_DEFAULT_MAX_TOKENS)
+    extra = features.completion_features(doc)
     prompt = doc.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]  # a batch of one
     if isinstance(prompt, str):
-        return CompletionRequest(params, prompt)
+        return CompletionRequest(params, prompt, extra)
     if isinstance(prompt, list) and prompt and all(
             isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
-        return CompletionRequest(params, tuple(prompt))
+        return CompletionRequest(params, tuple(prompt), extra)
     raise FieldError("prompt", "must be a string (or a list of token ids); batches of prompts "
                      "are not supported", "send one prompt per request")
 
@@ -187,13 +200,12 @@ def _content(index: int, raw: Any) -> str:
 
 
 def chat_request(doc: Mapping[str, Any]) -> ChatRequest:
-    _refuse(doc, "logprobs", (None, False), "logprobs")
-    _refuse(doc, "tools", (None, []), "tools")
-    _refuse(doc, "functions", (None, []), "functions")
-    fmt = doc.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise FieldError("response_format", "only {\"type\": \"text\"} is supported")
+    _known(doc, CHAT_FIELDS)
+    for key in ("audio", "prediction", "web_search_options", "function_call"):
+        _refuse(doc, key, (None,), key)
+    _refuse(doc, "modalities", (None, ["text"]), "output other than text")
     params = _params(doc, ("max_completion_tokens", "max_tokens"), None)
+    extra = features.chat_features(doc)
     raw = doc.get("messages")
     if not isinstance(raw, list) or not raw:
         raise FieldError("messages", "is required: a non-empty list of {role, content}")
@@ -205,8 +217,8 @@ def chat_request(doc: Mapping[str, Any]) -> ChatRequest:
         if role not in ROLES:
             raise FieldError(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}, "
                              f"got {json.dumps(role)}")
-        messages.append(Message(role, _content(i, m.get("content"))))
-    return ChatRequest(params, tuple(messages))
+        messages.append(features.tool_message(i, m, role, _content(i, m.get("content"))))
+    return ChatRequest(params, tuple(messages), extra)
 
 
 # --- responses ------------------------------------------------------------------------
@@ -217,45 +229,3 @@ def new_id(prefix: str) -> str:
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
-
-
-def completion_response(rid: str, created: int, model: str, done: Completion) -> dict[str, Any]:
-    return {
-        "id": rid, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": 0, "text": done.text, "logprobs": None,
-                     "finish_reason": done.finish_reason}],
-        "usage": usage(done.prompt_tokens, done.completion_tokens),
-    }
-
-
-def completion_chunk(rid: str, created: int, model: str, chunk: Chunk) -> dict[str, Any]:
-    return {
-        "id": rid, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": 0, "text": chunk.text, "logprobs": None,
-                     "finish_reason": chunk.finish_reason}],
-    }
-
-
-def chat_response(rid: str, created: int, model: str, done: Completion) -> dict[str, Any]:
-    return {
-        "id": rid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text},
-                     "logprobs": None, "finish_reason": done.finish_reason}],
-        "usage": usage(done.prompt_tokens, done.completion_tokens),
-    }
-
-
-def chat_chunk(rid: str, created: int, model: str, delta: Mapping[str, str],
-               finish_reason: str | None) -> dict[str, Any]:
-    return {
-        "id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": dict(delta), "logprobs": None,
-                     "finish_reason": finish_reason}],
-    }
-
-
-def usage_chunk(rid: str, created: int, model: str, obj: str, prompt_tokens: int,
-                completion_tokens: int) -> dict[str, Any]:
-    """The last chunk of a stream when ``stream_options.include_usage`` is set."""
-    return {"id": rid, "object": obj, "created": created, "model": model, "choices": [],
-            "usage": usage(prompt_tokens, completion_tokens)}

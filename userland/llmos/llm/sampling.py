@@ -55,28 +55,44 @@ class Sampler:
         and for rows holding NaN or infinities (NaN counts as -inf); a row with no finite
         logit at all is this sequence's error, never its batch's.
         """
-        p = self.params
-        row = np.asarray(logits, dtype=np.float64)
-        finite = np.isfinite(row)
-        if not finite.all():
-            row = np.where(np.isnan(row), -np.inf, row)
-            if np.isposinf(row).any():  # +inf outranks everything: choose among those
-                row = np.where(np.isposinf(row), 0.0, -np.inf)
-            elif not finite.any():
-                raise LlmosError("the model produced no finite logit for this sequence",
-                                 "the model's weights or inputs are broken; see the log")
-        if p.greedy:
+        row = clean_row(logits)
+        if self.params.greedy:
             return int(np.argmax(row))
-        with np.errstate(over="ignore"):  # a tiny temperature sends the rest to -inf
-            scaled = (row - row.max()) / p.temperature  # <= 0 everywhere
-        if p.top_k and p.top_k < scaled.size:
-            cut = np.partition(scaled, -p.top_k)[-p.top_k]
-            scaled = np.where(scaled >= cut, scaled, -np.inf)
-        probs = np.exp(scaled)  # the maximum is exp(0) = 1, so the sum is >= 1
-        probs /= probs.sum()
-        if p.top_p < 1.0:
-            probs = nucleus(probs, p.top_p)
+        return self.draw(distribution(row, self.params))
+
+    def draw(self, probs: np.ndarray) -> int:
+        """A token id drawn from ``probs`` with this request's generator."""
         return int(self._rng.choice(probs.size, p=probs))
+
+
+def clean_row(logits: np.ndarray) -> np.ndarray:
+    """The row as float64 (a copy when it had to change): NaN counts as -inf, +inf
+    outranks everything; LlmosError when no logit is finite."""
+    row = np.asarray(logits, dtype=np.float64)
+    finite = np.isfinite(row)
+    if not finite.all():
+        row = np.where(np.isnan(row), -np.inf, row)
+        if np.isposinf(row).any():  # +inf outranks everything: choose among those
+            row = np.where(np.isposinf(row), 0.0, -np.inf)
+        elif not finite.any():
+            raise LlmosError("the model produced no finite logit for this sequence",
+                             "the model's weights or inputs are broken; see the log")
+    return row
+
+
+def distribution(row: np.ndarray, p: SamplingParams) -> np.ndarray:
+    """The probabilities a sampled token is drawn from: ``row`` (clean, with a finite
+    maximum) at the temperature, after top-k and top-p."""
+    with np.errstate(over="ignore"):  # a tiny temperature sends the rest to -inf
+        scaled = (row - row.max()) / p.temperature  # <= 0 everywhere
+    if p.top_k and p.top_k < scaled.size:
+        cut = np.partition(scaled, -p.top_k)[-p.top_k]
+        scaled = np.where(scaled >= cut, scaled, -np.inf)
+    probs: np.ndarray = np.exp(scaled)  # the maximum is exp(0) = 1, so the sum is >= 1
+    probs /= probs.sum()
+    if p.top_p < 1.0:
+        probs = nucleus(probs, p.top_p)
+    return probs
 
 
 def nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:

@@ -9,6 +9,8 @@ the traceback frames that still reference the plaintext are dropped.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,6 +23,8 @@ from llmos.serving.backend import Backend, ModelContext, Served, keep_all, runti
 from llmos.serving.metrics import ServingMetrics
 from llmos.vault.kek import Kek
 from llmos.vault.opener import PackOpener
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,14 @@ class ModelLoader:
                                  f"serve it with a build that supports {manifest.kind} models")
         return backend
 
-    def build(self, cfg: ModelConfig, device: str, kek: Kek) -> Loaded:
-        """Open ``cfg``'s pack and build its runtime(s) on ``device`` (blocking)."""
-        manifest, payload = self._opener.open(cfg, kek, self._backend)
+    def build(self, cfg: ModelConfig, device: str, kek: Kek, owner: str | None = None
+              ) -> Loaded:
+        """Open ``cfg``'s pack and build its runtime(s) on ``device`` (blocking); its
+        memory belongs to ``owner`` (default: the model's name)."""
+        owner = owner or cfg.name
+        manifest, payload = self._opener.open(cfg, kek, self._backend, owner)
         timeout_s = cfg.timeout_s or float(self._config["server.request_timeout_s"])
-        release = keep_all if self._memory is None else self._memory.releaser(cfg.name)
+        release = keep_all if self._memory is None else self._memory.releaser(owner)
         ctx = ModelContext(cfg, manifest, split_files(manifest, payload), self._metrics,
                            runtime_options(cfg, device), timeout_s, release)
         try:
@@ -72,6 +79,23 @@ class ModelLoader:
                                  f"{device}: {type(exc).__name__}: {exc}",
                                  "check that the pack was made for this runtime version") from exc
 
+    async def load(self, cfg: ModelConfig, device: str, owner: str | None = None) -> Loaded:
+        """``build`` in a worker thread once the fleet key is released; a failure frees
+        the plaintext and is raised as an LlmosError."""
+        kek = await self._opener.key()
+        owner = owner or cfg.name
+        try:
+            return await asyncio.to_thread(self.build, cfg, device, kek, owner)
+        except Exception as exc:
+            if not isinstance(exc, LlmosError):
+                log.exception("model %s: unexpected load failure", cfg.name)
+            drop_frames(exc)
+            self.free(owner)
+            if isinstance(exc, LlmosError):
+                raise
+            raise ModelLoadError(f"loading model {cfg.name!r} failed: "
+                                 f"{type(exc).__name__}: {exc}", "see the server log") from exc
+
     def held_bytes(self, name: str, manifest: Manifest) -> int:
         """Weight memory a loaded model holds: its pool buffers, else its plaintext."""
         if self._memory is None:
@@ -82,3 +106,8 @@ class ModelLoader:
         """Give the model's weight memory back (after its runtime closed)."""
         if self._memory is not None:
             self._memory.free(name)
+
+    def rename(self, owner: str, name: str) -> None:
+        """The memory of a version loaded beside another becomes the model's own."""
+        if self._memory is not None:
+            self._memory.rename(owner, name)

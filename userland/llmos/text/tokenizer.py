@@ -56,6 +56,10 @@ class Tokenizer:
         found = self._tok.token_to_id(token)
         return None if found is None else int(found)
 
+    def to_json(self) -> str:
+        """The tokenizer.json it was built from (for the grammar and logprob tables)."""
+        return str(self._tok.to_str())
+
 
 @dataclass(frozen=True)
 class Encoded:

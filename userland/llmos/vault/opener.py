@@ -84,17 +84,20 @@ class PackOpener:
         log.info("fleet key %s released by the %s provider%s", kek.id, provider.name, when)
         return kek
 
-    def open(self, cfg: ModelConfig, kek: Kek,
-             accept: Callable[[Manifest], object]) -> tuple[Manifest, memoryview]:
+    def open(self, cfg: ModelConfig, kek: Kek, accept: Callable[[Manifest], object],
+             owner: str | None = None) -> tuple[Manifest, memoryview]:
         """Authenticate, decrypt and decompress ``cfg``'s pack into the memory pool (or
         take what the prefetch opened) once ``accept`` (which raises to refuse it) has
-        seen its manifest; blocking."""
+        seen its manifest; blocking. ``owner``: whose buffers they are in the pool (the
+        model's name unless a second version loads beside the first)."""
         sealed = SealedPack.open(cfg.pack)
         accept(sealed.manifest)
         started = time.perf_counter()
-        payload = None if self._prefetch is None else self._prefetch.take(cfg.name)
+        owner = owner or cfg.name
+        payload = None if self._prefetch is None or owner != cfg.name \
+            else self._prefetch.take(cfg.name)
         if payload is None:
-            payload = open_into(sealed, kek, self._memory, cfg.name)
+            payload = open_into(sealed, kek, self._memory, owner)
             log.info("model %s: decrypted, decompressed and verified in %.2f s", cfg.name,
                      time.perf_counter() - started)
         else:

@@ -89,7 +89,11 @@ def metrics_for(registry: CollectorRegistry) -> KeyMetrics:
 def middleware_from_config(keys_file: Path | None, host: str, registry: CollectorRegistry,
                            environ: Mapping[str, str]) -> Middleware:
     """The key check for ``server.api_keys_file`` and the ``llmos-api-keys`` credential."""
-    store = apikeys.load(keys_file, environ)
+    return middleware_for(apikeys.load(keys_file, environ), host, registry)
+
+
+def middleware_for(store: KeyStore, host: str, registry: CollectorRegistry) -> Middleware:
+    """The key check for a loaded store (warns when an open listener has no keys)."""
     if store.enabled:
         log.info("API keys required on the inference API (%d key(s): %s)", len(store.keys),
                  ", ".join(store.names()))

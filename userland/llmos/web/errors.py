@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 from llmos.errors import (
     BadRequestError,
     ConfigError,
+    ConflictError,
     ForbiddenError,
     InferenceTimeoutError,
     KeyReleaseError,
@@ -41,6 +42,7 @@ STATUS: Mapping[type[LlmosError], int] = {
     ForbiddenError: 403,
     NotFoundError: 404,
     RequestTimeoutError: 408,
+    ConflictError: 409,
     PayloadTooLargeError: 413,
     # The pack (not the request) is at fault: the server cannot process this model.
     PackFormatError: 422,

@@ -8,3 +8,5 @@ from llmos.dataplane import DataPlane
 
 #: What every handler calls: the transport-neutral data plane (and, through it, the registry).
 DATAPLANE = web.AppKey("dataplane", DataPlane)
+#: Whether the API listener asks for API keys (the OpenAPI document says so then).
+KEYS_REQUIRED = web.AppKey("keys_required", bool)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,10 @@ class Listener:
     app: web.Application
     host: str
     port: int
+    tls: ssl.SSLContext | None = None  # HTTPS only, when given
+    # A client that disconnects cancels its handler (aiohttp's handler_cancellation): its
+    # queued work is dropped, a prompt's prefill interrupted, as if its deadline had passed.
+    cancel_on_disconnect: bool = False
 
 
 class Server:
@@ -44,13 +49,14 @@ class Server:
 
     async def _listen(self, listener: Listener, runner: web.AppRunner) -> tuple[str, int]:
         if self._max_connections is None or runner.server is None:
-            await web.TCPSite(runner, listener.host, listener.port).start()
+            await web.TCPSite(runner, listener.host, listener.port,
+                              ssl_context=listener.tls).start()
             bound = runner.addresses[0]
         else:
             limit = ConnectionLimit(runner.server, self._max_connections)
             self.limits[listener.role] = limit
             server = await asyncio.get_running_loop().create_server(
-                limit, listener.host, listener.port, reuse_address=True)
+                limit, listener.host, listener.port, reuse_address=True, ssl=listener.tls)
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
@@ -63,11 +69,13 @@ class Server:
             for listener in self._plan:
                 runner = web.AppRunner(listener.app, handle_signals=False,
                                        access_log=log if self._access_log else None,
-                                       keepalive_timeout=idle)
+                                       keepalive_timeout=idle,
+                                       handler_cancellation=listener.cancel_on_disconnect)
                 await runner.setup()
                 self._runners.append(runner)
                 self.addresses[listener.role] = await self._listen(listener, runner)
-                log.info("%s listening on http://%s:%d", listener.role,
+                log.info("%s listening on %s://%s:%d", listener.role,
+                         "http" if listener.tls is None else "https",
                          *self.addresses[listener.role])
         except BaseException:
             await self.stop()

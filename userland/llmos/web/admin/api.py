@@ -49,6 +49,7 @@ async def overview(request: web.Request) -> web.Response:
         "models_total": len(models),
         "tpm": tpm.to_dict(),
         "boot": boot.to_dict(),
+        "tls": None if state.options.tls is None else state.options.tls.to_dict(),
     })
 
 

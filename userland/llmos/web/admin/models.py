@@ -4,10 +4,15 @@ An upload streams to a temporary file in ``admin.upload_dir`` (never into memory
 the data partition on the appliance, ``llmos.vault.uploads``) as long as the partition has
 room for it, is checked before it is kept - a sealed header with a valid manifest, the
 exact length the header promises, sealed for the fleet key this machine holds - then
-renamed into place (``<name>-<version>.sealed``), older uploads of the model removed, and
-loaded through the model registry like any configured model. The pack stays encrypted on
-disk; decryption happens in memory at load, as at boot. ``llmos serve`` finds the uploads
-again at start.
+renamed into place (``<name>-<version>.sealed``) and loaded through the model registry like
+any configured model; once it serves, older uploads of the model are removed. The pack
+stays encrypted on disk; decryption happens in memory at load, as at boot. ``llmos serve``
+finds the uploads again at start.
+
+A pack of a model that serves, with another version, is an update (``ModelRegistry.update``):
+the new version loads beside the serving one and takes over once warm; the answer comes
+then. One of the version already serving is refused (409) before it is kept, and one whose
+update fails is not kept either: the old version serves on.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
-from llmos.config import ModelConfig
-from llmos.errors import BadRequestError, NotFoundError, PayloadTooLargeError, WrongKeyError
+from llmos.dropins import install
+from llmos.errors import (
+    BadRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    WrongKeyError,
+)
 from llmos.pack.manifest import Manifest
 from llmos.registry import ModelRegistry
-from llmos.state import ModelState
 from llmos.vault import uploads
 from llmos.vault.sealed import SealedPack
 from llmos.web.admin.api import json_response
@@ -107,11 +116,12 @@ async def _receive(request: web.Request, directory: Path, limit: int) -> Path:
     return tmp
 
 
-def _loaded(sup: ModelRegistry, name: str) -> bool:
+def _known(sup: ModelRegistry, name: str) -> bool:
     try:
-        return sup.status(name).state is ModelState.READY
+        sup.status(name)
     except NotFoundError:
         return False
+    return True
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -125,19 +135,18 @@ async def upload(request: web.Request) -> web.Response:
         kek_id = sup.key.details.get("kek_id") if sup.key.released else None
         manifest = await asyncio.to_thread(check_sealed_file, tmp,
                                            None if kek_id is None else str(kek_id))
-        if _loaded(sup, manifest.name):
-            raise BadRequestError(f"model {manifest.name!r} is loaded",
-                                  "unload it first, then upload its new pack")
+        known = _known(sup, manifest.name)
+        if known:
+            sup.check_update(manifest.name, manifest)
         final = directory / pack_file_name(manifest)
         tmp.replace(final)
         await asyncio.to_thread(uploads.fsync_dir, directory)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    await asyncio.to_thread(uploads.superseded, directory, manifest.name, final)
     log.info("admin: pack %s (%s %s) uploaded to %s", manifest.name, manifest.kind,
              manifest.version, final)
-    status = await sup.load(manifest.name, ModelConfig(name=manifest.name, pack=final))
+    status = await install(sup, manifest, final)
     return json_response({**status.to_dict(), "pack": str(final)})
 
 

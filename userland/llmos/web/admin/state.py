@@ -23,6 +23,7 @@ from llmos.controllers.devices import HotplugEvent
 from llmos.hw.claim import Claim
 from llmos.hw.memory import Fallback, OwnerUsage
 from llmos.hw.model import Inventory
+from llmos.tls import Certificate
 from llmos.vault.uploads import upload_dir
 
 
@@ -69,6 +70,7 @@ class AdminOptions:
     boot_events: int = 30
     llm_model: str | None = None  # the playground's chat model (default: the first LLM)
     embed_model: str | None = None  # the playground's embedding model (default: first one)
+    tls: Certificate | None = None  # the listener's certificate, when it speaks HTTPS
 
     @classmethod
     def from_config(cls, cfg: Config, environ: Mapping[str, str] | None = None

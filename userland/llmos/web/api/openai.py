@@ -10,7 +10,8 @@ but take OpenAI's body shape, ``{"error": {"message", "type", "param", "code"}}`
 OpenAI clients read that; the hint rides along.
 
 Handlers decode (``llmos.llm.openai_protocol``), call the data plane (``complete``,
-``chat``) and encode; the causal-LM backend is the composition root's business.
+``chat``: the request's ``n`` choices, ``llmos.llm.choices``) and encode
+(``llmos.llm.openai_answers``); the causal-LM backend is the composition root's business.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from llmos.dataplane import ModelCard
 from llmos.errors import BadRequestError, LlmosError, QueueFullError
+from llmos.llm import openai_answers as answers
 from llmos.llm import openai_embeddings as emb
 from llmos.llm import openai_protocol as proto
-from llmos.llm.generation import Chunk, Completion, Generation
+from llmos.llm.choices import Answer, Choice
+from llmos.llm.generation import Chunk
 from llmos.web.admission import decode
 from llmos.web.errors import status_of
 from llmos.web.keys import DATAPLANE
@@ -59,37 +62,15 @@ def openai_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-async def _chunks(request: web.Request, gen: Generation) -> AsyncGenerator[Chunk, None]:
-    """The generation's chunks; cancels it when the client has gone or stops reading."""
-    try:
-        async for chunk in gen:
-            if _gone(request):
-                log.debug("client went away; cancelling its generation")
-                return
-            yield chunk
-    finally:
-        gen.cancel()
-
-
-async def _collect(request: web.Request, gen: Generation) -> Completion | None:
-    """The whole generation, or None when the client went away before it ended."""
-    texts: list[str] = []
-    ids: list[int] = []
-    last: Chunk | None = None
-    async with contextlib.aclosing(_chunks(request, gen)) as chunks:
-        async for chunk in chunks:
-            texts.append(chunk.text)
-            ids.extend(chunk.token_ids)
-            last = chunk
-    if last is None or last.finish_reason is None:
-        return None
-    return Completion("".join(texts), tuple(ids), last.finish_reason, last.prompt_tokens,
-                      last.completion_tokens)
+def _gone(request: web.Request) -> Callable[[], bool]:
+    """Whether the client has gone (its connection closing), asked between chunks."""
+    def gone() -> bool:
+        transport = request.transport
+        gone = transport is None or transport.is_closing()
+        if gone:
+            log.debug("client went away; cancelling its generation")
+        return gone
+    return gone
 
 
 def _client_gone() -> web.Response:
@@ -101,27 +82,43 @@ def _event(doc: Any) -> bytes:
     return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _stream(request: web.Request, gen: Generation,
-                  render: Callable[[Chunk], list[dict[str, Any]]],
-                  tail: Callable[[Chunk], list[dict[str, Any]]]) -> web.StreamResponse:
+class _Renderer(Protocol):
+    def render(self, i: int, c: Chunk) -> list[dict[str, Any]]: ...
+    def tail(self, used: dict[str, int]) -> list[dict[str, Any]]: ...
+
+
+async def _stream(request: web.Request, answer: Answer, renderer: _Renderer,
+                  include_usage: bool) -> web.StreamResponse:
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
-    last: Chunk | None = None
+    choices = [Choice() for _ in range(answer.n)]
     try:
-        async with contextlib.aclosing(_chunks(request, gen)) as chunks:
-            async for chunk in chunks:
-                last = chunk
-                for doc in render(chunk):
+        async with contextlib.aclosing(answer.items(_gone(request))) as items:
+            async for i, chunk in items:
+                choices[i].last = chunk
+                for doc in renderer.render(i, chunk):
                     await response.write(_event(doc))
-        if last is not None and last.finish_reason is not None:
-            for doc in tail(last):
-                await response.write(_event(doc))
+        if all(c.finish_reason is not None for c in choices):
+            if include_usage:
+                for doc in renderer.tail(answers.choices_usage(choices)):
+                    await response.write(_event(doc))
             await response.write(b"data: [DONE]\n\n")
     except LlmosError as exc:  # the engine failed mid-stream: say so in the stream
         await response.write(_event(_error_body(exc)))
     except ConnectionResetError:
         log.debug("client went away while streaming")
+    finally:
+        answer.cancel()
     return response
+
+
+async def _answer(request: web.Request, answer: Answer, head: dict[str, Any],
+                  whole: Callable[[dict[str, Any], list[Choice], Answer], dict[str, Any]]
+                  ) -> web.Response:
+    done = await answer.collect(_gone(request))
+    if done is None:
+        return _client_gone()
+    return web.json_response(whole(head, done, answer))
 
 
 def _card(model: ModelCard) -> dict[str, Any]:
@@ -142,24 +139,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
     p = req.params
     plane = request.app[DATAPLANE]
     lm = plane.language_model(p.model)
-    gen = await plane.complete(lm, req.prompt, p)
-    rid, created = proto.new_id("cmpl"), lm.created
+    answer = await plane.complete(lm, req.prompt, p, req.features)
+    head = {"id": proto.new_id("cmpl"), "created": lm.created, "model": lm.name}
     if not p.stream:
-        done = await _collect(request, gen)
-        if done is None:
-            return _client_gone()
-        return web.json_response(proto.completion_response(rid, created, lm.name, done))
-
-    def render(c: Chunk) -> list[dict[str, Any]]:
-        if not c.text and c.finish_reason is None:
-            return []
-        return [proto.completion_chunk(rid, created, lm.name, c)]
-
-    def tail(c: Chunk) -> list[dict[str, Any]]:
-        return [proto.usage_chunk(rid, created, lm.name, "text_completion", c.prompt_tokens,
-                                  c.completion_tokens)] if p.include_usage else []
-
-    return await _stream(request, gen, render, tail)
+        return await _answer(request, answer, head, answers.completion)
+    return await _stream(request, answer, answers.CompletionStream(head, answer),
+                         p.include_usage)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -167,33 +152,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     p = req.params
     plane = request.app[DATAPLANE]
     lm = plane.language_model(p.model)
-    gen = await plane.chat(lm, req.messages, p)
-    rid, created = proto.new_id("chatcmpl"), lm.created
+    answer = await plane.chat(lm, req.messages, p, req.features)
+    head = {"id": proto.new_id("chatcmpl"), "created": lm.created, "model": lm.name}
     if not p.stream:
-        done = await _collect(request, gen)
-        if done is None:
-            return _client_gone()
-        return web.json_response(proto.chat_response(rid, created, lm.name, done))
-    first = True
-
-    def render(c: Chunk) -> list[dict[str, Any]]:
-        nonlocal first
-        docs = []
-        if first:
-            docs.append(proto.chat_chunk(rid, created, lm.name,
-                                         {"role": "assistant", "content": ""}, None))
-            first = False
-        if c.text:
-            docs.append(proto.chat_chunk(rid, created, lm.name, {"content": c.text}, None))
-        if c.finish_reason is not None:
-            docs.append(proto.chat_chunk(rid, created, lm.name, {}, c.finish_reason))
-        return docs
-
-    def tail(c: Chunk) -> list[dict[str, Any]]:
-        return [proto.usage_chunk(rid, created, lm.name, "chat.completion.chunk",
-                                  c.prompt_tokens, c.completion_tokens)] if p.include_usage else []
-
-    return await _stream(request, gen, render, tail)
+        return await _answer(request, answer, head, answers.chat)
+    return await _stream(request, answer, answers.ChatStream(head, answer), p.include_usage)
 
 
 def setup(app: web.Application) -> None:

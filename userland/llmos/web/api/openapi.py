@@ -17,7 +17,8 @@ from aiohttp import web
 from llmos import __version__
 from llmos.datatypes import V2_TO_NUMPY
 from llmos.serving import codec
-from llmos.web.keys import DATAPLANE
+from llmos.web.api_keys import OPEN_PATHS
+from llmos.web.keys import DATAPLANE, KEYS_REQUIRED
 
 Doc = dict[str, Any]
 JSON = "application/json"
@@ -94,7 +95,9 @@ _SAMPLING: Doc = {
     "top_k": {"type": "integer", "nullable": True},
     "seed": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1,
              "nullable": True},
-    "n": {"type": "integer", "minimum": 1, "maximum": 1, "nullable": True},
+    "n": {"type": "integer", "minimum": 1, "maximum": 8, "nullable": True},
+    "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
+    "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
     "stop": _STOP,
     "stream": {"type": "boolean", "nullable": True},
     "stream_options": {"type": "object", "nullable": True,
@@ -104,25 +107,45 @@ _SAMPLING: Doc = {
 }
 _COMPLETION_REQUEST: Doc = {
     "type": "object", "required": ["model", "prompt"],
-    "properties": {**_SAMPLING, "prompt": {"oneOf": [
+    "properties": {**_SAMPLING,
+                   "logprobs": {"type": "integer", "minimum": 0, "maximum": 5,
+                                "nullable": True},
+                   "prompt": {"oneOf": [
         {"type": "string"},
         {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}]}}}
 _MESSAGE: Doc = {
     "type": "object", "required": ["role", "content"],
     "properties": {"role": {"type": "string",
-                            "enum": ["system", "user", "assistant", "developer"]},
-                   "content": {"type": "string", "nullable": True}}}
+                            "enum": ["system", "user", "assistant", "developer", "tool"]},
+                   "content": {"type": "string", "nullable": True},
+                   "tool_calls": {"type": "array", "items": {"type": "object"}},
+                   "tool_call_id": {"type": "string"}}}
+_TOOL: Doc = {"type": "object", "required": ["type", "function"],
+              "properties": {"type": {"type": "string", "enum": ["function"]},
+                             "function": {"type": "object", "required": ["name"],
+                                          "properties": {"name": {"type": "string"},
+                                                         "description": {"type": "string"},
+                                                         "parameters": {"type": "object"}}}}}
 _CHAT_REQUEST: Doc = {
     "type": "object", "required": ["model", "messages"],
     "properties": {**_SAMPLING,
                    "max_completion_tokens": {"type": "integer", "minimum": 1,
                                              "nullable": True},
-                   "messages": {"type": "array", "minItems": 1, "items": _MESSAGE}}}
+                   "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+                   "logprobs": {"type": "boolean", "nullable": True},
+                   "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20,
+                                    "nullable": True},
+                   "response_format": {"type": "object", "nullable": True},
+                   "tools": {"type": "array", "items": _TOOL, "nullable": True},
+                   "tool_choice": {"oneOf": [
+                       {"type": "string", "enum": ["auto", "none", "required"]},
+                       {"type": "object"}], "nullable": True},
+                   "parallel_tool_calls": {"type": "boolean", "nullable": True}}}
 _USAGE: Doc = {"type": "object", "required": ["prompt_tokens", "completion_tokens",
                                              "total_tokens"],
                "properties": {k: {"type": "integer", "minimum": 0}
                               for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
-_FINISH: Doc = {"type": "string", "enum": ["stop", "length"]}
+_FINISH: Doc = {"type": "string", "enum": ["stop", "length", "tool_calls"]}
 _COMPLETION: Doc = {
     "type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
     "properties": {"id": {"type": "string"}, "object": {"type": "string"},
@@ -166,6 +189,17 @@ _EMBEDDINGS: Doc = {
                                       "embedding": {"oneOf": [
                                           {"type": "array", "items": {"type": "number"}},
                                           {"type": "string"}]}}}}}}
+
+
+_UNAUTHORIZED: Doc = {  # llmos.web.api_keys.unauthorized
+    "type": "object", "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["message", "type", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "code": {"type": "string"}}}}}
+_BEARER: Doc = {"type": "http", "scheme": "bearer",
+                "description": "an API key (server.api_keys_file, or the llmos-api-keys "
+                               "credential on the appliance)"}
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -302,14 +336,27 @@ def _openai_paths(llms: list[str], embedders: list[str]) -> Doc:
     return paths
 
 
+def _require_keys(doc: Doc) -> Doc:
+    """Every operation but the probes needs ``Authorization: Bearer`` (401 without)."""
+    doc["components"] = {"securitySchemes": {"bearer": _BEARER}}
+    for path, ops in doc["paths"].items():
+        if path in OPEN_PATHS:
+            continue
+        for op in ops.values():
+            op["security"] = [{"bearer": []}]
+            op["responses"]["401"] = _json(_UNAUTHORIZED, "no valid API key")
+    return doc
+
+
 def document(models: list[str] | None = None, llms: list[str] | None = None,
-             versions: list[str] | None = None, embedders: list[str] | None = None) -> Doc:
+             versions: list[str] | None = None, embedders: list[str] | None = None,
+             keys_required: bool = False) -> Doc:
     """The OpenAPI 3.0 document; ``models`` (all), ``llms`` (the language models),
     ``versions`` and ``embedders`` (the embedding models): the values served now, given as
-    the parameters' (none: any string)."""
+    the parameters' (none: any string); ``keys_required``: the listener asks for API keys."""
     model = _path_param("model", models or [])
     version = _path_param("version", versions or [])
-    return {
+    doc: Doc = {
         "openapi": "3.0.3",
         "info": {"title": "LLM OS inference API", "version": __version__,
                  "description": "Open Inference Protocol v2 (tensor and embedding models), "
@@ -319,6 +366,7 @@ def document(models: list[str] | None = None, llms: list[str] | None = None,
         "paths": {**_server_paths(), **_repository_paths(model), **_model_paths(model, version),
                   **_openai_paths(llms or [], embedders or [])},
     }
+    return _require_keys(doc) if keys_required else doc
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -327,7 +375,8 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document([st.name for st in index],
                                       [c.name for c in cards if c.kind == "causal-lm"],
                                       sorted({st.version for st in index}),
-                                      [c.name for c in cards if c.kind == "embedding"]))
+                                      [c.name for c in cards if c.kind == "embedding"],
+                                      request.app.get(KEYS_REQUIRED, False)))
 
 
 def setup(app: web.Application) -> None:

@@ -49,10 +49,11 @@ async def ready(request: web.Request) -> web.Response:
 
 async def model_metadata(request: web.Request) -> web.Response:
     name, version = request.match_info["model"], request.match_info.get("version")
-    manifest = request.app[DATAPLANE].metadata(name, version)
+    plane = request.app[DATAPLANE]
+    manifest = plane.metadata(name, version)
     return _json({
         "name": name,
-        "versions": [manifest.version],
+        "versions": list(plane.versions(name)),
         "platform": PLATFORMS.get(manifest.runtime, manifest.runtime),
         "inputs": _specs(manifest.inputs),
         "outputs": _specs(manifest.outputs),

@@ -184,6 +184,8 @@ function pageOverview() {
       el("div", { class: "grid grid-2" },
         card("Fleet key", "what unlocks the sealed packs", keyDetails(key)),
         card("TPM measurements", "PCRs, SHA-256 bank", pcrTable(o.tpm))),
+      o.tls ? card("Admin page certificate", `${o.tls.origin}; compare with the fingerprint on the console`,
+        el("dl", { class: "kv" }, el("dt", {}, "SHA-256"), el("dd", { class: "mono", id: "tls-fingerprint" }, o.tls.fingerprint_sha256))) : null,
       card("Boot events", "this boot's journal, newest first", journalTable(o.boot)));
   });
 }
@@ -292,7 +294,7 @@ function uploadCard(reload) {
     button.disabled = false;
     await reload();
   };
-  return card("Upload a sealed pack", "checked, stored encrypted, then loaded",
+  return card("Upload a sealed pack", "checked, stored encrypted, then loaded; another version of a serving model takes over once warm",
     el("div", { class: "row" }, el("div", { class: "grow" }, input),
       el("button", { class: "btn btn-primary", id: "upload", onclick: (e) => send(e.currentTarget) }, "Upload and load")), status);
 }
@@ -313,6 +315,9 @@ function pageModels() {
         el("td", { class: "num" }, fmt.seconds(m.load_time_s)),
         el("td", {}, modelActions(m, reload))));
       if (m.reason) rows.push(el("tr", { class: "reason" }, el("td", { colspan: 8 }, `${m.error_type ? m.error_type + ": " : ""}${m.reason}`)));
+      const u = m.update;
+      if (u) rows.push(el("tr", { class: "reason", "data-update": u.state }, el("td", { colspan: 8 },
+        `Update to v${u.version} (from v${u.previous}): ${u.state}${u.reason ? ` — ${u.reason}` : ""}`)));
     }
     replace(list, rows.length ? table(["Model", "State", "Runtime", { label: "Pack", num: true }, { label: "Unpacked", num: true },
       { label: "Ratio", num: true }, { label: "Load time", num: true }, "Actions"], rows)

@@ -1,0 +1,128 @@
+"""The listeners' TLS certificates: one provided, or a self-signed one made once.
+
+With ``admin.tls`` (the admin page) or ``server.tls`` (the inference API) on, that listener
+speaks HTTPS only. Its certificate is, in order:
+
+1. ``<section>.tls_cert`` / ``<section>.tls_key`` (PEM files), or the systemd credentials
+   ``llmos-<role>-tls-cert`` / ``llmos-<role>-tls-key`` (the appliance's way, like the admin
+   password);
+2. otherwise a self-signed one (EC P-256, ten years, this host's name, ``localhost`` and
+   127.0.0.1), made at the first start in ``<state_dir>/<role>-tls/`` (the key 0600) and
+   kept, so clients that trusted it keep trusting it.
+
+Its SHA-256 fingerprint is logged at every start (the console on the appliance) and the
+admin page's is shown on its overview: comparing the two is how an operator trusts a
+self-signed certificate. Session cookies are ``Secure`` on such a listener
+(``request.secure``). This is the one module that makes certificates (``cryptography``'s
+x509).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from llmos.config import Config
+from llmos.errors import ConfigError
+from llmos.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+VALID_DAYS = 3650
+#: listener role -> its settings' section
+SECTIONS = {"admin": "admin", "api": "server"}
+
+
+def credential_names(role: str) -> tuple[str, str]:
+    return f"llmos-{role}-tls-cert", f"llmos-{role}-tls-key"
+
+
+@dataclass(frozen=True)
+class Certificate:
+    cert: Path
+    key: Path
+    fingerprint: str  # SHA-256 of the DER certificate, "AB:CD:..."
+    origin: str  # "configured", "credential", "self-signed"
+
+    def context(self) -> ssl.SSLContext:
+        """A server-side context: TLS 1.2 or later, this certificate."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+    def to_dict(self) -> dict[str, str]:
+        return {"fingerprint_sha256": self.fingerprint, "origin": self.origin}
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    digest = x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256())
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+def _loaded(cert: Path, key: Path, origin: str) -> Certificate:
+    try:
+        found = fingerprint(cert.read_bytes())
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        raise ConfigError(f"the admin TLS certificate {cert} (key {key}) does not load: {exc}",
+                          "give a PEM certificate and its private key, or remove them to "
+                          "use a self-signed certificate") from exc
+    return Certificate(cert, key, found, origin)
+
+
+def make_self_signed(directory: Path, hostname: str | None = None) -> Certificate:
+    """The self-signed certificate in ``directory``, made now if there is none."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if cert.is_file() and key.is_file():
+        return _loaded(cert, key, "self-signed")
+    host = hostname or socket.gethostname() or "llmos"
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{host} (LLM OS)")])
+    now = datetime.datetime.now(datetime.UTC)
+    names: list[x509.GeneralName] = [x509.DNSName(host), x509.DNSName("localhost"),
+                                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(private.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(private, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(key, [private.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption())], mode=0o600)
+    atomic_write(cert, [certificate.public_bytes(serialization.Encoding.PEM)])
+    log.info("admin: made a self-signed TLS certificate in %s", directory)
+    return _loaded(cert, key, "self-signed")
+
+
+def certificate(cfg: Config, environ: Mapping[str, str], role: str) -> Certificate | None:
+    """The certificate of listener ``role`` ("admin", "api"); None: it speaks plain HTTP."""
+    section = SECTIONS[role]
+    if not cfg[f"{section}.tls"]:
+        return None
+    cert, key = cfg[f"{section}.tls_cert"], cfg[f"{section}.tls_key"]
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{section}.tls_cert and {section}.tls_key go together",
+                          "give both, or neither for a self-signed certificate")
+    if cert is not None:
+        return _loaded(cert, key, "configured")
+    creds = environ.get("CREDENTIALS_DIRECTORY")
+    cert_name, key_name = credential_names(role)
+    if creds and (Path(creds) / cert_name).is_file():
+        return _loaded(Path(creds) / cert_name, Path(creds) / key_name, "credential")
+    return make_self_signed(Path(cfg["server.state_dir"]) / f"{role}-tls")
