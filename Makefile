@@ -15,9 +15,12 @@ STAMPS   := $(BUILD)/stamps
 KEYS     := $(BUILD)/keys
 DEMO     := $(BUILD)/demo
 FLEETKEY := $(KEYS)/fleet.key
+# Secure Boot (PK/KEK/db; db also signs the expected PCR 11 values) and the OVMF variable
+# store with them enrolled: test keys made once per checkout (image/keys.sh).
+SBVARS   := $(KEYS)/secureboot/OVMF_VARS.fd
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image image-nvidia run bench bench-quick clean
+.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image image-update image-nvidia run bench bench-quick clean
 
 help:
 	@echo "make run        build the image (demo models sealed in) and boot it in QEMU with swtpm"
@@ -54,7 +57,10 @@ $(FLEETKEY): | $(STAMPS)/venv
 	@mkdir -p $(KEYS)
 	$(VENV)/bin/llmos keygen --out $@
 
-keys: $(FLEETKEY)
+$(SBVARS): image/keys.sh | $(STAMPS)/venv
+	VENV_BIN=$(VENV)/bin bash image/keys.sh $(KEYS)
+
+keys: $(FLEETKEY) $(SBVARS)
 
 demo-packs: $(STAMPS)/venv $(FLEETKEY)
 	$(VENV)/bin/llmos demo build --out $(DEMO) --key $(FLEETKEY)
@@ -68,11 +74,11 @@ test-fast: $(STAMPS)/venv
 	$(PY) -m pytest -m "not boot" $(PYTEST_ARGS)
 
 # Lint first: ruff and mypy --strict take a minute and fail sooner than the suite.
-test: deps $(STAMPS)/venv lint demo-packs image
+test: deps $(STAMPS)/venv lint demo-packs image image-update
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # QEMU boot tests only (tests/boot; the image is built first, never by the tests).
-test-boot: deps $(STAMPS)/venv demo-packs image
+test-boot: deps $(STAMPS)/venv demo-packs image image-update
 	$(PY) -m pytest -m boot tests/boot $(PYTEST_ARGS)
 
 # On a machine with an NVIDIA GPU (elsewhere they skip, saying why). The CUDA provider
@@ -108,11 +114,16 @@ bench-quick: $(STAMPS)/venv demo-packs
 # --- the appliance image and the VM ----------------------------------------------------
 # image/build.sh rebuilds only when its inputs changed (hash of image/, the userland, the
 # wheel pins, the packs); mkosi's incremental cache keeps the installed packages.
-image: deps $(STAMPS)/venv demo-packs
+image: deps $(STAMPS)/venv demo-packs $(SBVARS)
 	PY=$(PY) bash image/build.sh default
 
+# The same image built again with one file more (build/image-update/): the boot tests' update
+# signed by the same keys, which must get the fleet key without re-enrollment.
+image-update: image
+	LLMOS_IMAGE_OUT=$(BUILD)/image-update LLMOS_BUILD_TAG=update PY=$(PY) bash image/build.sh default
+
 # Hardware image with the NVIDIA driver and onnxruntime-gpu (not part of make test).
-image-nvidia: deps $(STAMPS)/venv demo-packs
+image-nvidia: deps $(STAMPS)/venv demo-packs $(SBVARS)
 	PY=$(PY) bash image/build.sh nvidia
 
 # Boot the image in QEMU with a persistent swtpm (state in build/vm/run/). RUN_ARGS:

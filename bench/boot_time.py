@@ -7,17 +7,19 @@ credential (its enrollment boot, reported apart), then ``--repeat`` times each:
 
 - *ready*: an ordinary boot; the time from starting QEMU until ``/v2/health/ready``
   answers 200 on the forwarded port (every model loaded and warm);
-- *floor*: the same disk and TPM with the supervisor masked (``systemd.mask=llmos.service``
-  appended to the kernel command line by systemd-stub from an SMBIOS type 11 string,
-  ``io.systemd.stub.kernel-cmdline-extra``); the time until multi-user.target became
+- *floor*: the same disk and TPM with the supervisor skipped (``llmos.floor`` appended to the
+  kernel command line by systemd-stub from an SMBIOS type 11 string,
+  ``io.systemd.stub.kernel-cmdline-extra``; llmos.service has
+  ``ConditionKernelCommandLine=!llmos.floor``: an attacker gains nothing by it, and the
+  appended text changes PCR 12, so such a boot never gets the key); the time until
+  multi-user.target became
   active: the arrival of the guest's boot report line on the serial console, less the
   guest's own clock from that target to the report's start (the report unit waits for
   systemd to start it; ``llmos_vm.report``).
 
-Then one *restart* boot: a ready boot whose supervisor systemd restarts once, right after its
-first READY=1 (a unit drop-in passed as a credential, ``RESTART``). Its second start-up is
-warm: QEMU has translated its code, the guest caches its files and the rest of the boot is
-over; it says what the start-up costs without those one-time costs.
+There is no *restart* boot any more (a supervisor restarted by a unit drop-in credential,
+to time a warm start-up): the image honours no drop-ins from credentials, and a supervisor
+restarted within a boot cannot have the fleet key released again (docs/security.md).
 
 Both clocks start when QEMU starts, so firmware, kernel and userspace count alike. The ratio
 is median(ready) / median(floor); each pair's own ratio (``pair_ratios``) shows how far the
@@ -61,12 +63,8 @@ log = logging.getLogger("bench.boot_time")
 # had used by then (llmos.hw.usage: age, CPU, main thread, page faults, waits).
 USAGE_MARKERS = {"imports": "supervisor code loaded ", "ready": "start-up finished: "}
 UNIT = "llmos.service"
-MASK = f"systemd.mask={UNIT}"
-# A unit drop-in (passed as a credential) that restarts the supervisor once, as soon as its
-# first start has sent READY=1; "+": as root, outside the unit's read-only sandbox.
-RESTART = ("[Service]\n"
-           "ExecStartPost=+/bin/sh -c '[ -e /run/llmos-bench-restarted ] || "
-           "{ touch /run/llmos-bench-restarted; systemctl --no-block restart " + UNIT + "; }'\n")
+# Skips the supervisor (ConditionKernelCommandLine=!llmos.floor in llmos.service).
+MASK = "llmos.floor"
 TARGET = 1.3  # boot-to-ready over the floor (bench/BOOT.md)
 GUEST_CPUS = 2  # -smp of every boot measured here, as many as CI's host has cores
 TIMEOUT_S = 30 * 60.0
@@ -181,23 +179,6 @@ def measure(vm: VmDir, label: str, smbios: Sequence[str], api_port: int, accel: 
     return sample
 
 
-def measure_restart(vm: VmDir, label: str, accel: str) -> tuple[StartUp, StartUp]:
-    """Boot once with the supervisor restarted right after its first READY=1 (RESTART):
-    its first start-up and the one after, warm (QEMU has translated its code already, the
-    guest caches its files, the rest of the boot is over)."""
-    dropin = credentials.credential(f"systemd.unit-dropin.{UNIT}", RESTART.encode())
-    with Boot(vm, label=label, smbios=[dropin], cpus=GUEST_CPUS, accelerator=accel) as boot:
-        def two_start_ups() -> list[str] | None:
-            texts = usage_texts(boot.console(), "ready")
-            return texts if len(texts) >= 2 else None
-
-        texts = boot.wait_until(two_start_ups, timeout_s=TIMEOUT_S, interval_s=POLL_S,
-                                what=f"boot {label}: the supervisor's second start-up")
-    first, again = (StartUp.of(text) for text in texts[:2])
-    log.info("%s: first start-up %s, again %s", label, first, again)
-    return first, again
-
-
 def sample_of(label: str, ready_s: float | None, report_s: float, fields: dict[str, str],
               usage: dict[str, str] | None) -> BootSample:
     """A boot's sample from the fields of its report (``llmos_vm.report.fields``)."""
@@ -264,12 +245,9 @@ def _medians(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return {key: round(statistics.median(row[key] for row in rows), 2) for key in rows[0]}
 
 
-def _start_up_rows(room: dict[str, float], first: StartUp, again: StartUp) -> str:
+def _start_up_rows(room: dict[str, float]) -> str:
     return (f"| supervisor start to READY=1 (guest clock) / room at {TARGET}x | "
-            f"{room['start_up_s']:.1f} / {room['start_up_room_s']:.1f} |\n"
-            f"| one boot's supervisor start-ups: first / restarted at once (warm) | "
-            f"{first.seconds:.1f} s, {first.cpu_s:.1f} CPU-s / {again.seconds:.1f} s, "
-            f"{again.cpu_s:.1f} CPU-s |\n")
+            f"{room['start_up_s']:.1f} / {room['start_up_room_s']:.1f} |\n")
 
 
 def _work_rows(work: dict[str, float]) -> str:
@@ -320,7 +298,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "SMBIOS kernel-cmdline-extra string")
     if any(s.supervisor != "active" for s in ready):
         raise SystemExit("a ready boot's supervisor was not active")
-    first_start, warm_start = measure_restart(vm, "restart", args.accel)
 
     ready_s = statistics.median(s.ready_s for s in ready if s.ready_s is not None)
     floor_s = statistics.median(s.to_multi_user_s for s in floor)
@@ -339,7 +316,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "boot_to_ready_s": round(ready_s, 1), "floor_multi_user_s": round(floor_s, 1),
         "ratio": round(ratio, 2), "pair_ratios": pairs, "target_ratio": TARGET,
         "cpu_work": work, "start_up": room,
-        "restart": {"first": asdict(first_start), "again": asdict(warm_start)},
         "first_boot_to_ready_s": first.ready_s and round(first.ready_s, 1),
         "samples": [asdict(s) for s in (first, *ready, *floor)],
         "image_raw_bytes": raw, "image_zstd_bytes": compressed, "zstd_level": args.zstd_level,
@@ -354,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| boot to ready (median of {args.repeat}) | {ready_s:.1f} |\n"
         f"| boot to multi-user, supervisor masked | {floor_s:.1f} |\n"
         f"| ratio (each pair: {min(pairs):.2f}-{max(pairs):.2f}) | {ratio:.2f} |\n"
-        f"{_work_rows(work)}{_start_up_rows(room, first_start, warm_start)}\n"
+        f"{_work_rows(work)}{_start_up_rows(room)}\n"
         f"| image | MB |\n|---|---|\n| raw | {raw / mb:.0f} |\n"
         f"| zstd -{args.zstd_level} | {compressed / mb:.0f} |\n"
         f"| zstd, without the sealed packs ({packs_bytes / mb:.0f} MB) | "

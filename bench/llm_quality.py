@@ -6,8 +6,9 @@ in non-overlapping windows, each read from an empty cache, with the packs' own g
 (``logits_to_keep`` = the window) on onnxruntime. transformers on the float32 weights
 gives the reference figure the float32 pack must match.
 
-Variants: float32; int8 as served (8-bit weight blocks, int8 compute) and classic dynamic
-int8 (one activation scale per tensor); int4 (weight blocks of 32); float32 with
+Variants: float32; int4-exact as served (the GGUF's 4-bit and 8-bit grids kept, float32
+compute; see bench/llm_agreement.py for why); int8 (8-bit weight blocks, int8 compute) and
+classic dynamic int8 (one activation scale per tensor); int4 (weight blocks of 32); float32 with
 unstructured magnitude pruning of the projection matrices at 30 % and 50 % sparsity
 (the zeros only pay off once zstd compresses the pack). Results:
 ``bench/results/llm_quality.md``.
@@ -60,7 +61,9 @@ class Variant:
 
 VARIANTS = (
     Variant("float32", "smollm2-fp32", "none"),
-    Variant("int8: 8-bit weight blocks, int8 compute (served)", "smollm2", "int8"),
+    Variant("int4-exact: the GGUF's own grids, float32 compute (served)", "smollm2",
+            "int4-exact"),
+    Variant("int8: 8-bit weight blocks, int8 compute", "smollm2-int8", "int8"),
     Variant("int8: classic dynamic, one activation scale per tensor", "smollm2-int8-dynamic",
             "int8-dynamic"),
     Variant("int4: 4-bit weight blocks", "smollm2-int4", "int4"),

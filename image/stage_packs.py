@@ -31,9 +31,11 @@ IMAGE_PACKS_DIR = "/usr/share/llmos/packs"
 IMAGE_BLOB = "/var/lib/llmos/fleet-key.tpm2"
 API_PORT = 8000
 ADMIN_PORT = 8001
-# PCR 7 (Secure Boot policy: state, PK/KEK/db/dbx) survives kernel and image updates,
-# which PCRs 4/11 do not; see README.md, "Why PCR 7".
-PCRS = "7"
+# Fixed values: PCR 7 (Secure Boot on, our PK/KEK/db/dbx) survives image updates; PCRs 12
+# and 13 stay empty unless something outside the signed UKI is added to the boot (a command
+# line extension from SMBIOS, credentials or system extensions from the ESP). PCR 11 (the
+# signed UKI itself) is bound through the signature instead (docs/security.md).
+PCRS = "7+12+13"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ def render(packs: Sequence[PackInfo]) -> str:
         'provider = "tpm2"',
         f"tpm2_blob = {_toml_str(IMAGE_BLOB)}",
         f"tpm2_pcrs = {_toml_str(PCRS)}",
+        "# PCR 11 through the signature the signed UKI carries (docs/security.md).",
+        'tpm2_signed_pcrs = "11"',
         'tpm2_device = "auto"',
         "",
         "[memory]",

@@ -47,6 +47,12 @@ def put(image: Path, dest: str, data: bytes) -> None:
         _run(["mcopy", "-o", "-i", target, f.name, "::/" + "/".join(parts)])
 
 
+def list_dir(image: Path, directory: str) -> list[str]:
+    """The names in ``directory`` of the image's ESP."""
+    out = _run(["mdir", "-b", "-i", _target(image), "::/" + directory.strip("/")])
+    return [line.rstrip("/").rsplit("/", 1)[-1] for line in out.splitlines() if line.strip()]
+
+
 def exists(image: Path, path: str) -> bool:
     return _exists(_target(image), path)
 

@@ -83,7 +83,8 @@ class Boot:
     """One power cycle of a VM (a context manager); the guest is powered down on exit."""
 
     def __init__(self, vm: VmDir, *, label: str, forwards: Sequence[qemu.Forward] = (),
-                 smbios: Sequence[str] = (), console_on_terminal: bool = False,
+                 smbios: Sequence[str] = (), fw_cfg: Sequence[tuple[str, Path]] = (),
+                 console_on_terminal: bool = False,
                  firmware: ovmf.Ovmf | None = None, memory_mib: int = 2048,
                  cpus: int = 2, accelerator: str | None = None) -> None:
         self.vm = vm
@@ -95,7 +96,7 @@ class Boot:
             disk=vm.disk, ovmf_code=fw.code, ovmf_vars=vm.ovmf_vars,
             tpm_socket=vm.tpm.socket, qmp_socket=vm.qmp_socket, serial_log=self.serial_log,
             accel=self.accel, memory_mib=memory_mib, cpus=cpus, forwards=tuple(forwards),
-            smbios=tuple(smbios))
+            smbios=tuple(smbios), secure_boot=fw.secure_boot, fw_cfg=tuple(fw_cfg))
         self._swtpm = Swtpm(vm.tpm)
         self._proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0  # time.monotonic() when QEMU was started

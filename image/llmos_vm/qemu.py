@@ -31,6 +31,8 @@ class VmConfig:
     cpus: int = 2
     forwards: tuple[Forward, ...] = ()
     smbios: tuple[str, ...] = field(default_factory=tuple)  # type 11 strings
+    secure_boot: bool = False  # OVMF's Secure Boot build: SMM on, key store writable by it alone
+    fw_cfg: tuple[tuple[str, Path], ...] = ()  # -fw_cfg name=NAME,file=PATH (e.g. credentials)
 
 
 MACHINE_OFF = "sata=off,i8042=off,smbus=off"
@@ -38,13 +40,14 @@ MACHINE_OFF = "sata=off,i8042=off,smbus=off"
 
 def argv(cfg: VmConfig) -> list[str]:
     """q35, no VGA (the framebuffer console costs ~20 s under TCG), serial console only."""
+    machine = f"q35,accel={cfg.accel},{MACHINE_OFF}" + (",smm=on" if cfg.secure_boot else "")
     fwd = "".join(f",hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in cfg.forwards)
     cmd = [
         "qemu-system-x86_64",
         # Without the q35 devices the appliance never uses (its SATA controller, PS/2
         # keyboard controller, SMBus): the guest kernel neither loads nor probes their
         # drivers while the supervisor starts.
-        "-machine", f"q35,accel={cfg.accel},{MACHINE_OFF}",
+        "-machine", machine,
         "-cpu", cpu_for(cfg.accel),
         "-smp", str(cfg.cpus),
         "-m", f"{cfg.memory_mib}M",
@@ -70,6 +73,11 @@ def argv(cfg: VmConfig) -> list[str]:
         # On the terminal, the serial console shares it with QEMU's monitor (Ctrl-A c).
         "-serial", f"file:{cfg.serial_log}" if cfg.serial_log else "mon:stdio",
     ]
+    if cfg.secure_boot:
+        # Only code running in SMM may write the flash that holds PK/KEK/db.
+        cmd += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+    for name, path in cfg.fw_cfg:
+        cmd += ["-fw_cfg", f"name={name},file={path}"]
     for s in cfg.smbios:
         cmd += ["-smbios", smbios_option(s)]
     return cmd

@@ -4,15 +4,25 @@ They never build the image: ``make test`` builds it first (``make image``); run 
 without one, they fail at once saying so. Each VM lives under build/test-boot/ (a qcow2
 overlay on the pristine image, its own OVMF variables and swtpm state; wiped at the start
 of a session, kept afterwards for the console logs).
+
+Boots are the suite's expensive part (minutes each under TCG), so one enrollment boot
+serves them all: ``first_boot`` boots a fresh VM with the provisioning credential, reads
+everything the tests check while it is up (``FirstBoot``), and keeps a snapshot of the
+enrolled machine (disk overlay, TPM state, firmware variables) that the attack tests clone.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +31,22 @@ sys.path.insert(0, str(ROOT / "image"))  # llmos_vm, stage_packs, requirements
 IMAGE = ROOT / "build" / "image" / "llmos.raw"
 FLEET_KEY = ROOT / "build" / "keys" / "fleet.key"
 DEMO = ROOT / "build" / "demo"
-LAB = ROOT / "build" / "test-boot"
+# LLMOS_TEST_LAB: another directory, so that two sessions (e.g. the attack tests beside the
+# others) can run at once without wiping each other's VMs.
+LAB = Path(os.environ.get("LLMOS_TEST_LAB") or ROOT / "build" / "test-boot")
+
+from llmos_vm import credentials, http, ovmf  # noqa: E402 (needs the path above)
+from llmos_vm.machine import Boot, VmDir  # noqa: E402
+from llmos_vm.qemu import Forward  # noqa: E402
+
+from . import guest  # noqa: E402
+
+EMBEDDING_MODEL = "minilm"
+CHAT_MODEL = "smollm2"
+TEXTS = ["A man is playing a guitar on the stage.",
+         "Sealed model packs are decrypted in memory and never written to disk in plaintext.",
+         "ok"]
+ADMIN_PASSWORD = "boot-test-admin-password"
 
 
 def free_port() -> int:
@@ -52,3 +77,94 @@ def lab() -> Path:
     shutil.rmtree(LAB, ignore_errors=True)
     LAB.mkdir(parents=True)
     return LAB
+
+
+class Vm:
+    """A test VM: its directory and the ports its boots forward (API, admin)."""
+
+    def __init__(self, root: Path, base: Path) -> None:
+        self.dir = VmDir(root)
+        self.dir.prepare(base, ovmf.find())
+        self.api_port, self.admin_port = free_port(), free_port()
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def boot(self, label: str, *smbios: str,
+             fw_cfg: tuple[tuple[str, Path], ...] = ()) -> Boot:
+        return Boot(self.dir, label=label, smbios=smbios, fw_cfg=fw_cfg,
+                    forwards=[Forward(self.api_port, 8000), Forward(self.admin_port, 8001)])
+
+
+@dataclass(frozen=True)
+class FirstBoot:
+    """The enrollment boot of VM "a", as seen while it was up (the tests assert on it)."""
+
+    vm: Vm
+    enrolled: VmDir  # a snapshot of the machine right after this boot, for the clones
+    health: dict[str, Any]
+    console: str
+    report: dict[str, str]
+    cpus: int
+    embeddings: np.ndarray | AssertionError  # see ``result``
+    metrics: guest.Samples | AssertionError
+    chat: dict[str, Any] | AssertionError
+    admin_login_status: int | None
+    clean_shutdown: bool | None
+    settled_s: float  # QEMU start to a settled /health
+
+
+T = TypeVar("T")
+
+
+def outcome(request: Callable[[], T]) -> T | AssertionError:
+    """What ``request`` returned, or the AssertionError it failed with."""
+    try:
+        return request()
+    except AssertionError as exc:
+        return exc
+
+
+def result(value: T | AssertionError) -> T:
+    """The value of a request kept by ``outcome``; fails the test if the request failed."""
+    if isinstance(value, AssertionError):
+        raise value
+    return value
+
+
+def _snapshot(vm: VmDir, dest: VmDir) -> VmDir:
+    """A copy of ``vm`` as it is now (powered off): later boots of ``vm`` do not change it.
+    The disk overlay is copied (it names the built image as its base, not ``vm``)."""
+    dest.root.mkdir(parents=True)
+    shutil.copyfile(vm.disk, dest.disk)
+    shutil.copyfile(vm.ovmf_vars, dest.ovmf_vars)
+    shutil.copytree(vm.tpm.directory, dest.tpm.directory,
+                    ignore=shutil.ignore_patterns("*.sock", "*.pid", "*.log"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def first_boot(lab: Path, image: Path, fleet_key: Path) -> FirstBoot:
+    """VM "a" booted once with the provisioning credentials (fleet key, admin password):
+    it seals the key to its TPM and serves; every request the tests judge is made here."""
+    vm = Vm(lab / "a", image)
+    smbios = (credentials.credential("llmos-provision-key", fleet_key.read_bytes()),
+              credentials.credential("llmos-admin-password", ADMIN_PASSWORD.encode()))
+    with vm.boot("1-first", *smbios) as boot:
+        health = guest.settled_health(boot, vm.api)
+        settled_s = boot.elapsed()
+        assert health["status"] == "ready", ("the enrollment boot does not serve",
+                                             health["reasons"])
+        report = guest.boot_report(boot)
+        # A request that fails is kept as its failure and judged by test_appliance, so
+        # that the attack tests, which need only the enrolled machine, still run.
+        embeddings = outcome(lambda: guest.embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
+        metrics = outcome(lambda: guest.metrics(vm.api))
+        chat = outcome(lambda: guest.chat(vm.api, CHAT_MODEL, "What is the capital of France?",
+                                           max_tokens=8))
+        login = http.request(f"http://127.0.0.1:{vm.admin_port}/login")
+        console = boot.console()
+    return FirstBoot(vm, _snapshot(vm.dir, VmDir(lab / "enrolled")), health, console, report,
+                     boot.config.cpus, embeddings, metrics, chat,
+                     None if login is None else login.status, boot.clean_shutdown, settled_s)

@@ -1,11 +1,13 @@
 """The appliance, booted: first boot, second boot, another TPM, and what stays on the disk.
 
 One VM ("a") boots twice: first with the fleet key as provisioning credential (it seals the
-key to its TPM), then without it (the TPM alone releases the key). The same disk then boots
-in a second machine ("c": a fresh TPM), which must serve nothing and say why without
-crash-looping. A third machine ("e") is provisioned as hardware is: the key file on the
-ESP of the flashed disk, deleted once sealed. Last, every disk image involved is searched
-for the models' plaintext.
+key to its TPM; the session's ``first_boot``, whose snapshot the attack tests clone too),
+then without it (the TPM alone releases the key), with hostile credentials from the
+hypervisor that must add no code (attack a of test_attacks.py, on this boot to spare one).
+The same disk then boots in a second machine ("c": a fresh TPM), which must serve nothing
+and say why without crash-looping. A third machine ("e") is provisioned as hardware is: the
+key file on the ESP of the flashed disk, deleted once sealed. Last, every disk image
+involved is searched for the models' plaintext.
 Each boot runs all of its checks while it is up; the tests run in this order.
 """
 
@@ -17,50 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llmos_vm import credentials, esp, http, ovmf
+from llmos_vm import esp, http
 from llmos_vm.disk import find_all
-from llmos_vm.machine import Boot, VmDir
-from llmos_vm.qemu import Forward
 from stage_packs import read_list
 
 from llmos.vault.sealed import SealedPack
 
-from . import guest, reference
-from .conftest import DEMO, ROOT, free_port
+from . import attacks, guest, reference
+from .conftest import CHAT_MODEL, DEMO, EMBEDDING_MODEL, ROOT, TEXTS, FirstBoot, Vm, outcome, result
 
 pytestmark = [pytest.mark.boot, pytest.mark.timeout(45 * 60)]
 
-EMBEDDING_MODEL = "minilm"
-CHAT_MODEL = "smollm2"
-TEXTS = ["A man is playing a guitar on the stage.",
-         "Sealed model packs are decrypted in memory and never written to disk in plaintext.",
-         "ok"]
-ADMIN_PASSWORD = "boot-test-admin-password"
 # Same pack, same onnxruntime version; the guest's emulated CPU may pick other kernels.
 MIN_COSINE = 0.9999
 MAX_ABS_DIFF = 2e-3
-
-
-class Vm:
-    """A VM of this module: its directory and the ports its boots forward."""
-
-    def __init__(self, root: Path, base: Path) -> None:
-        self.dir = VmDir(root)
-        self.dir.prepare(base, ovmf.find())
-        self.api_port, self.admin_port = free_port(), free_port()
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    def boot(self, label: str, *smbios: str) -> Boot:
-        return Boot(self.dir, label=label, smbios=smbios,
-                    forwards=[Forward(self.api_port, 8000), Forward(self.admin_port, 8001)])
-
-
-@pytest.fixture(scope="module")
-def vm_a(lab: Path, image: Path) -> Vm:
-    return Vm(lab / "a", image)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +40,7 @@ def reference_embeddings(fleet_key: Path) -> np.ndarray:
     return reference.embed(DEMO / f"{EMBEDDING_MODEL}.sealed", fleet_key, TEXTS)
 
 
-def _assert_embeddings_match(api: str, expected: np.ndarray) -> None:
-    served = guest.embeddings(api, EMBEDDING_MODEL, TEXTS)
+def _assert_embeddings_match(served: np.ndarray, expected: np.ndarray) -> None:
     assert served.shape == expected.shape
     assert np.all(reference.cosine(served, expected) > MIN_COSINE), \
         reference.cosine(served, expected)
@@ -89,7 +60,7 @@ def _plain_sizes() -> dict[str, int]:
     return {m.name: m.size_plain for m in manifests}
 
 
-def _assert_weights_pinned_on_hugepages(api: str) -> None:
+def _assert_weights_pinned_on_hugepages(m: guest.Samples) -> None:
     """The kernel command line reserved a pool; the decrypted weights fill it, nothing else.
 
     Each pack is decrypted into one hugepage mapping, within a page of its plaintext size.
@@ -98,7 +69,6 @@ def _assert_weights_pinned_on_hugepages(api: str) -> None:
     the kernel does not count them as locked. Every other page of the supervisor is locked
     (``memory.lock_process``): the runtime's own copies too.
     """
-    m = guest.metrics(api)
     plain = _plain_sizes()
     page = 2 * 1024 * 1024
     total, free = m[("llmos_hugepages_total", ())], m[("llmos_hugepages_free", ())]
@@ -134,48 +104,58 @@ def _assert_cpu_time_adds_up(report: dict[str, str], cpus: int) -> None:
     assert 0.8 * cpus * uptime <= busy + idle <= 1.01 * cpus * uptime, (cpus, report)
 
 
-def test_first_boot_seals_the_key_and_serves(vm_a: Vm, fleet_key: Path,
+def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
                                              reference_embeddings: np.ndarray) -> None:
-    smbios = (credentials.credential("llmos-provision-key", fleet_key.read_bytes()),
-              credentials.credential("llmos-admin-password", ADMIN_PASSWORD.encode()))
-    with vm_a.boot("1-first", *smbios) as boot:
-        health = guest.settled_health(boot, vm_a.api)
-        _assert_serving(health)
-        assert "fleet key" in boot.console() and "enrolled in /var/lib/llmos/fleet-key.tpm2" \
-            in boot.console(), "no enrollment message on the console"
-        report = guest.boot_report(boot)
-        assert report["supervisor"] == "active"
-        _assert_cpu_time_adds_up(report, boot.config.cpus)
-        assert "login:" not in boot.console(), "a login prompt on the console"
-        _assert_embeddings_match(vm_a.api, reference_embeddings)
-        _assert_weights_pinned_on_hugepages(vm_a.api)
+    _assert_serving(first_boot.health)
+    key = first_boot.health["key"]
+    # The protected configuration, said by the appliance itself (docs/security.md).
+    assert key["secure_boot"] is True and key["policy_signed"] is True, key
+    assert key["protected"] is True, key
+    assert key["pcrs"] == "7+12+13" and key["signed_pcrs"] == "11", key
+    console = first_boot.console
+    assert "fleet key" in console and "enrolled in /var/lib/llmos/fleet-key.tpm2" in console, \
+        "no enrollment message on the console"
+    assert first_boot.report["supervisor"] == "active"
+    assert "login:" not in console, "a login prompt on the console"
+    _assert_embeddings_match(result(first_boot.embeddings), reference_embeddings)
+    _assert_weights_pinned_on_hugepages(result(first_boot.metrics))
 
-        # --- the LLM (smollm2 pack, OpenAI API): one greedy chat completion answers ------
-        answer = guest.chat(vm_a.api, CHAT_MODEL, "Name the capital of France.",
-                            max_tokens=8)
-        text = answer["choices"][0]["message"]["content"]
-        assert isinstance(text, str) and text.strip(), answer
-        assert 0 < answer["usage"]["completion_tokens"] <= 8, answer["usage"]
+    # --- the LLM (smollm2 pack, OpenAI API): one greedy chat completion answered ---------
+    answer = result(first_boot.chat)
+    text = answer["choices"][0]["message"]["content"]
+    assert isinstance(text, str) and "Paris" in text, answer
+    assert 0 < answer["usage"]["completion_tokens"] <= 8, answer["usage"]
 
-        login = http.request(f"http://127.0.0.1:{vm_a.admin_port}/login")
-        assert login is not None and login.status == 200, "admin page not reachable"
-    assert boot.clean_shutdown, "the guest did not power off on the ACPI request"
+    assert first_boot.admin_login_status == 200, "admin page not reachable"
+    assert first_boot.clean_shutdown, "the guest did not power off on the ACPI request"
+    # Last: on an oversubscribed host the guest loses timer ticks and this undercounts;
+    # what the boot showed above is judged either way.
+    _assert_cpu_time_adds_up(first_boot.report, first_boot.cpus)
 
 
-def test_second_boot_releases_the_key_from_the_tpm_alone(
-        vm_a: Vm, reference_embeddings: np.ndarray) -> None:
-    with vm_a.boot("2-second") as boot:  # no credential at all
-        health = guest.settled_health(boot, vm_a.api)
+def test_second_boot_releases_the_key_from_the_tpm_alone_and_takes_no_injected_code(
+        first_boot: FirstBoot, lab: Path, fleet_key: Path,
+        reference_embeddings: np.ndarray) -> None:
+    """No provisioning credential: the TPM alone releases the key. The hypervisor hands in
+    unit drop-ins, an extra unit, tmpfiles and sysctl lines (attack a): none is honoured."""
+    vm = first_boot.vm
+    hostile = attacks.hostile_credentials(lab / "a-hostile")
+    with vm.boot("2-second", *hostile.smbios, fw_cfg=hostile.fw_cfg) as boot:
+        health = guest.settled_health(boot, vm.api)
         _assert_serving(health)
         assert "sealing the fleet key" not in boot.console(), "enrollment ran again"
-        _assert_embeddings_match(vm_a.api, reference_embeddings)
-        _assert_weights_pinned_on_hugepages(vm_a.api)
+        assert guest.boot_report(boot)["supervisor"] == "active"
+        served = outcome(lambda: guest.embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
+        metrics = outcome(lambda: guest.metrics(vm.api))
     assert boot.clean_shutdown, "the guest did not power off on the ACPI request"
+    attacks.assert_no_key(boot, vm.dir, fleet_key)  # first: attack a, whatever else fails
+    _assert_embeddings_match(result(served), reference_embeddings)
+    _assert_weights_pinned_on_hugepages(result(metrics))
 
 
 def test_same_disk_with_another_tpm_serves_nothing_and_does_not_crash_loop(
-        vm_a: Vm, lab: Path) -> None:
-    vm_c = Vm(lab / "c", vm_a.dir.disk)  # vm_a's disk (copy-on-write), a brand-new TPM
+        first_boot: FirstBoot, lab: Path) -> None:
+    vm_c = Vm(lab / "c", first_boot.vm.dir.disk)  # vm_a's disk (copy-on-write), a brand-new TPM
     with vm_c.boot("3-other-tpm") as boot:
         health = guest.settled_health(boot, vm_c.api)
         assert health["status"] == "unavailable" and health["ready"] is False, health
@@ -209,7 +189,8 @@ def test_hardware_provisioning_from_a_key_file_on_the_esp(
         health = guest.settled_health(boot, vm_e.api)
         _assert_serving(health)
         assert "llmos/provision.key to the TPM (the file is deleted)" in boot.console()
-        _assert_embeddings_match(vm_e.api, reference_embeddings)
+        _assert_embeddings_match(guest.embeddings(vm_e.api, EMBEDDING_MODEL, TEXTS),
+                                 reference_embeddings)
     assert boot.clean_shutdown, "the guest did not power off on the ACPI request"
 
     after = lab / "e" / "after.raw"  # the disk as the guest left it
@@ -224,13 +205,13 @@ def test_hardware_provisioning_from_a_key_file_on_the_esp(
         after.unlink()
 
 
-def test_no_plaintext_model_bytes_on_any_disk(vm_a: Vm, lab: Path, image: Path,
+def test_no_plaintext_model_bytes_on_any_disk(first_boot: FirstBoot, lab: Path, image: Path,
                                              fleet_key: Path) -> None:
     names = read_list(ROOT / "image" / "packs.list")
     fragments = [f for name in names
                  for f in reference.plaintext_fragments(DEMO / f"{name}.sealed", fleet_key)]
     assert len(fragments) >= 4 * len(names), "too few distinctive plaintext fragments"
-    disks = [image, vm_a.dir.disk, lab / "c" / "disk.qcow2", lab / "e" / "disk.qcow2"]
+    disks = [image, first_boot.vm.dir.disk, lab / "c" / "disk.qcow2", lab / "e" / "disk.qcow2"]
     assert all(d.is_file() for d in disks), "the boot tests above did not all run"
     for disk in disks:
         hits = list(find_all(disk, fragments))

@@ -35,4 +35,20 @@ def test_kernel_command_line_has_console_and_hugepages_for_the_packs(image: Path
     assert "console=ttyS0,115200" in cmdline
     packs = select(read_packs(DEMO), read_list(ROOT / "image" / "packs.list"))
     assert f"hugepages={hugepages_for(packs)}" in cmdline, cmdline
-    assert any(a.startswith("root=PARTUUID=") for a in cmdline), cmdline
+    # The root file system is found and verified by its dm-verity root hash (no root=).
+    assert any(a.startswith("roothash=") for a in cmdline), cmdline
+    assert "ro" in cmdline and not any(a.startswith("root=") for a in cmdline), cmdline
+
+
+def test_uki_and_boot_loader_are_signed_for_secure_boot(image: Path) -> None:
+    import subprocess
+
+    cert = ROOT / "build" / "keys" / "secureboot" / "db.crt"
+    uki = image.with_suffix(".efi")
+    done = subprocess.run(["sbverify", "--cert", str(cert), str(uki)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    # The expected PCR 11 values, signed, and the key to check them with, inside the UKI.
+    signature = section(uki, ".pcrsig")
+    assert b'"pcrs":[11]' in signature.replace(b" ", b""), signature[:200]
+    assert section(uki, ".pcrpkey").startswith(b"-----BEGIN PUBLIC KEY-----")

@@ -128,7 +128,8 @@ def test_rendered_config_is_valid_for_the_supervisor(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(stage_packs.render([_info("minilm", 1), _info("smollm2", 1)]))
     cfg = config.load(path, environ={})
-    assert cfg["keys.provider"] == "tpm2" and cfg["keys.tpm2_pcrs"] == "7"
+    assert cfg["keys.provider"] == "tpm2" and cfg["keys.tpm2_pcrs"] == "7+12+13"
+    assert cfg["keys.tpm2_signed_pcrs"] == "11"
     assert cfg["server.host"] == "0.0.0.0" and cfg["server.port"] == 8000
     assert [m.name for m in cfg.models] == ["minilm", "smollm2"]
     assert cfg.models[0].pack == Path("/usr/share/llmos/packs/minilm.sealed")

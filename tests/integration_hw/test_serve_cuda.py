@@ -115,7 +115,7 @@ def test_demo_llm_serves_chat_on_the_gpu(smollm2_sealed: Path, vault: Vault,
             ("ready", "READY", "cuda:0"), health
         status, doc = srv.call("POST", "/v1/chat/completions", {
             "model": "smollm2", "max_tokens": 24, "temperature": 0,
-            "messages": [{"role": "user", "content": "Name the capital of France."}]})
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]})
         assert status == 200, doc
         assert "Paris" in doc["choices"][0]["message"]["content"], doc
     finally:

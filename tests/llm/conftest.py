@@ -60,7 +60,7 @@ def load(pack: Path, limits: EngineLimits = TEST_LIMITS) -> LanguageModel:
 
 
 @pytest.fixture(scope="session")
-def int8_model(llm_pack: PackPath) -> Iterator[LanguageModel]:
+def served_model(llm_pack: PackPath) -> Iterator[LanguageModel]:
     lm = load(llm_pack("smollm2"))
     yield lm
     lm.close()

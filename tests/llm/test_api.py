@@ -34,11 +34,8 @@ from llmos.vault.sealed import seal_pack_file
 from .conftest import THREADS, PackPath
 
 MODEL = "smollm2"
-# SmolLM2-135M is marginal on "What is the capital of France?": its first token is a
-# near-tie ("The" 0.150, "L" 0.133 in float32) that int8 compute flips, and the answer goes
-# French. This wording has a clear answer in every variant (fp32, int8, int4).
 QUESTION: list[ChatCompletionMessageParam] = [
-    {"role": "user", "content": "Name the capital of France."}]
+    {"role": "user", "content": "What is the capital of France?"}]
 LONG = 1500  # max_tokens of generations that are meant to be cut short
 
 

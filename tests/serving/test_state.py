@@ -54,6 +54,15 @@ def test_no_key_means_unavailable_with_the_reason() -> None:
     assert h.reasons == ("fleet key unavailable (tpm2): PCR 7 changed",)
 
 
+def test_a_key_released_on_an_unprotected_boot_warns_and_serves() -> None:
+    key = KeyStatus("tpm2", released=True, details={"protected": False,
+                                                    "problems": ["Secure Boot is off"]})
+    h = assess(key, [_m("a", ModelState.READY)], starting=False)
+    assert h.overall is Overall.READY and h.ready
+    assert h.reasons == ("warning: fleet key not protected on this boot: Secure Boot is off",)
+    assert h.to_dict()["key"]["protected"] is False
+
+
 def test_nothing_serving_is_unavailable() -> None:
     h = assess(OK_KEY, [_m("a", ModelState.FAILED, "bad")], starting=False)
     assert h.overall is Overall.UNAVAILABLE and not h.ready

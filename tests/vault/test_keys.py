@@ -117,9 +117,14 @@ def test_tpm2_provider_from_config_and_missing_blob(tmp_path: Path) -> None:
         _load(tmp_path, f'tpm2_blob = "{blob}"\ntpm2_pcrs = "7+14"\n'
                         'tpm2_device = "swtpm:path=/nowhere"\n'))
     assert isinstance(provider, Tpm2Provider)
-    assert provider.describe() == {"provider": "tpm2", "blob": str(blob),
-                                   "device": "swtpm:path=/nowhere", "pcrs": "7+14",
-                                   "credential": "llmos-fleet-key", "protected": True}
+    described = provider.describe()
+    assert {k: described[k] for k in ("provider", "blob", "device", "pcrs", "signed_pcrs",
+                                      "credential", "policy_signed")} == {
+        "provider": "tpm2", "blob": str(blob), "device": "swtpm:path=/nowhere",
+        "pcrs": "7+14", "signed_pcrs": "", "credential": "llmos-fleet-key",
+        "policy_signed": False}
+    # No signed policy (and this host boots without Secure Boot): not protected, and why.
+    assert described["protected"] is False and described["problems"]
     with pytest.raises(KeyReleaseError, match="no TPM-sealed fleet key") as caught:
         provider.release()
     assert "llmos enroll" in caught.value.hint

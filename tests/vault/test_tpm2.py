@@ -32,7 +32,7 @@ def _provider(tmp_path: Path, tpm: Swtpm, pcrs: str = "7") -> Tpm2Provider:
 
 
 def _enroll(tmp_path: Path, tpm: Swtpm, *source: str, pcrs: str = "7") -> int:
-    return main(["enroll", *source, "--blob", str(tmp_path / "fleet.tpm2"),
+    return main(["enroll", *source, "--allow-insecure-boot", "--blob", str(tmp_path / "fleet.tpm2"),
                  "--tpm2-device", tpm.device, "--pcrs", pcrs])
 
 

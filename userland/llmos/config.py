@@ -157,6 +157,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keys.tpm2_device", str, "auto",
             "TPM device for systemd-creds (auto, /dev/tpmrm0, or swtpm:path=SOCK)"),
     Setting("keys.tpm2_pcrs", str, "7", "PCRs the fleet key is bound to (systemd-creds syntax)"),
+    Setting("keys.tpm2_signed_pcrs", str, "",
+            "PCRs bound through a signed policy (the appliance: 11, the signed UKI; "
+            "'' for none); the supervisor extends PCR 11 once the key is released"),
+    Setting("keys.tpm2_public_key", _optional_path, None,
+            "public key of the signed PCR policy (default: the booted UKI's)"),
+    Setting("keys.tpm2_signature", _optional_path, None,
+            "signature of the expected PCR values (default: the booted UKI's)"),
     Setting("admin.session_idle_s", _positive(float), 1800.0,
             "admin sessions end after this long without a request"),
     Setting("admin.session_max_s", _positive(float), 43200.0,

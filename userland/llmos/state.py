@@ -286,6 +286,9 @@ def assess(key: KeyStatus, models: Iterable[ModelStatus], starting: bool,
             reasons.append(f"model {m.name} is unloaded")
         elif m.state is ModelState.READY and m.placement == "fallback":
             reasons.append(f"warning: model {m.name} runs on {m.device}: {m.reason}")
+    if key.released:  # a key released on a boot that is not the protected one (boot_trust)
+        reasons.extend(f"warning: fleet key not protected on this boot: {p}"
+                       for p in key.details.get("problems", ()))
     reasons.extend(f"warning: {w}" for w in warnings)
     loading = [m.name for m in ms if m.state is ModelState.LOADING]
     if loading:

@@ -3,6 +3,10 @@
 The key comes from a file (``--key-file``, which ``--destroy-source`` then overwrites and
 removes) or from a systemd credential (``--credential NAME``, read from
 ``$CREDENTIALS_DIRECTORY``). Blob, device and PCRs default to the ``keys.*`` settings.
+
+Enrollment is refused while Secure Boot is off (PCR 7 would then bind the key to a boot
+anyone can reproduce) unless ``--allow-insecure-boot`` says this is a development machine;
+every later release on such a machine then warns (``llmos.vault.boot_trust``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from llmos import config
-from llmos.errors import ConfigError
+from llmos.errors import ConfigError, LlmosError
+from llmos.vault import boot_trust
 from llmos.vault.credential import CredentialProvider
 from llmos.vault.enrollment import enroll
 from llmos.vault.keyfile import destroy_file, read_keyfile
@@ -25,9 +30,23 @@ def run(args: argparse.Namespace) -> int:
                           "a systemd credential lives in ramfs and goes away by itself")
     cfg = config.load(args.config, overrides={"keys.tpm2_blob": args.blob,
                                               "keys.tpm2_device": args.tpm2_device,
-                                              "keys.tpm2_pcrs": args.pcrs})
+                                              "keys.tpm2_pcrs": args.pcrs,
+                                              "keys.tpm2_signed_pcrs": args.signed_pcrs,
+                                              "keys.tpm2_public_key": args.public_key,
+                                              "keys.tpm2_signature": args.signature})
     tpm = Tpm2Provider(blob=cfg["keys.tpm2_blob"], device=cfg["keys.tpm2_device"],
-                       pcrs=cfg["keys.tpm2_pcrs"], credential=cfg["keys.credential"])
+                       pcrs=cfg["keys.tpm2_pcrs"], credential=cfg["keys.credential"],
+                       signed_pcrs=cfg["keys.tpm2_signed_pcrs"],
+                       public_key=cfg["keys.tpm2_public_key"],
+                       signature=cfg["keys.tpm2_signature"])
+    if boot_trust.secure_boot() is not True:
+        if not args.allow_insecure_boot:
+            raise LlmosError("Secure Boot is off on this machine: a key sealed now would be "
+                             "released to any boot that also has it off",
+                             "turn Secure Boot on with the fleet's keys enrolled "
+                             "(docs/security.md), or pass --allow-insecure-boot (development)")
+        print("WARNING: enrolling with Secure Boot off (--allow-insecure-boot): this "
+              "machine is not protected")
     if args.key_file is not None:
         kek = read_keyfile(args.key_file)
     else:
@@ -50,6 +69,15 @@ def register(sub: Any) -> None:
                         help="systemd credential holding the fleet key")
     p.add_argument("--blob", type=Path, help="TPM-sealed key to write (keys.tpm2_blob)")
     p.add_argument("--pcrs", help="PCRs to bind to, e.g. 7 or 7+14 (keys.tpm2_pcrs)")
+    p.add_argument("--signed-pcrs", help="PCRs bound through a signed policy, e.g. 11 "
+                                          "(keys.tpm2_signed_pcrs)")
+    p.add_argument("--public-key", type=Path,
+                   help="public key of the signed policy (keys.tpm2_public_key)")
+    p.add_argument("--signature", type=Path,
+                   help="signature of the PCR values, for the trial release "
+                        "(keys.tpm2_signature)")
+    p.add_argument("--allow-insecure-boot", action="store_true",
+                   help="enroll although Secure Boot is off (development only)")
     p.add_argument("--tpm2-device", help="auto, /dev/tpmrm0 or swtpm:path=SOCK "
                                          "(keys.tpm2_device)")
     p.add_argument("--destroy-source", action="store_true",

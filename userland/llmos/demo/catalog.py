@@ -76,7 +76,8 @@ CATALOG: tuple[DemoEntry, ...] = (
               "all-MiniLM-L6-v2 sentence embeddings, TorchScript float32"),
     # The causal LM: its builder is written with the LLM engine, in its own module.
     DemoEntry("smollm2", "llmos.demo.smollm2:BUILDER",
-              "SmolLM2-135M-Instruct chat model, ONNX int8 with a KV cache"),
+              "SmolLM2-135M-Instruct chat model, ONNX 4-bit on its GGUF grids (answers as "
+              "float32 does) with a KV cache"),
 )
 
 

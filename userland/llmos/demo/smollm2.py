@@ -5,9 +5,14 @@ dependencies compile llama.cpp), only found. The export dequantises it once into
 ``work/`` (a plain Hugging Face folder), builds the ONNX decoder with its KV cache and
 compresses it:
 
-``smollm2``              int8: 8-bit weight blocks, int8 compute (served by default)
+``smollm2``              int4-exact: the GGUF's own 4-bit and 8-bit grids, float32
+                         compute, the head's best logits rescored in float32; answers as
+                         float32 does (served by default)
 ``smollm2-fp32``         float32, the reference the tests compare with transformers
-``smollm2-int4``         4-bit weight blocks
+``smollm2-int8``         8-bit weight blocks, int8 compute (served before; its answers
+                         drift from float32's, see bench/QUALITY.md)
+``smollm2-int4``         4-bit weight blocks, int8 compute
+``smollm2-fp16``         float16 storage, float32 compute
 ``smollm2-int8-dynamic`` classic dynamic int8 (one activation scale per tensor), for
                          comparison (see ``llmos.pack.llm.compress`` and bench/llm_quality.py)
 
@@ -35,8 +40,8 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONTEXT_LENGTH = 2048  # tokens per sequence the server preallocates (the model knows 8192)
 _TOOLS = ("torch", "transformers", "gguf", "onnx", "onnxruntime", "tokenizers", "zstandard")
 _CODE = tuple(f"llmos.pack.llm.{m}" for m in (
-    "architecture", "checkpoint", "onnx_graph", "compress", "prune", "export", "packinfo",
-    "packing"))
+    "architecture", "checkpoint", "onnx_graph", "compress", "blockquant", "prune", "export",
+    "packinfo", "packing"))
 
 
 def gguf_path() -> Path:
@@ -88,12 +93,16 @@ class SmolLM2:
                              options.manifest_quantization, level=self.level)
 
 
-BUILDER = SmolLM2("int8")
+SERVED = "int4-exact"  # chosen by bench/llm_agreement.py (bench/QUALITY.md)
+BUILDER = SmolLM2(SERVED)
 FP32 = SmolLM2("none")
+INT8 = SmolLM2("int8")
 INT4 = SmolLM2("int4")
+FP16 = SmolLM2("fp16")
 INT8_DYNAMIC = SmolLM2("int8-dynamic")  # for comparison: see llmos.pack.llm.compress
 
-VARIANTS = {"smollm2": "BUILDER", "smollm2-fp32": "FP32", "smollm2-int4": "INT4",
+VARIANTS = {"smollm2": "BUILDER", "smollm2-fp32": "FP32", "smollm2-int8": "INT8",
+            "smollm2-int4": "INT4", "smollm2-fp16": "FP16",
             "smollm2-int8-dynamic": "INT8_DYNAMIC"}
 
 

@@ -45,7 +45,11 @@ def provider_from_config(cfg: Config) -> KeyProvider:
     kind = cfg["keys.provider"]
     if kind == "tpm2":
         return Tpm2Provider(blob=cfg["keys.tpm2_blob"], device=cfg["keys.tpm2_device"],
-                            pcrs=cfg["keys.tpm2_pcrs"], credential=cfg["keys.credential"])
+                            pcrs=cfg["keys.tpm2_pcrs"], credential=cfg["keys.credential"],
+                            signed_pcrs=cfg["keys.tpm2_signed_pcrs"],
+                            public_key=cfg["keys.tpm2_public_key"],
+                            signature=cfg["keys.tpm2_signature"],
+                            measure_release=bool(cfg["keys.tpm2_signed_pcrs"]))
     if kind == "credential":
         return CredentialProvider(credential=cfg["keys.credential"])
     if kind == "keyfile":

@@ -72,7 +72,9 @@ class PackOpener:
                 err = exc if isinstance(exc, LlmosError) else KeyReleaseError(
                     f"{type(exc).__name__}: {exc}", "see the server log")
                 self.status = KeyStatus(self.status.provider, released=False,
-                                        reason=describe(err))
+                                        reason=describe(err),
+                                        details=self._provider.describe() if self._provider
+                                        else {})
                 log.error("fleet key unavailable (%s): %s", self.status.provider, describe(err))
                 raise KeyReleaseError(f"fleet key unavailable: {err.message}", err.hint) from exc
             return self._released(provider, kek)

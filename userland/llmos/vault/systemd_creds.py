@@ -46,13 +46,28 @@ def _run(argv: list[str], stdin: bytes) -> bytes:
     return done.stdout
 
 
-def encrypt_tpm2(plaintext: bytes, *, name: str, device: str, pcrs: str) -> bytes:
-    """Seal ``plaintext`` to the TPM at ``device`` under a policy on ``pcrs``; return the blob."""
-    return _run([EXECUTABLE, "encrypt", "--with-key=tpm2", f"--tpm2-device={device}",
-                 f"--tpm2-pcrs={pcrs}", f"--name={name}", "-", "-"], plaintext)
+def encrypt_tpm2(plaintext: bytes, *, name: str, device: str, pcrs: str,
+                 signed_pcrs: str = "", public_key: Path | None = None) -> bytes:
+    """Seal ``plaintext`` to the TPM at ``device`` under a policy on ``pcrs`` (their current
+    values) and, with ``signed_pcrs``, on those PCRs holding any value signed by the key
+    whose public half is ``public_key`` (default: the one the booted UKI carries,
+    /run/systemd/tpm2-pcr-public-key.pem); return the blob."""
+    argv = [EXECUTABLE, "encrypt", f"--tpm2-device={device}", f"--tpm2-pcrs={pcrs}"]
+    if signed_pcrs:
+        # Plain --with-key=tpm2 silently ignores the public key options.
+        argv += ["--with-key=tpm2-with-public-key", f"--tpm2-public-key-pcrs={signed_pcrs}"]
+        if public_key is not None:
+            argv.append(f"--tpm2-public-key={public_key}")
+    else:
+        argv.append("--with-key=tpm2")
+    return _run([*argv, f"--name={name}", "-", "-"], plaintext)
 
 
-def decrypt(blob: Path, *, name: str, device: str) -> bytes:
-    """Unseal ``blob``; only the TPM it was sealed with, in the sealed PCR state, can."""
-    return _run([EXECUTABLE, "decrypt", f"--name={name}", f"--tpm2-device={device}",
-                 "--newline=no", str(blob), "-"], b"")
+def decrypt(blob: Path, *, name: str, device: str, signature: Path | None = None) -> bytes:
+    """Unseal ``blob``; only the TPM it was sealed with, in the sealed PCR state, can (with a
+    signed policy: given a signature of the current PCR values, by default the booted
+    UKI's, /run/systemd/tpm2-pcr-signature.json)."""
+    argv = [EXECUTABLE, "decrypt", f"--name={name}", f"--tpm2-device={device}", "--newline=no"]
+    if signature is not None:
+        argv.append(f"--tpm2-signature={signature}")
+    return _run([*argv, str(blob), "-"], b"")

@@ -26,7 +26,7 @@ from typing import Any
 import onnx
 
 from llmos.errors import ConfigError
-from llmos.pack.llm import checkpoint, compress, onnx_graph, prune
+from llmos.pack.llm import blockquant, checkpoint, compress, onnx_graph, prune
 from llmos.pack.llm.architecture import spec_from_config
 from llmos.pack.llm.packinfo import (
     CHAT_TEMPLATE_FILE,
@@ -39,7 +39,7 @@ from llmos.pack.llm.packinfo import (
 log = logging.getLogger(__name__)
 
 # The code an export goes through: a change to any of them makes cached exports stale.
-EXPORT_CODE = (checkpoint, onnx_graph, compress, prune)
+EXPORT_CODE = (checkpoint, onnx_graph, compress, blockquant, prune)
 
 
 @dataclass(frozen=True)

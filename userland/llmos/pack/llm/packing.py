@@ -26,24 +26,32 @@ from llmos.pack.weights import EXTRA_KEY as WEIGHTS_KEY
 KIND = "causal-lm"
 
 
-# MatMulNBits on the CPU prepacks its inputs 1 and 2 (weight blocks, scales) and never reads
-# them again; its zero points (input 3) are still read by the 4-bit kernels.
+# MatMulNBits on the CPU prepacks its input 1 (weight blocks) and, with int8 compute
+# (accuracy_level 4), its input 2 (scales), and never reads them again; with float32
+# compute it reads the scales, and the 4-bit kernels read the zero points (input 3).
 PREPACKED_OP = "MatMulNBits"
-PREPACKED_INPUTS = (1, 2)
+INT8_COMPUTE = 4
+
+
+def _prepacked_inputs(node: onnx.NodeProto) -> tuple[int, ...]:
+    level = next((a.i for a in node.attribute if a.name == "accuracy_level"), 0)
+    return (1, 2) if level == INT8_COMPUTE else (1,)
 
 
 def prepacked_weights(model: onnx.ModelProto) -> tuple[str, ...]:
     """Initializers read only as prepacked inputs of MatMulNBits nodes (sorted).
 
-    One whose bytes equal another initializer's is left out: onnxruntime may merge equal
-    constants (SmolLM2's tied embedding: the 4-bit lm_head blocks are the embedding table's
-    bytes), and the other reader would then read the released pages."""
+    One whose type, shape and bytes equal another initializer's is left out: onnxruntime's
+    ConstantSharing may merge such constants (today only scalars), and the other reader
+    would then read the released pages. Equal bytes in another shape are never merged
+    (int4-exact's head blocks are the embedding table's bytes, as [vocab, blocks, 32])."""
     initializers = {t.name: t for t in model.graph.initializer}
     packed: set[str] = set()
     elsewhere: set[str] = {o.name for o in model.graph.output}
     for node in model.graph.node:
+        inputs = _prepacked_inputs(node) if node.op_type == PREPACKED_OP else ()
         for i, name in enumerate(node.input):
-            prepacked = node.op_type == PREPACKED_OP and i in PREPACKED_INPUTS
+            prepacked = i in inputs
             (packed if prepacked else elsewhere).add(name)
     digest = {name: _digest(t) for name, t in initializers.items()}
     copies = Counter(digest.values())
@@ -52,7 +60,8 @@ def prepacked_weights(model: onnx.ModelProto) -> tuple[str, ...]:
 
 def _digest(tensor: onnx.TensorProto) -> str:
     raw = onnx.numpy_helper.to_array(tensor).tobytes()
-    return hashlib.sha256(f"{tensor.data_type}:{len(raw)}:".encode() + raw).hexdigest()
+    shape = list(tensor.dims)
+    return hashlib.sha256(f"{tensor.data_type}:{shape}:".encode() + raw).hexdigest()
 
 
 def build(exported: ExportedLM, name: str, quantization: str, version: str = "1",
