@@ -20,7 +20,7 @@ FLEETKEY := $(KEYS)/fleet.key
 SBVARS   := $(KEYS)/secureboot/OVMF_VARS.fd
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image image-update image-nvidia run bench clean
+.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image image-update image-nvidia run bench bench-quick clean
 
 help:
 	@echo "make run        build the image (demo models sealed in) and boot it in QEMU with swtpm"
@@ -31,6 +31,7 @@ help:
 	@echo "make serve      serve the demo packs on this host (development key, loud warning)"
 	@echo "make image      build the appliance disk image"
 	@echo "make bench      side-by-side benchmarks (results in bench/results/)"
+	@echo "make bench-quick  regression guard: fails if a ratio is >15% worse than committed"
 
 # --- host packages (apt) -------------------------------------------------------
 deps:
@@ -101,6 +102,14 @@ bench: $(STAMPS)/venv demo-packs
 	  { apt-get update -qq && apt-get install -y -qq wrk openssl; }
 	$(PY) -m bench.venvs --root $(BENCH_VENVS)
 	$(PY) -m bench.run --demo $(DEMO) --key $(FLEETKEY) --venvs $(BENCH_VENVS) $(BENCH_ARGS)
+
+# The regression guard (under 5 minutes, no peers): LLM OS against raw onnxruntime and the
+# sealed load, shorter runs, compared with bench/results/results.json; exits 1 when a ratio
+# is more than 15 % worse. Writes build/bench-quick/ only.
+bench-quick: $(STAMPS)/venv demo-packs
+	@command -v wrk >/dev/null && command -v openssl >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq wrk openssl; }
+	$(PY) -m bench.quick --demo $(DEMO) --key $(FLEETKEY)
 
 # --- the appliance image and the VM ----------------------------------------------------
 # image/build.sh rebuilds only when its inputs changed (hash of image/, the userland, the

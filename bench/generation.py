@@ -89,7 +89,8 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _over_http(spec: ServerSpec, model: str, setup: LlmSetup) -> dict[str, Any]:
-    with serving(spec, setup.scratch / "logs") as base:
+    with serving(spec, setup.scratch / "logs") as running:
+        base = running.base_url
         openai_stream.stream_chat(base, model, MESSAGES, 8)  # warm-up
         runs = [openai_stream.stream_chat(base, model, MESSAGES, setup.max_tokens).to_dict()
                 for _ in range(setup.repeat)]

@@ -1,14 +1,17 @@
 """The limit: the same model called in process by N threads, no HTTP, no JSON.
 
 Each thread is a closed-loop client (as each wrk connection is): call, record the latency,
-call again, until the time is up.
+call again, until the time is up. The process's CPU seconds over the measured run are
+recorded beside it (nothing else runs in this process meanwhile).
 """
 
 from __future__ import annotations
 
+import resource
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from bench.load import LoadResult, summarize
 
@@ -46,4 +49,8 @@ def run(call: Callable[[], object], concurrency: int, seconds: float,
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if warmup_s > 0:
         _closed_loop(call, concurrency, warmup_s)
-    return _closed_loop(call, concurrency, seconds)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    result = _closed_loop(call, concurrency, seconds)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return replace(result, cpu_s=(after.ru_utime + after.ru_stime)
+                   - (before.ru_utime + before.ru_stime))

@@ -23,6 +23,7 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     errors: int = 0
+    cpu_s: float = 0.0  # CPU seconds the contestant used meanwhile (0: not measured)
 
     @property
     def rps(self) -> float:
@@ -32,7 +33,12 @@ class LoadResult:
         return {"requests": self.requests, "duration_s": round(self.duration_s, 3),
                 "rps": round(self.rps, 2), "p50_ms": round(self.p50_ms, 3),
                 "p90_ms": round(self.p90_ms, 3), "p99_ms": round(self.p99_ms, 3),
-                "errors": self.errors}
+                "errors": self.errors, **({"cpu_ms_per_request": round(self.cpu_per_request_ms, 3)}
+                                          if self.cpu_s and self.requests else {})}
+
+    @property
+    def cpu_per_request_ms(self) -> float:
+        return 1000.0 * self.cpu_s / self.requests if self.requests else 0.0
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -63,4 +69,4 @@ def combine(runs: Sequence[LoadResult]) -> LoadResult:
                       p50_ms=statistics.median(r.p50_ms for r in runs),
                       p90_ms=statistics.median(r.p90_ms for r in runs),
                       p99_ms=statistics.median(r.p99_ms for r in runs),
-                      errors=sum(r.errors for r in runs))
+                      errors=sum(r.errors for r in runs), cpu_s=sum(r.cpu_s for r in runs))

@@ -1,8 +1,11 @@
 """Results (the JSON document ``bench.run`` writes) -> a markdown report (pure: no I/O).
 
-The issue-2 targets are checked here, once: LLM OS v2 infer against raw ``session.run`` in
-process at >= 0.9x the requests/s at concurrency 8 and 32 and < 1 ms added p50 latency at
-concurrency 1; a sealed load at <= 1.15x a plaintext load.
+The targets (issue 27) are checked here, once: LLM OS v2 infer against raw ``session.run``
+in process at >= 0.95x the requests/s at every concurrency, and <= 1 ms added p50 latency
+at concurrency 1; a sealed load at <= 1.15x a plaintext load. Beside the rates, the CPU
+milliseconds each request cost (the server's processes, or the in-process loop; wrk's own
+CPU not counted): on a shared machine the rates follow the other work, the CPU per request
+much less.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 RAW = "raw onnxruntime (in process)"  # contestant names, shared with bench.tensor
 LLMOS = "llmos"
-RATIO_TARGET = 0.9
+RATIO_TARGET = 0.95
 ADDED_P50_TARGET_MS = 1.0
 LOAD_RATIO_TARGET = 1.15
 
@@ -25,7 +28,7 @@ def _by_key(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], Mapping[
     return {(str(r["contestant"]), int(r["concurrency"])): r for r in rows}
 
 
-def issue2(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def against_raw(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """LLM OS against the in-process limit, per concurrency where both were measured."""
     table = _by_key(rows)
     out = []
@@ -35,13 +38,23 @@ def issue2(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             continue
         ratio = float(ours["rps"]) / float(raw["rps"])
         added = float(ours["p50_ms"]) - float(raw["p50_ms"])
+        target, met = f">= {RATIO_TARGET:g}x req/s", ratio >= RATIO_TARGET
         if c == 1:
-            target, met = f"< {ADDED_P50_TARGET_MS:g} ms added p50", added < ADDED_P50_TARGET_MS
-        else:
-            target, met = f">= {RATIO_TARGET:g}x req/s", ratio >= RATIO_TARGET
+            target += f", <= {ADDED_P50_TARGET_MS:g} ms added p50"
+            met = met and added <= ADDED_P50_TARGET_MS
+        cpu = {f"{who}_cpu_ms": float(row["cpu_ms_per_request"])
+               for who, row in (("llmos", ours), ("raw", raw)) if "cpu_ms_per_request" in row}
         out.append({"concurrency": c, "llmos_rps": ours["rps"], "raw_rps": raw["rps"],
-                    "ratio": ratio, "added_p50_ms": added, "target": target, "met": met})
+                    "ratio": ratio, "added_p50_ms": added, "target": target, "met": met,
+                    **cpu})
     return out
+
+
+def _cpu(check: Mapping[str, Any]) -> str:
+    if "llmos_cpu_ms" not in check or "raw_cpu_ms" not in check:
+        return "-"
+    ours, raw = check["llmos_cpu_ms"], check["raw_cpu_ms"]
+    return f"{ours:.1f} / {raw:.1f} ({ours / raw:.2f}x)" if raw else "-"
 
 
 def _tensor(doc: Mapping[str, Any]) -> list[str]:
@@ -67,14 +80,17 @@ def _tensor(doc: Mapping[str, Any]) -> list[str]:
                          + (f", {r['errors']} errors" if r["errors"] else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    checks = issue2(rows)
+    checks = against_raw(rows)
     if checks:
-        lines += ["LLM OS v2 infer against raw `session.run` in process:", "",
-                  "| concurrency | LLM OS req/s | raw req/s | ratio | added p50 | target | |",
-                  "|---:|---:|---:|---:|---:|---|---|"]
+        lines += ["LLM OS v2 infer against raw `session.run` in process (CPU: milliseconds "
+                  "of CPU per request, LLM OS's server process against the in-process loop; "
+                  "wrk's own not counted):", "",
+                  "| concurrency | LLM OS req/s | raw req/s | ratio | added p50 | CPU ms/req "
+                  "LLM OS / raw | target | |",
+                  "|---:|---:|---:|---:|---:|---:|---|---|"]
         lines += [f"| {x['concurrency']} | {x['llmos_rps']:.0f} | {x['raw_rps']:.0f} | "
-                  f"{x['ratio']:.2f}x | {x['added_p50_ms']:+.2f} ms | {x['target']} | "
-                  f"{_verdict(x['met'])} |" for x in checks]
+                  f"{x['ratio']:.2f}x | {x['added_p50_ms']:+.2f} ms | {_cpu(x)} | "
+                  f"{x['target']} | {_verdict(x['met'])} |" for x in checks]
         lines.append("")
     return lines
 
@@ -85,12 +101,17 @@ def _sealed(doc: Mapping[str, Any]) -> list[str]:
     ratio = float(doc["load_ratio"])
     return [
         f"Model `{doc['model']}` ({doc['plain_onnx_bytes'] / 1e6:.1f} MB ONNX, "
-        f"{doc['sealed_bytes'] / 1e6:.1f} MB sealed); median of {doc['repeat']} loads each.", "",
+        f"{doc['sealed_bytes'] / 1e6:.1f} MB sealed, payload compression "
+        f"`{doc.get('compression', 'zstd')}`); {doc['repeat']} interleaved rounds, medians "
+        "(the ratio: the median of the rounds' ratios).", "",
         "| load | ms | ratio |", "|---|---:|---:|",
         f"| plaintext ONNX: `InferenceSession(path)` | {doc['plain_load_ms']:.1f} | 1.00x |",
         f"| sealed: decrypt + decompress + load ({doc['sealed_loader']}) | "
         f"{doc['sealed_load_ms']:.1f} | {ratio:.2f}x |",
-        f"| of which decrypt + decompress into one buffer (`open_payload`) | "
+        *([f"| CPU of the loads (this process, all threads): sealed / plaintext | "
+            f"{doc['sealed_load_cpu_ms']:.1f} / {doc['plain_load_cpu_ms']:.1f} | "
+            f"{doc['load_cpu_ratio']:.2f}x |"] if "load_cpu_ratio" in doc else []),
+        f"| of which decrypt (+ decompress) into one buffer (`open_payload`) | "
         f"{doc['sealed_open_ms']:.1f} | |",
         f"| of which decrypt alone (AES-256-GCM chunks, verified) | "
         f"{doc['sealed_decrypt_ms']:.1f} | |", "",

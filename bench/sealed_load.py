@@ -1,8 +1,10 @@
 """What sealing costs at load time, and how fast the vault decrypts against ``openssl speed``.
 
 - load: authenticate + decrypt + decompress + create the session from a sealed pack, against
-  ``onnxruntime.InferenceSession(path)`` on the plaintext reference file (the median of
-  several loads each; the page cache is warm for both).
+  ``onnxruntime.InferenceSession(path)`` on the plaintext reference file (the page cache is
+  warm for both). The loads are interleaved, each round timing every variant once in a
+  rotated order, and the ratio is the median of the rounds' own ratios: a shared machine's
+  load then skews both sides of each ratio alike.
 - decrypt: the vault's verified AES-256-GCM chunks per second (the largest demo pack),
   against ``openssl speed -evp aes-256-gcm -decrypt`` with the vault's chunk size.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import resource
 import statistics
 import subprocess
 import time
@@ -26,6 +29,28 @@ from llmos.vault.keyfile import read_keyfile
 from llmos.vault.sealed import SealedPack, open_payload
 
 log = logging.getLogger(__name__)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def interleaved(actions: dict[str, Callable[[], object]], rounds: int
+                ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(wall, CPU) seconds of each action in each round (the CPU: this process's, all its
+    threads); every round runs each action once, the order rotated from round to round."""
+    names = list(actions)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            t0, c0 = time.perf_counter(), _cpu_s()
+            actions[name]()
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(_cpu_s() - c0)
+    return times, cpu
 
 
 def median_seconds(action: Callable[[], object], repeat: int) -> float:
@@ -87,16 +112,23 @@ def _decrypt_only(path: Path, kek: Kek) -> None:
 
 
 def run(sealed: Path, plain_onnx: Path, key: Path, all_packs: list[Path],
-        repeat: int = 5, openssl_seconds: int = 3) -> dict[str, Any]:
+        repeat: int = 9, openssl_seconds: int = 3) -> dict[str, Any]:
     kek = read_keyfile(key)
     how, load = _runtime_loader()
     _sealed_load(sealed, kek, load)  # warm the page cache and the libraries
     ort.InferenceSession(str(plain_onnx), providers=["CPUExecutionProvider"])
-    plain_s = median_seconds(lambda: ort.InferenceSession(
-        str(plain_onnx), providers=["CPUExecutionProvider"]), repeat)
-    sealed_s = median_seconds(lambda: _sealed_load(sealed, kek, load), repeat)
-    decrypt_s = median_seconds(lambda: _decrypt_only(sealed, kek), repeat)
-    open_s = median_seconds(lambda: _open_only(sealed, kek), repeat)
+    times, cpu = interleaved({
+        "plain": lambda: ort.InferenceSession(str(plain_onnx),
+                                              providers=["CPUExecutionProvider"]),
+        "sealed": lambda: _sealed_load(sealed, kek, load),
+        "decrypt": lambda: _decrypt_only(sealed, kek),
+        "open": lambda: _open_only(sealed, kek)}, repeat)
+    plain_s, sealed_s, decrypt_s, open_s = (statistics.median(times[n]) for n in
+                                            ("plain", "sealed", "decrypt", "open"))
+    ratio = statistics.median(s / p for s, p in zip(times["sealed"], times["plain"],
+                                                    strict=True))
+    cpu_ratio = statistics.median(s / p for s, p in zip(cpu["sealed"], cpu["plain"],
+                                                        strict=True) if p > 0)
     manifest = SealedPack.open(sealed).manifest
     log.info("load: plain %.1f ms, sealed %.1f ms (%s)", plain_s * 1e3, sealed_s * 1e3, how)
 
@@ -115,7 +147,11 @@ def run(sealed: Path, plain_onnx: Path, key: Path, all_packs: list[Path],
         "sealed_load_ms": sealed_s * 1e3,
         "sealed_decrypt_ms": decrypt_s * 1e3,
         "sealed_open_ms": open_s * 1e3,
-        "load_ratio": sealed_s / plain_s,
+        "load_ratio": ratio,
+        "plain_load_cpu_ms": statistics.median(cpu["plain"]) * 1e3,
+        "sealed_load_cpu_ms": statistics.median(cpu["sealed"]) * 1e3,
+        "load_cpu_ratio": cpu_ratio,
+        "compression": getattr(manifest, "compression", "zstd"),
         "sealed_loader": how,
         "repeat": repeat,
         "decrypt_pack": biggest.name,

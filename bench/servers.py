@@ -74,9 +74,37 @@ def _stop(proc: subprocess.Popen[bytes], name: str) -> None:
         proc.wait(timeout=10)
 
 
+def session_cpu_s(sid: int, proc_root: Path = Path("/proc")) -> float:
+    """User + system CPU seconds of the live processes of session ``sid`` (a server and the
+    workers it spawned), from ``/proc/PID/stat``; a process that ended meanwhile is skipped."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in proc_root.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+        if int(fields[3]) == sid:  # field 6: session
+            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
+    return total / ticks
+
+
+@dataclass(frozen=True)
+class Running:
+    """A server that answers: its URL, and its process (its session's leader)."""
+
+    base_url: str
+    pid: int
+
+    def cpu_s(self) -> float:
+        """CPU seconds its processes have used so far."""
+        return session_cpu_s(self.pid)
+
+
 @contextlib.contextmanager
-def serving(spec: ServerSpec, log_dir: Path) -> Iterator[str]:
-    """Run ``spec`` until the block ends; yields its base URL once it answers ready (200)."""
+def serving(spec: ServerSpec, log_dir: Path) -> Iterator[Running]:
+    """Run ``spec`` until the block ends; yields it once it answers ready (200)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{spec.name}.log"
     env = {**os.environ, **spec.env}
@@ -94,6 +122,6 @@ def serving(spec: ServerSpec, log_dir: Path) -> Iterator[str]:
                                   f" see {log_path}")
             time.sleep(0.5)
         log.info("%s ready on %s", spec.name, spec.base_url)
-        yield spec.base_url
+        yield Running(spec.base_url, proc.pid)
     finally:
         _stop(proc, spec.name)

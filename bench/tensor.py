@@ -184,14 +184,14 @@ def _start_servers(setup: TensorSetup, stack: contextlib.ExitStack, body: Path,
     measures: dict[str, Measure] = {}
     for name, spec_of in contestants:
         try:
-            base = stack.enter_context(serving(spec_of(), setup.scratch / "logs"))
-            url = f"{base}/v2/models/{setup.model_name}/infer"
+            running = stack.enter_context(serving(spec_of(), setup.scratch / "logs"))
+            url = f"{running.base_url}/v2/models/{setup.model_name}/infer"
             agreement[name] = _check(name, url, body.read_bytes(), reference)
         except (ServerError, OSError) as exc:
             log.error("%s: %s", name, exc)
             notes[name] = f"not measured: {exc}"
             continue
-        measures[name] = partial(wrk.run, url, body, settings=setup.load)
+        measures[name] = partial(wrk.run, url, body, settings=setup.load, cpu=running.cpu_s)
     return measures
 
 

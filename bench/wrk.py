@@ -9,7 +9,8 @@ import json
 import logging
 import shutil
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.load import LoadResult
@@ -65,11 +66,16 @@ def _wrk(url: str, body: Path, connections: int, seconds: int, settings: WrkSett
     return proc.stdout
 
 
-def run(url: str, body: Path, connections: int, settings: WrkSettings) -> LoadResult:
-    """Warm up, then measure ``connections`` concurrent closed-loop clients for a fixed time."""
+def run(url: str, body: Path, connections: int, settings: WrkSettings,
+        cpu: Callable[[], float] | None = None) -> LoadResult:
+    """Warm up, then measure ``connections`` concurrent closed-loop clients for a fixed time.
+    ``cpu``: reads the server's CPU seconds so far (the measured run's share is recorded)."""
     if settings.warmup_s > 0:
         _wrk(url, body, connections, settings.warmup_s, settings)
+    before = cpu() if cpu else 0.0
     result = parse(_wrk(url, body, connections, settings.duration_s, settings))
+    if cpu is not None:
+        result = replace(result, cpu_s=cpu() - before)
     log.debug("wrk c=%d %s: %.1f req/s, p50 %.2f ms, p99 %.2f ms, %d errors", connections, url,
              result.rps, result.p50_ms, result.p99_ms, result.errors)
     return result

@@ -42,3 +42,12 @@ def test_combine_pools_requests_and_takes_median_percentiles() -> None:
     assert (c.p50_ms, c.p90_ms, c.p99_ms) == (20.0, 30.0, 60.0)
     with pytest.raises(ValueError):
         combine([])
+
+
+def test_cpu_per_request_is_summed_over_runs() -> None:
+    runs = [LoadResult(100, 5.0, 1.0, 2.0, 3.0, cpu_s=0.5), LoadResult(300, 5.0, 1.0, 2.0, 3.0,
+                                                                      cpu_s=1.5)]
+    c = combine(runs)
+    assert c.cpu_s == 2.0 and c.cpu_per_request_ms == 5.0
+    assert c.to_dict()["cpu_ms_per_request"] == 5.0
+    assert "cpu_ms_per_request" not in LoadResult(10, 1.0, 1.0, 1.0, 1.0).to_dict()

@@ -15,8 +15,13 @@ def test_serving_waits_for_ready_and_stops_the_process(tmp_path: Path) -> None:
     spec = ServerSpec("static", [sys.executable, "-m", "http.server", str(port), "--bind",
                                  "127.0.0.1", "--directory", str(tmp_path)], port,
                       start_timeout_s=30)
-    with serving(spec, tmp_path / "logs") as base:
+    with serving(spec, tmp_path / "logs") as running:
+        base = running.base_url
         assert http_status(base + "/v2/health/ready")[0] == 200
+        before = running.cpu_s()
+        for _ in range(200):
+            http_status(base + "/v2/health/ready")
+        assert running.cpu_s() > before >= 0  # the server's CPU time, read from /proc
     assert http_status(base + "/v2/health/ready", timeout_s=1)[0] == 0  # gone
     assert (tmp_path / "logs" / "static.log").exists()
 

@@ -33,8 +33,11 @@ def _can_pin(nbytes: int) -> bool:
 def server(heavy_pack: Path, vault: Vault, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Serve]:
     root = tmp_path_factory.mktemp("serve")
+    # prepack = false: the weights stay in the pool's buffer, used in place (prepacked,
+    # ORT would copy them and the pool give their pages back: tests/integration_hw/
+    # test_demo_memory.py covers that way).
     cfg = write_config(root / "llmos.toml", vault.keyfile,
-                       [{"name": "heavy", "pack": str(heavy_pack)}])
+                       [{"name": "heavy", "pack": str(heavy_pack), "prepack": False}])
     srv = Serve(cfg, root)
     try:
         health = srv.settled()

@@ -27,7 +27,9 @@ from llmos.serving.warmup import sample_inputs
 def main(path: Path, mode: str, batch: int) -> None:
     proc = psutil.Process()
     manifest, compressed = container.read_pack(path)
-    options = RuntimeOptions(intra_op_threads=1)
+    # Weights used in place: no prepacking (with it ORT keeps its own copy, and the serving
+    # side gives the pool's pages back: tests/integration_hw/test_demo_memory.py).
+    options = RuntimeOptions(intra_op_threads=1, prepack=False)
 
     def load() -> tuple[Any, dict[str, memoryview]]:
         files = container.split_files(manifest, container.decompress_into([compressed],

@@ -17,7 +17,7 @@ from llmos.pack.manifest import Manifest
 from llmos.pack.packer import PackSpec, pack_onnx
 from llmos.runtimes.base import RuntimeOptions
 from llmos.runtimes.loader import load_runtime
-from llmos.runtimes.onnx import open_session
+from llmos.runtimes.onnx import open_session, prepacks
 from llmos.runtimes.validation import check_inputs
 
 from .models import OUT, mlp_reference, mlp_weights, unpack
@@ -51,8 +51,9 @@ def test_bad_inputs_are_bad_requests(mlp_pack: tuple[Manifest, dict[str, memoryv
 def test_session_uses_the_payload_buffer_in_place(
         mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
     manifest, files = mlp_pack
-    first = load_runtime(manifest, files, RuntimeOptions())
-    second = load_runtime(manifest, files, RuntimeOptions())  # a second instance shares it
+    unpacked = RuntimeOptions(prepack=False)  # prepacked, ORT keeps its own copy (by design)
+    first = load_runtime(manifest, files, unpacked)
+    second = load_runtime(manifest, files, unpacked)  # a second instance shares it
     expected = mlp_reference(X, mlp_weights())
     np.testing.assert_allclose(first.infer({"x": X})["y"], expected, rtol=1e-5, atol=1e-5)
     weights = files["weights.bin"]
@@ -62,7 +63,10 @@ def test_session_uses_the_payload_buffer_in_place(
 
 
 def test_session_options(mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
-    session = open_session(*mlp_pack, RuntimeOptions(intra_op_threads=1, inter_op_threads=1))
+    manifest, _ = mlp_pack
+    assert prepacks(manifest, RuntimeOptions())  # the pack names its prepacked weights
+    session = open_session(*mlp_pack, RuntimeOptions(intra_op_threads=1, inter_op_threads=1,
+                                                     prepack=False))
     options = session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.disable_prepacking") == "1"

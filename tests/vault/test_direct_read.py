@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmos.vault.direct_read import ALIGN, O_DIRECT, DirectReader
+from llmos.vault.direct_read import ALIGN, O_DIRECT, RWF_NOWAIT, DirectReader
 
 BLOCK = 2 * ALIGN
 SIZE = 5 * BLOCK + 123  # not a multiple of the alignment: the last read is short
@@ -78,7 +78,9 @@ def test_falls_back_to_the_page_cache_where_a_direct_read_is_refused(
     real_preadv = os.preadv
     refused = []
 
-    def picky(fd: int, buffers: list[memoryview], offset: int) -> int:
+    def picky(fd: int, buffers: list[memoryview], offset: int, *flags: int) -> int:
+        if flags:  # the non-blocking read from the page cache: say nothing is cached
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         if fcntl.fcntl(fd, fcntl.F_GETFL) & O_DIRECT:
             refused.append(offset)
             raise OSError(errno.EINVAL, "Invalid argument")
@@ -104,3 +106,33 @@ def test_offset_past_the_end_reads_nothing(on_disk: Path) -> None:
 def test_block_must_be_aligned(on_disk: Path) -> None:
     with pytest.raises(ValueError, match="multiple of 4096"):
         DirectReader(on_disk, block=ALIGN + 1)
+
+
+def _direct_supported(path: Path) -> bool:
+    try:
+        os.close(os.open(path, os.O_RDONLY | O_DIRECT))
+    except OSError:
+        return False
+    return O_DIRECT != 0 and RWF_NOWAIT != 0
+
+
+def test_blocks_in_the_page_cache_are_read_from_there(on_disk: Path, data: bytes) -> None:
+    if not _direct_supported(on_disk):
+        pytest.skip("no O_DIRECT or RWF_NOWAIT on this file system")
+    with DirectReader(on_disk, 7, block=BLOCK) as reader:  # just written: cached
+        assert bytes(reader.read(SIZE)) == data[7:]
+        assert reader.direct and reader.cached_bytes == SIZE
+
+
+def test_blocks_not_in_the_page_cache_are_read_past_it(on_disk: Path, data: bytes) -> None:
+    if not _direct_supported(on_disk):
+        pytest.skip("no O_DIRECT or RWF_NOWAIT on this file system")
+    fd = os.open(on_disk, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # out of the page cache
+    finally:
+        os.close(fd)
+    with DirectReader(on_disk, 7, block=BLOCK) as reader:
+        assert bytes(reader.read(SIZE)) == data[7:]
+        assert reader.direct and reader.cached_bytes == 0

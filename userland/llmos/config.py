@@ -218,9 +218,10 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
             "per-request deadline (default: server.request_timeout_s)"),
     Setting("threads", _nonneg(int), 0, "intra-op threads of the runtime (0 = default)"),
     Setting("prepack", _optional_bool, None,
-            "let ONNX Runtime prepack weights into its own, unpinned copy (default: on for "
-            "causal LMs, whose int8/int4 decoding is ~45x faster with it, and whose originals "
-            "are then released; off otherwise: one pinned copy)"),
+            "let ONNX Runtime prepack weights into its own copy (default: on where the pack "
+            "names the weights only prepacking kernels read, which are then given back: "
+            "causal LMs, ~45x faster decoding, and ONNX tensor packs, ~30 % less CPU per "
+            "MiniLM call; off for older packs: one pinned copy used in place)"),
     Setting("spin", _bool, False, "let runtime worker threads busy-wait (only with spare cores)"),
     Setting("max_tokens", _positive(int), 512, "causal LMs: cap on generated tokens"),
     Setting("max_running", _positive(int), 8, "causal LMs: sequences decoded together"),

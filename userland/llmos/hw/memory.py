@@ -115,6 +115,11 @@ def whole_pages(spans: list[tuple[int, int]], page: int) -> list[tuple[int, int]
 
 
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4  # <sys/mman.h> on Linux
+# glibc: blocks from this size on are mapped apart, so freeing them unmaps them. Without a
+# fixed threshold glibc raises it to the largest block freed so far, and a locked process
+# cannot hand freed heap pages back (madvise refuses locked pages): an unloaded model's
+# prepacked weights would stay resident.
+M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 128 << 10
 CAP_IPC_LOCK = 14
 
 
@@ -126,6 +131,8 @@ def _libc() -> ctypes.CDLL:
         fn.restype = ctypes.c_int
     libc.mlockall.argtypes = (ctypes.c_int,)
     libc.mlockall.restype = ctypes.c_int
+    if hasattr(libc, "mallopt"):
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return libc
 
 
@@ -249,6 +256,8 @@ class MemoryPool:
             err = ctypes.get_errno()
             self._fallback("mlockall", f"mlockall failed: {os.strerror(err)}", FIX_MLOCK)
             return False
+        if hasattr(_LIBC, "mallopt"):
+            _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         log.info("process memory locked: every page is pinned once touched")
         return True
 

@@ -14,6 +14,7 @@ MANIFEST_SCHEMA = 1
 KINDS = ("tensor", "embedding", "causal-lm")
 RUNTIMES = ("onnx", "torchscript")
 QUANTIZATIONS = ("none", "int8", "int4", "fp16", "pruned")
+COMPRESSIONS = ("zstd", "none")
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,15 @@ class Manifest:
     files: tuple[FileEntry, ...]
     sha256: str  # of the uncompressed archive (the plaintext)
     size_plain: int  # bytes of the uncompressed archive
-    size_packed: int  # bytes of the zstd-compressed archive
+    size_packed: int  # bytes of the archive as stored (compressed, or not)
     quantization: str = "none"
     entrypoint: str = "model.onnx"  # the file the runtime loads
     source: str = ""  # what it was made from, for people
     extra: Mapping[str, Any] = field(default_factory=dict)  # kind-specific (tokenizer, pooling)
     schema: int = MANIFEST_SCHEMA
+    # "zstd" (one frame) or "none": stored as is, where compression would not pay for its
+    # decompression at every load (``llmos.pack.container.choose``).
+    compression: str = "zstd"
 
     @property
     def compression_ratio(self) -> float:
@@ -61,6 +65,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["extra"] = dict(self.extra)
+        if self.compression == "zstd":  # the default: manifests of earlier packs unchanged
+            del d["compression"]
         return d
 
     def to_json(self) -> bytes:
@@ -92,6 +98,7 @@ class Manifest:
                 entrypoint=str(d.get("entrypoint", "model.onnx")),
                 source=str(d.get("source", "")),
                 extra=dict(d.get("extra", {})),
+                compression=str(d.get("compression", "zstd")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PackFormatError(f"malformed manifest: {exc!r}",
@@ -118,6 +125,12 @@ class Manifest:
         if self.quantization not in QUANTIZATIONS:
             raise PackFormatError(f"unknown quantization {self.quantization!r}",
                                   f"one of {QUANTIZATIONS}")
+        if self.compression not in COMPRESSIONS:
+            raise PackFormatError(f"unknown compression {self.compression!r}",
+                                  f"one of {COMPRESSIONS}; repack the model with this llmos")
+        if self.compression == "none" and self.size_packed != self.size_plain:
+            raise PackFormatError("an uncompressed pack's stored and plain sizes differ",
+                                  "the pack is damaged; repack the model")
         if not any(f.name == self.entrypoint for f in self.files):
             raise PackFormatError(f"entrypoint {self.entrypoint!r} is not among the pack's files",
                                   "repack the model")

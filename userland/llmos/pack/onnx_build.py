@@ -9,8 +9,10 @@ and splits it into a graph and a weights file (``llmos.pack.weights``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,37 @@ def _constants_to_initializers(graph: onnx.GraphProto, min_bytes: int) -> None:
 
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data",
                 "double_data", "uint64_data")
+
+
+# Where onnxruntime's CPU kernels prepack a constant input (copy it into their own layout at
+# session creation and never read the original again): op -> (input indexes, ranks).
+# Verified on the demo packs by zeroing those tensors after the load
+# (tests/serving/test_prepacked.py): every answer stays bit for bit the same.
+PREPACKING = {"MatMul": ((1,), (2,)), "MatMulInteger": ((1,), (2,))}
+
+
+def prepacked_weights(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Initializers read only as inputs that a CPU kernel prepacks (sorted).
+
+    One whose bytes equal another initializer's is left out: onnxruntime may merge equal
+    constants, and the other reader would then read released pages."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    packed: set[str] = set()
+    elsewhere: set[str] = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        inputs, ranks = PREPACKING.get(node.op_type, ((), ()))
+        for i, name in enumerate(node.input):
+            tensor = initializers.get(name)
+            fits = i in inputs and tensor is not None and len(tensor.dims) in ranks
+            (packed if fits else elsewhere).add(name)
+    digest = {name: _digest(initializers[name]) for name in packed - elsewhere}
+    copies = Counter(_digest(t) for t in initializers.values())
+    return tuple(sorted(n for n, d in digest.items() if copies[d] == 1))
+
+
+def _digest(tensor: onnx.TensorProto) -> str:
+    raw = numpy_helper.to_array(tensor).tobytes()
+    return hashlib.sha256(f"{tensor.data_type}:{len(raw)}:".encode() + raw).hexdigest()
 
 
 def split_weights(model: onnx.ModelProto, min_bytes: int = MIN_BYTES,

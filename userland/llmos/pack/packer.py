@@ -16,7 +16,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class PackSpec:
     files: Mapping[str, bytes] = field(default_factory=dict)  # more files to carry
     extra: Mapping[str, Any] = field(default_factory=dict)  # more manifest.extra entries
     level: int = container.LEVEL  # zstd level
+    # Store the payload uncompressed where zstd keeps more than this share of its size
+    # (1.0: always compress; 0: never).
+    max_ratio: float = container.MAX_RATIO
 
     def check(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -123,17 +126,18 @@ def assemble(spec: PackSpec, *, runtime: str, entrypoint: str, files: Mapping[st
     entries, payload = container.build_payload({**files, **spec.files})
     log.info("%s: compressing %.1f MB (zstd level %d)", spec.name, len(payload) / 1e6,
              spec.level)
-    compressed = container.compress(payload, level=spec.level)
+    compression, compressed = container.choose(payload, spec.level, spec.max_ratio)
     manifest = Manifest(
         name=spec.name, version=spec.version, kind=spec.kind, runtime=runtime,
         inputs=tuple(inputs), outputs=tuple(outputs), files=entries,
         sha256=hashlib.sha256(payload).hexdigest(), size_plain=len(payload),
         size_packed=len(compressed), quantization=spec.quantization, entrypoint=entrypoint,
         source=spec.source, extra={"packer": f"llmos {__version__}", **extra, **spec.extra},
+        compression=compression,
     )
     manifest.validate()
-    log.info("%s: %d files, %.1f MB -> %.1f MB packed", spec.name, len(entries),
-             manifest.size_plain / 1e6, manifest.size_packed / 1e6)
+    log.info("%s: %d files, %.1f MB -> %.1f MB packed (%s)", spec.name, len(entries),
+             manifest.size_plain / 1e6, manifest.size_packed / 1e6, compression)
     return BuiltPack(manifest, container.encode(manifest, compressed))
 
 
@@ -155,7 +159,10 @@ def pack_onnx(model: Path, spec: PackSpec, reference: Path | None = None) -> Bui
     if reference is not None:
         onnx_build.save_model(prepared, reference)
     graph_inputs, graph_outputs = onnx_build.signature(prepared)
-    graph, weights, table = onnx_build.split_weights(prepared)
+    prepacked = onnx_build.prepacked_weights(prepared)
+    graph, weights, table = onnx_build.split_weights(prepared, first=set(prepacked))
+    table = replace(table, prepacked=tuple(n for n in prepacked
+                                           if n in {e.name for e in table.entries}))
     files = {ONNX_ENTRYPOINT: graph}
     if table.entries:
         files[table.file] = weights

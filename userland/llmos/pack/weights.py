@@ -48,10 +48,15 @@ class WeightEntry:
 
 @dataclass(frozen=True)
 class WeightTable:
-    """The tensors of one weights file, in file order."""
+    """The tensors of one weights file, in file order.
+
+    ``prepacked``: the tensors only kernels that copy them into their own layout read (a
+    MatMul's constant right-hand side, say), leading the file in one run: once a runtime
+    has built its session with weight prepacking, their pages can be given back."""
 
     file: str
     entries: tuple[WeightEntry, ...]
+    prepacked: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -59,9 +64,13 @@ class WeightTable:
         return max((e.offset + e.nbytes for e in self.entries), default=0)
 
     def to_extra(self) -> dict[str, Any]:
-        return {"file": self.file, "align": ALIGN,
-                "tensors": [{"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
-                             "offset": e.offset} for e in self.entries]}
+        doc: dict[str, Any] = {
+            "file": self.file, "align": ALIGN,
+            "tensors": [{"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
+                         "offset": e.offset} for e in self.entries]}
+        if self.prepacked:
+            doc["prepacked"] = list(self.prepacked)
+        return doc
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, Any]) -> WeightTable | None:
@@ -74,10 +83,14 @@ class WeightTable:
                 WeightEntry(str(t["name"]), str(t["dtype"]), tuple(int(d) for d in t["shape"]),
                             int(t["offset"]))
                 for t in raw["tensors"])
-            table = cls(str(raw["file"]), entries)
-        except (KeyError, TypeError, ValueError) as exc:
+            table = cls(str(raw["file"]), entries,
+                        tuple(str(n) for n in raw.get("prepacked", ())))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PackFormatError(f"malformed weights table in the manifest: {exc!r}",
                                   "the pack is damaged; pack the model again") from exc
+        if not set(table.prepacked) <= {e.name for e in entries}:
+            raise PackFormatError("the weights table names prepacked tensors it does not hold",
+                                  "the pack is damaged; pack the model again")
         for e in entries:
             if e.dtype not in VIEWABLE or e.offset < 0 or any(d < 0 for d in e.shape):
                 raise PackFormatError(f"weights table entry {e.name!r} is not valid ({e})",
@@ -118,3 +131,22 @@ def views(table: WeightTable, buffer: memoryview) -> dict[str, np.ndarray]:
     return {e.name: np.frombuffer(flat, dtype=np.dtype(e.dtype), count=prod(e.shape),
                                   offset=e.offset).reshape(e.shape)
             for e in table.entries}
+
+
+def runs(table: WeightTable, names: Iterable[str], buffer: memoryview) -> list[memoryview]:
+    """Views of ``buffer`` (the weights file) over the tensors ``names``: one view per run
+    of them in file order, the alignment padding between neighbours included (pure)."""
+    wanted = set(names)
+    out: list[memoryview] = []
+    start = end = -1
+    for e in table.entries:
+        if e.name in wanted:
+            if start < 0:
+                start = e.offset
+            end = e.offset + e.nbytes
+        elif start >= 0:
+            out.append(buffer[start:end])
+            start = -1
+    if start >= 0:
+        out.append(buffer[start:end])
+    return out

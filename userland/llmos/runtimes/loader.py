@@ -33,3 +33,14 @@ def load_runtime(manifest: Manifest, files: Mapping[str, memoryview],
         return torch.load(manifest, files, options)
     raise ModelLoadError(f"pack {manifest.name!r} needs runtime {manifest.runtime!r}, "
                          "which this build does not have", "pack the model as ONNX")
+
+
+def releasable(manifest: Manifest, files: Mapping[str, memoryview],
+               options: RuntimeOptions) -> list[memoryview]:
+    """The parts of ``files`` that runtimes loaded with ``options`` never read again (their
+    pages may be given back once every instance is loaded and warm)."""
+    if manifest.runtime == "onnx":
+        from llmos.runtimes import onnx
+
+        return onnx.releasable(manifest, files, options)
+    return []

@@ -17,7 +17,9 @@ from typing import Protocol
 import numpy as np
 
 from llmos.config import ModelConfig
+from llmos.errors import ModelLoadError
 from llmos.pack.manifest import Manifest, TensorSpec
+from llmos.runtimes import heap
 from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.serving.batcher import Batcher, BatchPolicy
 from llmos.serving.metrics import ModelMetrics, ServingMetrics
@@ -59,6 +61,8 @@ class Served(Protocol):
 
 Backend = Callable[[ModelContext], Served]
 RuntimeFactory = Callable[[Manifest, Mapping[str, memoryview], RuntimeOptions], Runtime]
+# The parts of a pack's files that loaded runtimes no longer read (prepacked weights).
+Releasable = Callable[[Manifest, Mapping[str, memoryview], RuntimeOptions], list[memoryview]]
 
 
 def runtime_options(cfg: ModelConfig, device: str) -> RuntimeOptions:
@@ -100,24 +104,66 @@ class TensorModel:
         self.batcher.close()
         for r in self.runtimes:
             r.close()
+        self.runtimes = []
+        heap.trim()  # the runtime's own copies (prepacked weights) back to the system
 
 
-def _default_runtime_factory() -> RuntimeFactory:
-    from llmos.runtimes.loader import load_runtime  # the packer's runtime adapters
+def _default_runtime_factory() -> tuple[RuntimeFactory, Releasable]:
+    from llmos.runtimes.loader import load_runtime, releasable  # the runtime adapters
 
-    return load_runtime
+    return load_runtime, releasable
 
 
-def tensor_backend(ctx: ModelContext, load: RuntimeFactory | None = None) -> TensorModel:
-    """Load ``instances`` runtimes, warm each up on a sample input, start the batcher."""
-    load = load or _default_runtime_factory()
+def _same(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for name, x in a.items():
+        y = b[name]
+        if x.shape != y.shape:
+            return False
+        if x.dtype.kind in "fc":
+            if not np.allclose(x, y, rtol=1e-4, atol=1e-6, equal_nan=True):
+                return False
+        elif not np.array_equal(x, y):
+            return False
+    return True
+
+
+def _release(ctx: ModelContext, runtimes: list[Runtime], warm: list[dict[str, np.ndarray]],
+             views: list[memoryview]) -> None:
+    """Give back the pages of ``views``, then check every instance still answers its
+    warm-up as before (a runtime that still read them would now read zeros)."""
+    if not views:
+        return
+    freed = ctx.release(views)
+    if not freed:
+        return
+    for rt, before in zip(runtimes, warm, strict=True):
+        if not _same(before, rt.infer(sample_inputs(rt.inputs))):
+            raise ModelLoadError(
+                f"model {ctx.config.name!r} answers differently once its prepacked weights "
+                "are given back: the runtime still reads them",
+                f"set prepack = false for model {ctx.config.name!r}")
+    log.info("model %s: %.1f MiB of weights given back (the runtime holds them prepacked)",
+             ctx.config.name, freed / 2**20)
+
+
+def tensor_backend(ctx: ModelContext, load: RuntimeFactory | None = None,
+                   releasable: Releasable | None = None) -> TensorModel:
+    """Load ``instances`` runtimes, warm each up on a sample input, give back the weights
+    they hold in their own form, start the batcher."""
+    default_load, default_releasable = _default_runtime_factory()
+    load = load or default_load
+    releasable = releasable or default_releasable
     cfg, manifest = ctx.config, ctx.manifest
     runtimes: list[Runtime] = []
     try:
+        warm = []
         for _ in range(cfg.instances):
             rt = load(manifest, ctx.files, ctx.options)
             runtimes.append(rt)
-            rt.infer(sample_inputs(rt.inputs))
+            warm.append(rt.infer(sample_inputs(rt.inputs)))
+        _release(ctx, runtimes, warm, releasable(manifest, ctx.files, ctx.options))
     except BaseException:
         for rt in runtimes:
             rt.close()

@@ -29,3 +29,13 @@ def decrypt(key: bytes, nonce: bytes, sealed: bytes | bytearray | memoryview, aa
         return AESGCM(key).decrypt(nonce, sealed, aad)
     except InvalidTag:
         raise AuthenticationFailed from None
+
+
+def decrypt_into(key: bytes, nonce: bytes, sealed: bytes | bytearray | memoryview, aad: bytes,
+                 out: memoryview) -> None:
+    """``decrypt``, writing the plaintext into ``out`` (exactly its size) instead of a new
+    buffer. On ``AuthenticationFailed`` ``out`` may hold unverified bytes: wipe it."""
+    try:
+        AESGCM(key).decrypt_into(nonce, sealed, aad, out)
+    except InvalidTag:
+        raise AuthenticationFailed from None

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from llmos.errors import LlmosError, PackFormatError, TamperedError, WrongKeyError
 from llmos.files import atomic_write
@@ -36,6 +36,7 @@ TAMPERED_HINT = ("the sealed pack was modified, truncated or mixed with another 
                  "copy the original sealed pack again, or seal the pack again")
 
 Allocator = Callable[[int], memoryview]
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------- sealing
@@ -199,24 +200,51 @@ class SealedPack:
         self._check_length()
         return self._decrypt(data_key)
 
-    def _decrypt(self, data_key: bytes) -> Iterator[memoryview]:
-        lengths = self.header.chunk_lengths()
+    def decrypt_into(self, kek: Kek, out: memoryview) -> None:
+        """Every chunk verified and decrypted straight into ``out`` (the payload's size):
+        an uncompressed payload needs no other buffer. Checks as ``chunks`` does; on an
+        error ``out`` may hold unverified bytes (the caller wipes it)."""
+        data_key = self._data_key(kek)
+        self._check_length()
+        if len(out) != self.header.payload_size:
+            raise TamperedError(f"{self._label()}: {self.header.payload_size} bytes sealed, "
+                                f"{len(out)} expected", TAMPERED_HINT)
+        pos = 0
         digest = fmt.header_digest(self.header)
+        for i, final, piece in self._pieces():
+            n = len(piece) - aead.TAG_SIZE
+            self._open(aead.decrypt_into, data_key, digest, (i, final), piece,
+                       out[pos:pos + n])
+            pos += n
+
+    def _pieces(self) -> Iterator[tuple[int, bool, bytes | bytearray | memoryview]]:
+        """(index, final, ciphertext + tag) of each chunk, its length checked."""
+        lengths = self.header.chunk_lengths()
         last = len(lengths) - 1
         sealed = self._body.read(n + aead.TAG_SIZE for n in lengths)
         for i, (n, piece) in enumerate(zip(lengths, sealed, strict=False)):
-            final = i == last
             if len(piece) != n + aead.TAG_SIZE:
                 raise TamperedError(f"{self._label()} ends inside chunk {i} of {last + 1}",
                                     TAMPERED_HINT)
-            try:
-                plain = aead.decrypt(data_key, fmt.chunk_nonce(i, final), piece,
-                                     fmt.chunk_aad(digest, i, final))
-            except aead.AuthenticationFailed:
-                raise TamperedError(
-                    f"{self._label()}: chunk {i} of {last + 1} does not authenticate (edited, "
-                    "reordered, or taken from another pack)", TAMPERED_HINT) from None
-            yield memoryview(plain)
+            yield i, i == last, piece
+
+    def _open(self, how: Callable[..., T], data_key: bytes, digest: bytes,
+              where: tuple[int, bool], piece: bytes | bytearray | memoryview,
+              *out: memoryview) -> T:
+        i, final = where
+        try:
+            return how(data_key, fmt.chunk_nonce(i, final), piece,
+                       fmt.chunk_aad(digest, i, final), *out)
+        except aead.AuthenticationFailed:
+            raise TamperedError(
+                f"{self._label()}: chunk {i} of {self.header.chunk_count} does not "
+                "authenticate (edited, reordered, or taken from another pack)",
+                TAMPERED_HINT) from None
+
+    def _decrypt(self, data_key: bytes) -> Iterator[memoryview]:
+        digest = fmt.header_digest(self.header)
+        for i, final, piece in self._pieces():
+            yield memoryview(self._open(aead.decrypt, data_key, digest, (i, final), piece))
 
 
 def _bytearray_alloc(n: int) -> memoryview:
@@ -234,7 +262,8 @@ def _wipe(buf: memoryview) -> None:
 
 def open_payload(sealed: SealedPack, kek: Kek,
                  alloc: Allocator = _bytearray_alloc) -> memoryview:
-    """The decompressed, verified payload in one buffer from ``alloc`` (pinned memory, say).
+    """The decompressed, verified payload in one buffer from ``alloc`` (pinned memory, say);
+    an uncompressed one is decrypted straight into it.
 
     Every chunk and the manifest are authenticated (AES-GCM) as they are decrypted, and
     zstd checks its content checksum: the plaintext SHA-256 is not recomputed. On any
@@ -247,6 +276,10 @@ def open_payload(sealed: SealedPack, kek: Kek,
         return buffers[-1]
 
     try:
+        if sealed.manifest.compression == "none":  # decrypted where it will stay
+            out = tracked(container.checked_size(sealed.manifest))
+            sealed.decrypt_into(kek, out)
+            return out
         return container.decompress_into(sealed.chunks(kek), sealed.manifest, tracked,
                                          authenticated=True)
     except BaseException:
