@@ -107,7 +107,9 @@ class FirstBoot:
     console: str
     report: dict[str, str]
     cpus: int
-    embeddings: np.ndarray | AssertionError  # see ``result``
+    embeddings: np.ndarray | AssertionError  # see ``result``; v2 JSON
+    triton_embeddings: np.ndarray | AssertionError  # stock tritonclient (binary tensors)
+    openai_embeddings: np.ndarray | AssertionError  # stock openai client
     metrics: guest.Samples | AssertionError
     chat: dict[str, Any] | AssertionError
     admin_login_status: int | None
@@ -160,11 +162,13 @@ def first_boot(lab: Path, image: Path, fleet_key: Path) -> FirstBoot:
         # A request that fails is kept as its failure and judged by test_appliance, so
         # that the attack tests, which need only the enrolled machine, still run.
         embeddings = outcome(lambda: guest.embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
+        by_triton = outcome(lambda: guest.triton_embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
+        by_openai = outcome(lambda: guest.openai_embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
         metrics = outcome(lambda: guest.metrics(vm.api))
-        chat = outcome(lambda: guest.chat(vm.api, CHAT_MODEL, "What is the capital of France?",
-                                           max_tokens=8))
+        chat = outcome(lambda: guest.openai_chat(vm.api, CHAT_MODEL,
+                                                 "What is the capital of France?", max_tokens=8))
         login = http.request(f"http://127.0.0.1:{vm.admin_port}/login")
         console = boot.console()
     return FirstBoot(vm, _snapshot(vm.dir, VmDir(lab / "enrolled")), health, console, report,
-                     boot.config.cpus, embeddings, metrics, chat,
+                     boot.config.cpus, embeddings, by_triton, by_openai, metrics, chat,
                      None if login is None else login.status, boot.clean_shutdown, settled_s)

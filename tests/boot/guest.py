@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import openai
+import tritonclient.http as triton
 from llmos_vm import http, report
 from llmos_vm.machine import Boot
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,14 +42,45 @@ def embeddings(api: str, model: str, texts: list[str]) -> np.ndarray:
     return np.array(out["data"], dtype=np.float32).reshape(out["shape"])
 
 
-def chat(api: str, model: str, question: str, max_tokens: int) -> dict[str, Any]:
-    body = {"model": model, "messages": [{"role": "user", "content": question}],
-            "max_tokens": max_tokens, "temperature": 0, "seed": 1}
-    reply = http.request(f"{api}/v1/chat/completions", body, timeout_s=REQUEST_TIMEOUT_S)
-    assert reply is not None, "no answer from /v1/chat/completions"
-    assert reply.status == 200, reply.body[:500]
-    doc: dict[str, Any] = reply.json()
-    return doc
+def triton_embeddings(api: str, model: str, texts: list[str]) -> np.ndarray:
+    """The embeddings through the stock ``tritonclient.http`` with its defaults (the binary
+    tensor extension both ways); a client error fails as an AssertionError."""
+    client = triton.InferenceServerClient(url=api.removeprefix("http://"),
+                                          network_timeout=REQUEST_TIMEOUT_S)
+    text = triton.InferInput("text", [len(texts)], "BYTES")
+    text.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+    try:
+        out: np.ndarray = client.infer(model, [text]).as_numpy("embedding")
+    except Exception as exc:  # the client's errors, kept as a failed request
+        raise AssertionError(f"tritonclient infer on {model}: {exc!r}") from exc
+    finally:
+        client.close()
+    return out
+
+
+def _openai(api: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{api}/v1", api_key="none", timeout=REQUEST_TIMEOUT_S,
+                         max_retries=0)
+
+
+def openai_embeddings(api: str, model: str, texts: list[str]) -> np.ndarray:
+    """The embeddings through the stock ``openai`` client's /v1/embeddings."""
+    try:
+        reply = _openai(api).embeddings.create(model=model, input=texts)
+    except openai.OpenAIError as exc:
+        raise AssertionError(f"openai embeddings on {model}: {exc!r}") from exc
+    return np.array([d.embedding for d in reply.data], dtype=np.float32)
+
+
+def openai_chat(api: str, model: str, question: str, max_tokens: int) -> dict[str, Any]:
+    """One greedy chat completion through the stock ``openai`` client, as its JSON."""
+    try:
+        reply = _openai(api).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": question}],
+            max_tokens=max_tokens, temperature=0, seed=1)
+    except openai.OpenAIError as exc:
+        raise AssertionError(f"openai chat on {model}: {exc!r}") from exc
+    return reply.model_dump()
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -118,9 +118,15 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
     assert first_boot.report["supervisor"] == "active"
     assert "login:" not in console, "a login prompt on the console"
     _assert_embeddings_match(result(first_boot.embeddings), reference_embeddings)
+    # The stock clients get the same numbers: tritonclient (binary tensors) exactly, the
+    # openai client's /v1/embeddings to float32 rounding of its wire format.
+    np.testing.assert_array_equal(result(first_boot.triton_embeddings),
+                                  result(first_boot.embeddings))
+    np.testing.assert_allclose(result(first_boot.openai_embeddings),
+                               result(first_boot.embeddings), rtol=0, atol=1e-6)
     _assert_weights_pinned_on_hugepages(result(first_boot.metrics))
 
-    # --- the LLM (smollm2 pack, OpenAI API): one greedy chat completion answered ---------
+    # --- the LLM (smollm2 pack, stock openai client): one greedy chat completion answered -
     answer = result(first_boot.chat)
     text = answer["choices"][0]["message"]["content"]
     assert isinstance(text, str) and "Paris" in text, answer
