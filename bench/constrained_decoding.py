@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from bench.llm_bench import load_pack
+from bench.llm_bench import load_pack, publish
 from llmos.demo.smollm2 import plain_pack
 from llmos.llm.constraints import Grammar, Grammars
 from llmos.llm.decoding import TokenChooser, TokenConstraint
@@ -156,9 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     text = run(args.demo, args.tokens, args.repeat)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    sys.stdout.write(text)
+    publish(text, args.out)
     return 0
 
 

@@ -357,6 +357,13 @@ def bench_rows(demo: Path, key: Path, max_tokens: int, repeat: int) -> list[dict
              else f"{r.quantization} ONNX pack"} for name, t in r.timings.items()]
 
 
+def publish(text: str, out: Path) -> None:
+    """A report written to ``out`` (its folder made) and to stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    sys.stdout.write(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pack", default="smollm2", help="smollm2, smollm2-int4, smollm2-fp32")
@@ -370,9 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s")
     result = run(args.pack, args.tokens, args.repeat, args.demo, not args.no_transformers)
     text = report(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    sys.stdout.write(text)
+    publish(text, args.out)
     return 0
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.llm_bench import THREADS, RawLoop, load_pack
+from bench.llm_bench import THREADS, RawLoop, load_pack, publish
 from llmos.demo.smollm2 import SmolLM2, plain_pack
 from llmos.llm.model import with_prepacking
 from llmos.pack.llm.architecture import (
@@ -213,9 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = sorted((args.demo / "work" / "smollm2").glob("*.hf"))[0]
         reference = hf_perplexity(folder, chunks)
     text = report(rows, reference, args.windows * args.window, args.window)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    sys.stdout.write(text)
+    publish(text, args.out)
     log.info("load average %.1f (%d cores)", os.getloadavg()[0], os.cpu_count() or 0)
     return 0
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +88,14 @@ pack = "{pack}"
 
 
 class Server:
-    """A running ``llmos serve``; its log lines are collected on a thread."""
+    """A running ``llmos serve``; its log lines are collected on a thread. Also the
+    process tests/serving/test_process.py checks as systemd runs it."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, extra: Sequence[str] = ()) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", "--config",
-                                      str(config)], env=env, stderr=subprocess.PIPE, text=True)
+                                      str(config), *extra], env=env, cwd=cwd,
+                                     stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -35,6 +35,14 @@ async def _upload(srv: AdminServer, token: str, blob: bytes) -> aiohttp.ClientRe
                                 headers={"X-CSRF-Token": token})
 
 
+async def _update_to_2(srv: AdminServer, token: str, packs: Packs) -> dict[str, Any]:
+    """Version 2 of ``scaler`` (factor 3) uploaded and accepted: the upload's answer."""
+    resp = await _upload(srv, token, models.sealed_scaler("scaler", packs.kek, "2", factor=3))
+    assert resp.status == 200, await resp.text()
+    doc: dict[str, Any] = await resp.json()
+    return doc
+
+
 async def _infer(srv: AdminServer, path: str) -> tuple[int, Any]:
     resp = await srv.api.post(f"{path}/infer", json={"inputs": [
         {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": X}]})
@@ -76,9 +84,7 @@ async def test_a_new_version_takes_over_and_the_old_one_is_unloaded(
     srv: AdminServer = await start_admin()
     token = await login(srv.admin)
     assert await _answer(srv, "/v2/models/scaler") == ("1", [2, 4, 6, 8])
-    resp = await _upload(srv, token, models.sealed_scaler("scaler", packs.kek, "2", factor=3))
-    assert resp.status == 200, await resp.text()
-    doc = await resp.json()
+    doc = await _update_to_2(srv, token, packs)
     assert (doc["state"], doc["version"], doc["update"]["previous"]) == ("READY", "2", "1")
     assert doc["update"]["state"] in ("DRAINING", "DONE")
     assert await _answer(srv, "/v2/models/scaler") == ("2", [3, 6, 9, 12])
@@ -101,9 +107,7 @@ async def test_both_versions_answer_while_the_old_one_holds_a_request(
     registry = srv.supervisor.registry
     old = registry.served("scaler")
     with registry.leases.hold(old):  # a request still running on version 1
-        resp = await _upload(srv, token, models.sealed_scaler("scaler", packs.kek, "2",
-                                                             factor=3))
-        assert resp.status == 200, await resp.text()
+        await _update_to_2(srv, token, packs)
         assert _update(srv).state is UpdateState.DRAINING
         meta = await (await srv.api.get("/v2/models/scaler")).json()
         assert meta["versions"] == ["2", "1"]
@@ -150,8 +154,7 @@ async def test_a_pack_that_does_not_load_leaves_the_old_version_serving(
     assert _stored(srv) == []  # the failed pack is not kept
     assert _owners(srv) == {"scaler"}  # nothing of version 2 left in memory
     # the operator fixes the pack: the next update goes through
-    resp = await _upload(srv, token, models.sealed_scaler("scaler", packs.kek, "2", factor=3))
-    assert resp.status == 200, await resp.text()
+    await _update_to_2(srv, token, packs)
     assert await _answer(srv, "/v2/models/scaler") == ("2", [3, 6, 9, 12])
 
 
@@ -196,9 +199,7 @@ async def test_a_busy_old_version_is_unloaded_after_the_drain_timeout(
     registry = srv.supervisor.registry
     registry._updates._drain_s = 0.2  # the setting server.update_drain_s, shortened
     with registry.leases.hold(registry.served("scaler")):  # a request that never ends
-        resp = await _upload(srv, token, models.sealed_scaler("scaler", packs.kek, "2",
-                                                             factor=3))
-        assert resp.status == 200
+        await _update_to_2(srv, token, packs)
         await _until(lambda: _update(srv).state is UpdateState.DONE)
     assert "still busy after 0.2 s" in _update(srv).reason
     assert srv.supervisor.registry.versions("scaler") == ("2",)
@@ -211,9 +212,7 @@ async def test_stopping_unloads_a_draining_version_at_once(start_admin: Start,
     token = await login(srv.admin)
     registry = srv.supervisor.registry
     with registry.leases.hold(registry.served("scaler")):
-        resp = await _upload(srv, token, models.sealed_scaler("scaler", packs.kek, "2",
-                                                             factor=3))
-        assert resp.status == 200
+        await _update_to_2(srv, token, packs)
         loop = asyncio.get_running_loop()
         started = loop.time()
         await registry.unload_all()
@@ -230,9 +229,7 @@ async def test_unload_and_load_while_the_old_version_drains_keep_their_memory(
     token = await login(srv.admin)
     registry = srv.supervisor.registry
     with registry.leases.hold(registry.served("scaler")):
-        resp = await _upload(srv, token, models.sealed_scaler("scaler", packs.kek, "2",
-                                                             factor=3))
-        assert resp.status == 200
+        await _update_to_2(srv, token, packs)
         await registry.unload("scaler")
         await registry.load("scaler")  # version 2 again, while version 1 still drains
         assert _owners(srv) == {"scaler", "scaler@1"}

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
@@ -21,44 +19,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench.model_update import Server
 
 from .conftest import Packs, standard_config
 from .plaintext import contains, files_with
-
-
-class Serve:
-    """A running ``llmos serve`` whose stderr is collected on a thread."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", *args], env=env,
-                                     cwd=cwd, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def port(self, role: str, timeout_s: float = 60) -> int:
-        deadline = time.monotonic() + timeout_s
-        pattern = re.compile(rf"{role} listening on http://[\d.]+:(\d+)")
-        while time.monotonic() < deadline:
-            for line in self.lines:
-                if m := pattern.search(line):
-                    return int(m.group(1))
-            assert self.proc.poll() is None, "".join(self.lines)
-            time.sleep(0.05)
-        raise AssertionError("no listening line:\n" + "".join(self.lines))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        finally:
-            self._reader.join(5)
 
 
 def _get(port: int, path: str) -> tuple[int, Any]:
@@ -132,8 +96,7 @@ def test_serve_notifies_systemd_serves_and_writes_no_plaintext(
     cfg = standard_config(packs, root)
     env = {**env, "NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "200000"}
     since = time.time() - 1
-    server = Serve(["--config", str(cfg), "--state-dir", str(root / "state")], env,
-                   root / "cwd")
+    server = Server(cfg, env, root / "cwd", ["--state-dir", str(root / "state")])
     try:
         port = server.port("api")
         ready = notes.wait_for("READY")

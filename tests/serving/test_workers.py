@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from llmos.errors import InferenceTimeoutError, LlmosError
-from llmos.llm.engine import Engine, EngineLimits
+from llmos.llm.engine import Engine, EngineLimits, NoObserver
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.sampling import SamplingParams
-from llmos.llm.stopping import FinishReason
 from llmos.serving.batcher import Batcher, BatchPolicy
 from llmos.serving.workers import CRASHES, CrashLog, supervise
 
@@ -35,7 +34,10 @@ def test_supervise_runs_the_loop_again_and_records_the_crash() -> None:
     assert log.warnings(now=10**12) == ()  # old crashes leave /health
 
 
-class OnceBoom:
+class OnceBoom(NoObserver):
+    """Raises from the first batch (a Batcher's observer) or the first step with a running
+    sequence (an Engine's)."""
+
     def __init__(self) -> None:
         self.fired = False
 
@@ -48,16 +50,6 @@ class OnceBoom:
         if running and not self.fired:
             self.fired = True
             raise Boom("observer")
-
-    def first_token(self, seconds: float) -> None:
-        pass
-
-    def next_token(self, seconds: float) -> None:
-        pass
-
-    def finished(self, seconds: float, prompt_tokens: int, generated_tokens: int,
-                 reason: FinishReason) -> None:
-        pass
 
 
 async def test_a_crashed_inference_worker_is_replaced_and_reported() -> None:

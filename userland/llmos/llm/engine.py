@@ -66,7 +66,9 @@ class EngineObserver(Protocol):
                  reason: FinishReason) -> None: ...
 
 
-class _NoObserver:
+class NoObserver:
+    """Observes nothing: the default, and a base for an observer of only some events."""
+
     def scheduled(self, running: int, waiting: int) -> None:
         pass
 
@@ -115,7 +117,7 @@ class Engine:
         self.name = name
         self._decode_text = decode_text
         self._eos = eos_token_ids
-        self._observer: EngineObserver = observer or _NoObserver()
+        self._observer: EngineObserver = observer or NoObserver()
         self._cv = threading.Condition()
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._running: list[_Sequence] = []  # index = cache slot

@@ -32,6 +32,7 @@ from llmos.llm import openai_embeddings as emb
 from llmos.llm import openai_protocol as proto
 from llmos.llm.choices import Answer, Choice
 from llmos.llm.generation import Chunk
+from llmos.llm.model import LanguageModel
 from llmos.web.admission import decode
 from llmos.web.errors import status_of
 from llmos.web.keys import DATAPLANE
@@ -112,9 +113,14 @@ async def _stream(request: web.Request, answer: Answer, renderer: _Renderer,
     return response
 
 
-async def _answer(request: web.Request, answer: Answer, head: dict[str, Any],
-                  whole: Callable[[dict[str, Any], list[Choice], Answer], dict[str, Any]]
-                  ) -> web.Response:
+async def _reply(request: web.Request, lm: LanguageModel, answer: Answer,
+                 p: proto.CompletionParams, id_prefix: str,
+                 whole: Callable[[dict[str, Any], list[Choice], Answer], dict[str, Any]],
+                 stream: Callable[[dict[str, Any], Answer], _Renderer]) -> web.StreamResponse:
+    """The answer as one JSON document (``whole``), or as server-sent events."""
+    head = {"id": proto.new_id(id_prefix), "created": lm.created, "model": lm.name}
+    if p.stream:
+        return await _stream(request, answer, stream(head, answer), p.include_usage)
     done = await answer.collect(_gone(request))
     if done is None:
         return _client_gone()
@@ -140,11 +146,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     plane = request.app[DATAPLANE]
     lm = plane.language_model(p.model)
     answer = await plane.complete(lm, req.prompt, p, req.features)
-    head = {"id": proto.new_id("cmpl"), "created": lm.created, "model": lm.name}
-    if not p.stream:
-        return await _answer(request, answer, head, answers.completion)
-    return await _stream(request, answer, answers.CompletionStream(head, answer),
-                         p.include_usage)
+    return await _reply(request, lm, answer, p, "cmpl", answers.completion,
+                        answers.CompletionStream)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -153,10 +156,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     plane = request.app[DATAPLANE]
     lm = plane.language_model(p.model)
     answer = await plane.chat(lm, req.messages, p, req.features)
-    head = {"id": proto.new_id("chatcmpl"), "created": lm.created, "model": lm.name}
-    if not p.stream:
-        return await _answer(request, answer, head, answers.chat)
-    return await _stream(request, answer, answers.ChatStream(head, answer), p.include_usage)
+    return await _reply(request, lm, answer, p, "chatcmpl", answers.chat, answers.ChatStream)
 
 
 def setup(app: web.Application) -> None:
