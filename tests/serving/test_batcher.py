@@ -169,6 +169,26 @@ async def test_full_queue_refuses_with_retry_after(make: Make, model: Model) -> 
     await first
 
 
+async def test_queue_size_counts_requests_not_their_further_slices(
+        make: Make, model: Model) -> None:
+    """A sliced request's further slices wait in the queue too, but a new request is judged
+    by the requests waiting: with queue_size 2, one sliced request queued (two slices) and
+    a second request fit; a third is refused."""
+    b = make(max_batch_size=1, queue_size=2)
+    first = await _hold_first(b, model)
+    sliced = [asyncio.create_task(b.infer({"x": _x(1)}, 10)),
+              asyncio.create_task(b.infer({"x": _x(2)}, 10, admitted=True))]
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(b.infer({"x": _x(3)}, 10))
+    await asyncio.sleep(0.01)
+    assert b.depth == 3
+    with pytest.raises(QueueFullError):
+        b.submit({"x": _x(9)})
+    model.gate.set()
+    assert len(await asyncio.gather(*sliced, second)) == 3
+    await first
+
+
 async def test_timeout_expires_and_the_request_never_runs(make: Make, model: Model) -> None:
     b = make(max_batch_size=8, max_queue_delay_s=0.0)
     first = await _hold_first(b, model)

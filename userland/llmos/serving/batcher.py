@@ -65,11 +65,13 @@ class _NoObserver:
 
 
 class _Item:
-    __slots__ = ("deadline", "enqueued", "expired", "future", "inputs", "key", "loop", "rows",
-                 "timeout_s")
+    __slots__ = ("continues", "deadline", "enqueued", "expired", "future", "inputs", "key",
+                 "loop", "rows", "timeout_s")
 
     def __init__(self, inputs: Tensors, rows: int, key: object,
-                 loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+                 loop: asyncio.AbstractEventLoop, timeout_s: float,
+                 continues: bool = False) -> None:
+        self.continues = continues  # a further slice of a request already admitted
         self.inputs = inputs
         self.rows = rows
         self.key = key
@@ -180,17 +182,25 @@ class Batcher:
         if self._closed:
             raise NotReadyError(f"model {self.name!r} is being unloaded",
                                 "retry once it is loaded again")
-        if not admitted and len(self._queue) >= self.policy.queue_size:
+        if not admitted and self._waiting_requests() >= self.policy.queue_size:
             raise QueueFullError(
                 f"model {self.name!r}: queue is full ({self.policy.queue_size} requests)",
                 "retry later, lower the request rate, or raise queue_size / instances",
                 retry_after_s=1.0)
         rows, key = self._shape_key(inputs)
-        item = _Item(inputs, rows, key, asyncio.get_running_loop(), timeout_s)
+        item = _Item(inputs, rows, key, asyncio.get_running_loop(), timeout_s,
+                     continues=admitted)
         with self._cond:
             self._queue.append(item)
             self._cond.notify()
         return item
+
+    def _waiting_requests(self) -> int:
+        """Requests queued and not yet started: the further slices of a request already
+        being served wait beside them but are not new requests (``queue_size`` counts
+        requests, whichever way they are cut)."""
+        with self._cond:
+            return sum(1 for item in self._queue if not item.continues)
 
     async def infer(self, inputs: Tensors, timeout_s: float, *,
                     expected: bool = False, admitted: bool = False) -> dict[str, np.ndarray]:
