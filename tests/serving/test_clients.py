@@ -26,13 +26,13 @@ import numpy as np
 import openai
 import pytest
 import tritonclient.http as httpclient
+from bench.model_update import Server
 from tritonclient.utils import InferenceServerException
 
 from llmos.vault.keyfile import read_keyfile
 
 from . import models
 from .conftest import write_config
-from .test_process import Serve
 
 REPO = Path(__file__).resolve().parents[2]
 EMBEDDERS = ("minilm", "minilm-fp32", "minilm-torch")
@@ -93,7 +93,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         entries)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("LLMOS_")},
            "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"), "PYTHONUNBUFFERED": "1"}
-    proc = Serve(["--config", str(cfg)], env, root)
+    proc = Server(cfg, env, root)
     try:
         port = proc.port("api", timeout_s=120)
         deadline = time.monotonic() + 600
