@@ -18,9 +18,13 @@ FLEETKEY := $(KEYS)/fleet.key
 # Secure Boot (PK/KEK/db; db also signs the expected PCR 11 values) and the OVMF variable
 # store with them enrolled: test keys made once per checkout (image/keys.sh).
 SBVARS   := $(KEYS)/secureboot/OVMF_VARS.fd
+# The OS update signing key (OpenPGP; its public half goes into the image).
+UPDKEY   := $(KEYS)/update/pubring.gpg
+# The image's version (A/B updates, docs/updates.md); make update-image VERSION=N cuts another.
+VERSION  ?= $(shell cat image/VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image image-update image-nvidia run bench bench-quick clean
+.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image update-image update-images image-nvidia run bench bench-quick clean
 
 help:
 	@echo "make run        build the image (demo models sealed in) and boot it in QEMU with swtpm"
@@ -30,6 +34,7 @@ help:
 	@echo "make test-gpu   the GPU tests, on a machine with an NVIDIA GPU (docs/status.md: GPU)"
 	@echo "make serve      serve the demo packs on this host (development key, loud warning)"
 	@echo "make image      build the appliance disk image"
+	@echo "make update-image VERSION=N  the signed update artifacts of version N (build/updates/N)"
 	@echo "make bench      side-by-side benchmarks (results in bench/results/)"
 	@echo "make bench-quick  regression guard: fails if a ratio is >15% worse than committed"
 
@@ -57,10 +62,11 @@ $(FLEETKEY): | $(STAMPS)/venv
 	@mkdir -p $(KEYS)
 	$(VENV)/bin/llmos keygen --out $@
 
-$(SBVARS): image/keys.sh | $(STAMPS)/venv
+$(SBVARS) $(UPDKEY) &: image/keys.sh | $(STAMPS)/venv
 	VENV_BIN=$(VENV)/bin bash image/keys.sh $(KEYS)
+	@touch $(SBVARS) $(UPDKEY)
 
-keys: $(FLEETKEY) $(SBVARS)
+keys: $(FLEETKEY) $(SBVARS) $(UPDKEY)
 
 demo-packs: $(STAMPS)/venv $(FLEETKEY)
 	$(VENV)/bin/llmos demo build --out $(DEMO) --key $(FLEETKEY)
@@ -74,11 +80,11 @@ test-fast: $(STAMPS)/venv
 	$(PY) -m pytest -m "not boot" $(PYTEST_ARGS)
 
 # Lint first: ruff and mypy --strict take a minute and fail sooner than the suite.
-test: deps $(STAMPS)/venv lint demo-packs image image-update
+test: deps $(STAMPS)/venv lint demo-packs image update-images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # QEMU boot tests only (tests/boot; the image is built first, never by the tests).
-test-boot: deps $(STAMPS)/venv demo-packs image image-update
+test-boot: deps $(STAMPS)/venv demo-packs image update-images
 	$(PY) -m pytest -m boot tests/boot $(PYTEST_ARGS)
 
 # On a machine with an NVIDIA GPU (elsewhere they skip, saying why). The CUDA provider
@@ -114,13 +120,28 @@ bench-quick: $(STAMPS)/venv demo-packs
 # --- the appliance image and the VM ----------------------------------------------------
 # image/build.sh rebuilds only when its inputs changed (hash of image/, the userland, the
 # wheel pins, the packs); mkosi's incremental cache keeps the installed packages.
-image: deps $(STAMPS)/venv demo-packs $(SBVARS)
-	PY=$(PY) bash image/build.sh default
+image: deps $(STAMPS)/venv demo-packs $(SBVARS) $(UPDKEY)
+	LLMOS_VERSION=$(shell cat image/VERSION) PY=$(PY) bash image/build.sh default
 
-# The same image built again with one file more (build/image-update/): the boot tests' update
-# signed by the same keys, which must get the fleet key without re-enrollment.
-image-update: image
-	LLMOS_IMAGE_OUT=$(BUILD)/image-update LLMOS_BUILD_TAG=update PY=$(PY) bash image/build.sh default
+
+# The signed artifacts of version VERSION (make update-image VERSION=2), ready to serve to
+# appliances from any HTTP server: build/updates/VERSION/ holds the root file system and its
+# dm-verity hash partition (gzip), the signed UKI, SHA256SUMS and its signature
+# SHA256SUMS.gpg (the fleet's update key). docs/updates.md says how to ship them.
+# UPDATE_PACKS=DIR: the sealed packs to put in (default: the demo packs).
+UPDATE_PACKS ?= $(DEMO)
+update-image: deps $(STAMPS)/venv demo-packs $(SBVARS) $(UPDKEY)
+	LLMOS_VERSION=$(VERSION) LLMOS_IMAGE_OUT=$(BUILD)/image-v$(VERSION) LLMOS_PACKS=$(UPDATE_PACKS) \
+	  LLMOS_GOLDEN_PACKS=$(DEMO) PY=$(PY) bash image/build.sh default
+	bash image/publish-update.sh $(BUILD)/image-v$(VERSION) $(BUILD)/updates/$(VERSION) $(KEYS)/update/gnupg $(VERSION)
+
+# The boot tests' updates (tests/boot/test_update.py): version 2, and a version 3 that
+# cannot serve (its packs corrupted on the way: every model fails to open, so its health
+# gate fails and the machine must roll back to 2 by itself).
+update-images: image
+	$(MAKE) --no-print-directory update-image VERSION=2
+	$(PY) tests/boot/broken_packs.py --packs $(DEMO) --list image/packs.list --out $(BUILD)/demo-broken
+	$(MAKE) --no-print-directory update-image VERSION=3 UPDATE_PACKS=$(BUILD)/demo-broken
 
 # Hardware image with the NVIDIA driver and onnxruntime-gpu (not part of make test).
 image-nvidia: deps $(STAMPS)/venv demo-packs $(SBVARS)

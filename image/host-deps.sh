@@ -19,7 +19,7 @@ BACKPORTS=(
 )
 MAIN=(
   bubblewrap kmod cpio zstd python3-pefile dosfstools mtools e2fsprogs fdisk squashfs-tools erofs-utils
-  debian-archive-keyring dpkg-dev ca-certificates openssl sbsigntool
+  debian-archive-keyring dpkg-dev ca-certificates openssl sbsigntool gpg
   tpm2-tools libtss2-tcti-swtpm0 libtss2-rc0
   python3 python3-venv python3-dev python3-gi gir1.2-umockdev-1.0 umockdev
   chromium chromium-driver fortunes-min wrk make git

@@ -12,6 +12,10 @@
 #                                 under (the UKI's .pcrpkey section carries the public half)
 #   DIR/secureboot/modules.{key,crt}  signs the nvidia profile's DKMS-built kernel modules
 #                                 (the kernel trusts it once enrolled as a MOK; docs/security.md)
+#   DIR/update/gnupg/             OpenPGP key that signs OS updates (SHA256SUMS.gpg of
+#                                 `make update-image`); DIR/update/pubring.gpg, its public
+#                                 half, goes into the image (/etc/systemd/import-pubring.gpg),
+#                                 the only key systemd-sysupdate accepts (docs/updates.md)
 #   DIR/secureboot/OVMF_VARS.fd   OVMF variable store with PK/KEK/db enrolled (Secure Boot
 #                                 on): the template every test/run VM copies
 #
@@ -44,4 +48,17 @@ if [ ! -s "$vars" ] || [ "$vars" -ot "$dir/secureboot/db.crt" ]; then
     --add-db "$owner" "$dir/secureboot/db.crt" --secure-boot --no-microsoft >/dev/null
   mv "$vars.new" "$vars"
   echo "keys: made $vars (PK, KEK, db enrolled; Secure Boot on)"
+fi
+
+# OS update signing key (OpenPGP: what systemd-sysupdate/systemd-pull verify SHA256SUMS with).
+gnupg=$dir/update/gnupg
+if [ ! -s "$dir/update/pubring.gpg" ]; then
+  mkdir -p "$gnupg"
+  chmod 0700 "$dir/update" "$gnupg"
+  gpg --homedir "$gnupg" --batch --quiet --passphrase '' --pinentry-mode loopback \
+    --quick-generate-key "LLM OS test update signing key" ed25519 sign never
+  gpg --homedir "$gnupg" --batch --export > "$dir/update/pubring.gpg.new"
+  mv "$dir/update/pubring.gpg.new" "$dir/update/pubring.gpg"
+  gpgconf --homedir "$gnupg" --kill gpg-agent 2>/dev/null || true
+  echo "keys: made $dir/update/pubring.gpg (OS update signing key)"
 fi

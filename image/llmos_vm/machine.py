@@ -137,6 +137,25 @@ class Boot:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def power_cut(self) -> None:
+        """Pull the plug: QEMU killed, no shutdown of any kind in the guest."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self.clean_shutdown = False
+
+    def wait_exit(self, timeout_s: float, what: str) -> int:
+        """Wait for QEMU to exit by itself (the guest rebooted or powered off: QEMU runs
+        with -no-reboot); its exit status. BootTimeout with the console's tail if it does
+        not within ``timeout_s``."""
+        assert self._proc is not None
+        try:
+            return self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise BootTimeout(f"QEMU still running {timeout_s:.0f} s after {what}; console "
+                              f"tail:\n{self.console_tail()}",
+                              f"full console log: {self.serial_log}") from None
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started_at
 
