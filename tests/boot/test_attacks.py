@@ -163,11 +163,12 @@ def test_e_secure_boot_off_same_disk_same_tpm_releases_nothing(
 
 def test_f_an_update_signed_with_the_same_keys_gets_the_key_without_reenrollment(
         enrolled: VmDir, lab: Path, image: Path, fleet_key: Path) -> None:
-    """A later build (make image-update: one file more, so another root hash, UKI and PCR 11
-    value) on the enrolled machine's data partition and TPM: released, no enrollment."""
-    update = image.parent.parent / "image-update" / "llmos.raw"
+    """A later build (version 2 of make update-images: another root hash, UKI and PCR 11
+    value) on the enrolled machine's data partition and TPM: released, no enrollment. (The
+    same happens through systemd-sysupdate in test_update.py; this swaps the whole disk.)"""
+    update = image.parent.parent / "image-v2" / "llmos.raw"
     if not update.is_file():
-        pytest.fail(f"no later build at {update}: run 'make image-update'", pytrace=False)
+        pytest.fail(f"no later build at {update}: run 'make update-images'", pytrace=False)
     assert update.with_suffix(".efi").read_bytes() != image.with_suffix(".efi").read_bytes()
     (lab / "update").mkdir()
     data = _raw_copy(enrolled.disk, lab / "update" / "enrolled.raw")
