@@ -199,6 +199,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("devices.claim", _bool, True,
             "claim accelerators: own their device nodes and turn NVIDIA persistence mode on "
             "(false: use them as they are, e.g. a workstation's shared GPU)"),
+    Setting("osupdate.request_file", _path, Path("/run/llmos/os-update/request"),
+            "where the admin page drops an OS update or reboot request for the update agent "
+            "(llmos-update.path watches it)"),
+    Setting("osupdate.status_file", _path, Path("/run/llmos-update/status.json"),
+            "the update agent's status, shown on the admin page"),
     Setting("server.packs_dir", _path, Path("/usr/share/llmos/packs"),
             "where sealed packs are found and uploaded packs are stored", "--packs-dir"),
 )
@@ -324,7 +329,7 @@ def load(
             if not isinstance(table, dict):
                 raise ConfigError(f"{origin}: top-level key {section!r} is not a section",
                                   "settings live in [server], [keys], [admin], [memory], "
-                                  "[devices]; models in [[models]]")
+                                  "[devices], [osupdate]; models in [[models]]")
             for name, raw in table.items():
                 key = f"{section}.{name}"
                 if key not in _BY_KEY:

@@ -255,6 +255,12 @@ def _server_paths() -> Doc:
                             "tags": ["health"],
                             "responses": {"200": _json(_HEALTH, "ready"),
                                           "503": _json(_HEALTH, "not (yet) ready")}}},
+        "/health/live": {"get": _op("liveness: the process answers", _json({
+            "type": "object", "properties": {"live": {"type": "boolean"}}}, "live"),
+            tag="health")},
+        "/health/ready": {"get": {"summary": "readiness, for load balancers", "tags": ["health"],
+                                  "responses": {"200": _json(_READY, "ready"),
+                                                "503": _json(_READY, "not ready")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["metrics"],
                              "responses": {"200": {"description": "the exposition", "content": {
                                  "text/plain": text, "application/openmetrics-text": text}}}}},
