@@ -230,6 +230,15 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
     Setting("spin", _bool, False, "let runtime worker threads busy-wait (only with spare cores)"),
     Setting("max_tokens", _positive(int), 512, "causal LMs: cap on generated tokens"),
     Setting("max_running", _positive(int), 8, "causal LMs: sequences decoded together"),
+    Setting("prefill_chunk", _positive(int), 128,
+            "causal LMs: prompt tokens prefilled between two decode steps of the running "
+            "sequences (chunked prefill: smaller keeps their tokens flowing, larger reads "
+            "a long prompt a little faster)"),
+    Setting("prefix_cache_mb", _nonneg(int), 128,
+            "causal LMs: memory for the prefix cache of KV blocks, least recently used "
+            "evicted (a repeated system prompt or chat history is not recomputed; 0 = off)"),
+    Setting("prefix_block_tokens", _positive(int), 16,
+            "causal LMs: tokens per prefix cache block (only whole blocks are reused)"),
 )
 
 
@@ -249,6 +258,9 @@ class ModelConfig:
     spin: bool = False
     max_tokens: int = 512
     max_running: int = 8
+    prefill_chunk: int = 128
+    prefix_cache_mb: int = 128
+    prefix_block_tokens: int = 16
 
 
 @dataclass(frozen=True)
