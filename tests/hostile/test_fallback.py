@@ -47,6 +47,10 @@ def test_a_broken_configuration_is_served_as_the_reason(tmp_path: Path) -> None:
         assert r.status_code == 503
         assert "server.max_body_bytes" in r.json()["reasons"][0], r.text
         assert requests.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=5).ok
+        assert requests.get(f"http://127.0.0.1:{port}/health/live", timeout=5).ok
+        ready = requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert "server.max_body_bytes" in ready.json()["reasons"][0], ready.text
         assert proc.poll() is None  # still up
     finally:
         proc.terminate()
