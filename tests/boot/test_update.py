@@ -153,12 +153,12 @@ def update_from(boot: Boot, session: AdminSession, source: str,
                 done: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
     """Ask for an update from ``source``; the agent's final status (staged, up to date or
     failed), or, with ``done``, the first status it accepts."""
-    before = status(session).get("update", {}).get("finished_at")
+    before = (status(session).get("status") or {}).get("finished_at")
     reply = session.post(UPDATE, {"source": source})
     assert reply.status in (200, 202), (reply.status, reply.body[:300])
 
     def finished() -> dict[str, Any] | None:
-        update = status(session).get("update") or {}
+        update = status(session).get("status") or {}
         if done is not None:
             return update if done(update) else None
         if update.get("state") in ("staged", "up-to-date", "failed") and \
@@ -178,7 +178,7 @@ def reboot_into_staged(boot: Boot, session: AdminSession) -> None:
 
 def blessed(boot: Boot, session: AdminSession) -> str:
     def good() -> str | None:
-        assessment = status(session).get("boot_assessment")
+        assessment = status(session).get("assessment")
         return assessment if assessment == "good" else None
     return boot.wait_until(good, timeout_s=10 * 60.0, interval_s=3.0,
                            what="the boot assessed good (systemd-bless-boot)")
@@ -207,10 +207,10 @@ def foreign_signed_copy(src: Path, dest: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="gnupg-", dir="/tmp") as home:
         gpg = ["gpg", "--homedir", home, "--batch", "--quiet", "--passphrase", "",
                "--pinentry-mode", "loopback"]
-        subprocess.run(gpg + ["--quick-generate-key", "Another fleet", "ed25519", "sign",
-                              "never"], check=True)
-        subprocess.run(gpg + ["--detach-sign", "--output", str(dest / "SHA256SUMS.gpg"),
-                              str(dest / "SHA256SUMS")], check=True)
+        subprocess.run([*gpg, "--quick-generate-key", "Another fleet", "ed25519", "sign",
+                        "never"], check=True)
+        subprocess.run([*gpg, "--detach-sign", "--output", str(dest / "SHA256SUMS.gpg"),
+                        str(dest / "SHA256SUMS")], check=True)
         subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], check=False)
     return dest
 
@@ -267,7 +267,7 @@ def test_3_after_the_power_cut_version_2_serves_refuses_bad_updates_and_installs
         assert image_version(vm.api) == "2"
         session = admin(vm)
         # Blessed in the last boot: its UKI no longer counts tries ("clean").
-        assert status(session)["boot_assessment"] == "clean"
+        assert status(session)["assessment"] == "clean"
         for name, bad in (("tampered", tampered_copy(updates["3"], lab / "update-tampered")),
                           ("foreign", foreign_signed_copy(updates["3"], lab / "update-foreign"))):
             with UpdateSource(bad) as source:
@@ -275,7 +275,7 @@ def test_3_after_the_power_cut_version_2_serves_refuses_bad_updates_and_installs
             assert update["state"] == "failed", (name, update)
             assert update.get("staged") is None, (name, update)
             now = status(session)
-            assert now["running"] == "2" and (now.get("update") or {}).get("staged") is None, now
+            assert now["running"] == "2" and (now.get("status") or {}).get("staged") is None, now
         with UpdateSource(updates["3"]) as source:
             start = time.monotonic()
             update = update_from(boot, session, source.url)
@@ -303,5 +303,5 @@ def test_4_version_3_fails_its_gate_and_the_machine_goes_back_to_version_2(
         assert "health-gate" not in boot.console(), "version 2 was blessed: no gate"
         session = admin(vm)
         now = status(session)
-        assert now["running"] == "2" and now["boot_assessment"] == "clean", now
+        assert now["running"] == "2" and now["assessment"] == "clean", now
     story.chapters_done.append(4)

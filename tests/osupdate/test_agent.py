@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,10 +77,39 @@ def test_a_plain_table_is_read_when_there_is_no_json(paths: Paths) -> None:
     table = "  VERSION INSTALLED AVAILABLE ASSESSMENT\n  1 ✓ ✓ current\n"
     fake = FakeSystem({"json-list": Completed(1, "", "Unknown option --json"),
                        "list": Completed(0, table, "")})
-    request(paths, {"action": "update", "source": str(paths.templates)})
+    request(paths, {"action": "update", "source": "http://10.0.2.2:8080/u"})
     assert agent(paths, fake, [])() == 0
     assert status(paths)["state"] == "up-to-date"
-    assert "Type=regular-file" in (paths.state_dir / "sysupdate.d/50-usr.transfer").read_text()
+
+
+def test_a_local_folder_is_served_over_loopback_so_sysupdate_checks_it(
+        paths: Paths, tmp_path: Path) -> None:
+    """A USB stick's folder gets the same signature and hash checks as a download: sysupdate
+    reads it as a url-file source on 127.0.0.1, served only while the update runs."""
+    folder = tmp_path / "usb"
+    folder.mkdir()
+    (folder / "SHA256SUMS").write_text("abc  llmos_2.efi\n")
+    seen: list[str] = []
+
+    class Fetching(FakeSystem):
+        def __call__(self, argv: Sequence[str], timeout_s: float) -> Completed:
+            if argv[-1] == "update":
+                text = (paths.state_dir / "sysupdate.d/50-usr.transfer").read_text()
+                url = text.split("Path=", 1)[1].strip()
+                with urllib.request.urlopen(url + "SHA256SUMS", timeout=10) as reply:
+                    seen.append(reply.read().decode())
+            return super().__call__(argv, timeout_s)
+
+    fake = Fetching({"json-list": Completed(0, LIST_JSON, "")})
+    request(paths, {"action": "update", "source": str(folder)})
+    assert agent(paths, fake, [])() == 0
+    text = (paths.state_dir / "sysupdate.d/50-usr.transfer").read_text()
+    assert "Type=url-file" in text and "Path=http://127.0.0.1:" in text
+    assert seen == ["abc  llmos_2.efi\n"]
+    assert status(paths)["source"] == str(folder)
+    url = text.split("Path=", 1)[1].strip()
+    with pytest.raises(OSError):  # no longer served once the update is over
+        urllib.request.urlopen(url + "SHA256SUMS", timeout=5)
 
 
 def test_a_refused_download_fails_with_sysupdate_s_words(paths: Paths) -> None:

@@ -10,14 +10,15 @@ see what is installed; a reboot runs ``systemctl reboot``. Every step is in the 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmos.errors import LlmosError
+from llmos.osupdate import loopback, sysupdate
 from llmos.osupdate import status as st
-from llmos.osupdate import sysupdate
-from llmos.osupdate.request import Request, parse_request_bytes
+from llmos.osupdate.request import DIR_SOURCE, Request, Source, parse_request_bytes
 from llmos.osupdate.system import SYSTEMCTL, SYSUPDATE, Runner
 
 UPDATE_TIMEOUT_S = 30 * 60.0
@@ -91,8 +92,13 @@ class Agent:
         source = request.source
         begun = st.Status("downloading", self.running, source=source.path,
                           started_at=begun.started_at)
+        with _fetchable(source) as fetch_from:
+            return self._install(source, fetch_from, begun)
+
+    def _install(self, source: Source, fetch_from: Source, begun: st.Status) -> int:
         try:
-            sysupdate.write_definitions(self.paths.templates, self.paths.definitions, source)
+            sysupdate.write_definitions(self.paths.templates, self.paths.definitions,
+                                        fetch_from)
         except (LlmosError, OSError) as exc:
             return self._fail(begun, f"cannot write the transfer definitions: {exc}")
         self._report(begun, f"downloading from {source.path} ({source.type}), running "
@@ -123,3 +129,15 @@ class Agent:
                     continue
             errors.extend(st.tail(done.stderr, 2))
         return None, f"installed, but cannot list the installed versions: {'; '.join(errors)}"
+
+
+@contextmanager
+def _fetchable(source: Source) -> Iterator[Source]:
+    """The source sysupdate is to read: a local folder is served over loopback HTTP, so its
+    signature and hashes are checked like a download's (``llmos.osupdate.loopback``)."""
+    if source.type == DIR_SOURCE:
+        with loopback.served(source.path) as served:
+            yield served
+    else:
+        with nullcontext(source) as same:
+            yield same
