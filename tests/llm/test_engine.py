@@ -529,3 +529,27 @@ async def test_a_prompt_cancelled_between_chunks_frees_its_slot() -> None:
         e.close()
     assert list(after.token_ids) == reference((4, 5), 6)
     assert sum(n for kind, n in runner.calls if kind == "prefill" and n == 4) < 200
+
+
+async def test_prompts_that_arrive_during_a_whole_prefill_are_chunked_once_it_runs() -> None:
+    """Nothing runs, so the first prompt is read whole; the ones that arrived meanwhile
+    are read in chunks with decode steps between them, not whole one after another."""
+    runner = Runner(3, capacity=128)
+    runner.gate.clear()
+    e = engine(runner, max_running=3, prefill_chunk=8)
+    prompts = [tuple((7 * i + k) % 37 + 1 for k in range(40)) for i in range(3)]
+    try:
+        first = e.submit(GenerationRequest(prompts[0], 20, GREEDY))
+        await asyncio.sleep(0.05)  # its prefill is waiting on the gate
+        others = [e.submit(GenerationRequest(p, 20, GREEDY)) for p in prompts[1:]]
+        await asyncio.sleep(0.05)
+        runner.gate.set()
+        results = [await g.collect() for g in (first, *others)]
+    finally:
+        runner.gate.set()
+        e.close()
+    for p, r in zip(prompts, results, strict=True):
+        assert list(r.token_ids) == reference(p, 20)
+    assert runner.calls[0] == ("prefill", 40)
+    assert all(n <= 8 for kind, n in runner.calls[1:] if kind == "prefill")
+    assert ("decode", 1) in runner.calls[:4]  # the first stream went on after one chunk

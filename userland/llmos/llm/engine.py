@@ -283,10 +283,12 @@ class Engine:
 
     # --- prefill -------------------------------------------------------------------
     def _fill(self, out: Outbox) -> None:
-        """Prefill joining prompts: all of them while nothing runs, else at most
+        """Prefill joining prompts: whole while nothing runs, else at most
         ``prefill_chunk`` tokens before the next decode step."""
-        budget = self.limits.prefill_chunk if self._running else None
+        budget: int | None = None
         while budget is None or budget > 0:
+            if budget is None and self._running:  # from now on others wait for the step
+                budget = self.limits.prefill_chunk
             seq = self._filling or self._admit()
             if seq is None:
                 return
