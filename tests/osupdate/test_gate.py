@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from llmos.osupdate.client import JsonClient
-from llmos.osupdate.gate import Answer, Gate, GateFailed, cosine, readiness
+from llmos.osupdate.gate import BUSY_TRIES, Answer, Gate, GateFailed, cosine, readiness
 from llmos.osupdate.golden import ChatCheck, EmbeddingCheck
 from llmos.web.fallback import fallback_app
 
@@ -151,3 +151,34 @@ async def test_the_start_up_failure_app_fails_the_gate_at_once() -> None:
         await server.close()
     assert lines == ["health-gate: FAILED: the supervisor could not start: configuration "
                      "error: unknown setting 'x.y'"]
+
+
+class BusyThenAnswering(FakeApi):
+    """The chat answers 504 (past the server's deadline: a loaded machine) ``busy`` times."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__([Answer(200, READY)], POSTS)
+        self.busy = busy
+
+    def post(self, path: str, doc: Mapping[str, Any], timeout_s: float) -> Answer:
+        if path == "/v1/chat/completions" and self.busy:
+            self.busy -= 1
+            self.sent.append((path, doc))
+            return Answer(504, {"error": {"message": "no answer within the deadline"}})
+        return super().post(path, doc, timeout_s)
+
+
+def test_a_busy_server_is_asked_again_not_failed() -> None:
+    lines: list[str] = []
+    api = BusyThenAnswering(busy=2)
+    assert gate(api, lines)() == 0
+    assert lines.count("health-gate: smollm2 busy (504), asking again") == 2
+    assert [p for p, _ in api.sent].count("/v1/chat/completions") == 3
+
+
+def test_a_server_busy_every_time_fails_after_a_few_tries() -> None:
+    lines: list[str] = []
+    api = BusyThenAnswering(busy=100)
+    assert gate(api, lines)() == 1
+    assert "HTTP 504" in lines[-1]
+    assert [p for p, _ in api.sent].count("/v1/chat/completions") == BUSY_TRIES
