@@ -98,8 +98,7 @@ lint: $(STAMPS)/venv
 BENCH_VENVS := $(BUILD)/bench-venvs
 BENCH_ARGS  ?=
 bench: $(STAMPS)/venv demo-packs
-	@command -v wrk >/dev/null && command -v openssl >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq wrk openssl; }
+	@bash bench/host-deps.sh
 	$(PY) -m bench.venvs --root $(BENCH_VENVS)
 	$(PY) -m bench.run --demo $(DEMO) --key $(FLEETKEY) --venvs $(BENCH_VENVS) $(BENCH_ARGS)
 
@@ -107,8 +106,7 @@ bench: $(STAMPS)/venv demo-packs
 # sealed load, shorter runs, compared with bench/results/results.json; exits 1 when a ratio
 # is more than 15 % worse. Writes build/bench-quick/ only.
 bench-quick: $(STAMPS)/venv demo-packs
-	@command -v wrk >/dev/null && command -v openssl >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq wrk openssl; }
+	@bash bench/host-deps.sh wrk openssl
 	$(PY) -m bench.quick --demo $(DEMO) --key $(FLEETKEY)
 
 # --- the appliance image and the VM ----------------------------------------------------
