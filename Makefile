@@ -103,8 +103,9 @@ bench: $(STAMPS)/venv demo-packs
 	$(PY) -m bench.run --demo $(DEMO) --key $(FLEETKEY) --venvs $(BENCH_VENVS) $(BENCH_ARGS)
 
 # The regression guard (under 5 minutes, no peers): LLM OS against raw onnxruntime and the
-# sealed load, shorter runs, compared with bench/results/results.json; exits 1 when a ratio
-# is more than 15 % worse. Writes build/bench-quick/ only.
+# sealed load, shorter runs, compared with the ratios in bench/results/quick.json (recorded
+# by `python -m bench.quick --record` on a quiet machine); a ratio found more than 15 %
+# worse is measured once more, and exits 1 if it still is. Writes build/bench-quick/ only.
 bench-quick: $(STAMPS)/venv demo-packs
 	@bash bench/host-deps.sh wrk openssl
 	$(PY) -m bench.quick --demo $(DEMO) --key $(FLEETKEY)

@@ -53,6 +53,7 @@ class Options:
     llm_helper: bool
     merge: bool
     readme: Path | None
+    slowdown_ms: float = 0.0  # added to every LLM OS inference (the guard's self-test)
 
 
 def _versions(opts: Options) -> dict[str, dict[str, str]]:
@@ -83,7 +84,7 @@ def _tensor(opts: Options) -> dict[str, Any]:
     model = prepare(sealed, opts.key, opts.demo / "work", opts.scratch / "minilm")
     return tensor.run(tensor.TensorSetup(model, sealed, opts.key, opts.venv_root,
                                          opts.scratch / "tensor", opts.concurrency, opts.load,
-                                         opts.rounds))
+                                         opts.rounds, slowdown_ms=opts.slowdown_ms))
 
 
 def _sealed(opts: Options) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class TensorSetup:
     load: wrk.WrkSettings
     rounds: int = 3
     model_name: str = "minilm"
+    slowdown_ms: float = 0.0  # added to every LLM OS inference (``bench.slowed``)
 
 
 def request_body(input_name: str, texts: Sequence[str]) -> bytes:
@@ -95,9 +96,11 @@ def llmos_spec(setup: TensorSetup) -> ServerSpec:
         f'provider = "keyfile"\nkeyfile = "{setup.key.resolve()}"\nallow_dev_key = true\n'
         "[[models]]\n"
         f'name = "{setup.model_name}"\npack = "{setup.sealed.resolve()}"\n')
-    llmos = Path(sys.executable).with_name("llmos")
-    return ServerSpec(LLMOS, [str(llmos), "serve", "--config", str(config)], port,
-                      ready_path=ready_path(setup))
+    llmos = [str(Path(sys.executable).with_name("llmos"))]
+    if setup.slowdown_ms:
+        llmos = [sys.executable, "-m", "bench.slowed", f"{setup.slowdown_ms:g}"]
+    return ServerSpec(LLMOS, [*llmos, "serve", "--config", str(config)], port,
+                      ready_path=ready_path(setup), cwd=ROOT if setup.slowdown_ms else None)
 
 
 def fastapi_spec(setup: TensorSetup, python: Path) -> ServerSpec:
