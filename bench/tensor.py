@@ -48,6 +48,9 @@ class TensorSetup:
     rounds: int = 3
     model_name: str = "minilm"
     slowdown_ms: float = 0.0  # added to every LLM OS inference (``bench.slowed``)
+    # other LLM OS trees measured beside this one (label, its userland/ directory): a
+    # change against main, side by side in one run
+    compare: tuple[tuple[str, Path], ...] = ()
 
 
 def request_body(input_name: str, texts: Sequence[str]) -> bytes:
@@ -83,11 +86,15 @@ def ready_path(setup: TensorSetup) -> str:
     return f"/v2/models/{setup.model_name}/ready"
 
 
-def llmos_spec(setup: TensorSetup) -> ServerSpec:
+def llmos_spec(setup: TensorSetup, label: str = "", userland: Path | None = None
+               ) -> ServerSpec:
+    """LLM OS serving the sealed pack with its defaults; ``userland``: another tree's code
+    (the contestant ``llmos LABEL``)."""
     port = free_port()
-    state = setup.scratch / "llmos-state"
+    suffix = f"-{label}" if label else ""
+    state = setup.scratch / f"llmos-state{suffix}"
     state.mkdir(parents=True, exist_ok=True)
-    config = setup.scratch / "llmos.toml"
+    config = setup.scratch / f"llmos{suffix}.toml"
     config.write_text(
         "[server]\n"
         f'host = "127.0.0.1"\nport = {port}\nadmin_port = {free_port()}\n'
@@ -99,8 +106,11 @@ def llmos_spec(setup: TensorSetup) -> ServerSpec:
     llmos = [str(Path(sys.executable).with_name("llmos"))]
     if setup.slowdown_ms:
         llmos = [sys.executable, "-m", "bench.slowed", f"{setup.slowdown_ms:g}"]
-    return ServerSpec(LLMOS, [*llmos, "serve", "--config", str(config)], port,
-                      ready_path=ready_path(setup), cwd=ROOT if setup.slowdown_ms else None)
+    env = {} if userland is None else {"PYTHONPATH": str(userland.resolve())}
+    return ServerSpec(f"{LLMOS} {label}" if label else LLMOS,
+                      [*llmos, "serve", "--config", str(config)], port,
+                      ready_path=ready_path(setup), env=env,
+                      cwd=ROOT if setup.slowdown_ms else None)
 
 
 def fastapi_spec(setup: TensorSetup, python: Path) -> ServerSpec:
@@ -147,6 +157,8 @@ def _contestants(setup: TensorSetup) -> tuple[list[tuple[str, Callable[[], Serve
                                                dict[str, str]]:
     """The servers that can run here, and a note for each that cannot (its venv failed)."""
     ready: list[tuple[str, Callable[[], ServerSpec]]] = [(LLMOS, partial(llmos_spec, setup))]
+    ready += [(f"{LLMOS} {label}", partial(llmos_spec, setup, label, path))
+              for label, path in setup.compare]
     notes: dict[str, str] = {}
     for name, venv, make in PEERS:
         env = venvs.status(setup.venv_root, venv)
