@@ -25,7 +25,7 @@ from bench import inprocess, venvs, wrk
 from bench.load import LoadResult, combine
 from bench.model_folder import ModelFolder
 from bench.peers.embedder import Embedder
-from bench.report import LLMOS, RAW
+from bench.report import LLMOS, RAW, RAW_NO_SPIN
 from bench.servers import ServerError, ServerSpec, free_port, http_status, serving
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ SETTINGS = {
     "fastapi": "1 uvicorn worker (uvloop, httptools), sync endpoint in FastAPI's thread pool",
     "mlserver": "parallel_workers=1 (its default), debug off, custom MLModel runtime",
     RAW: "N Python threads calling the shared Embedder (tokenize + session.run + pool)",
+    RAW_NO_SPIN: "the same with session.intra_op.allow_spinning = 0, as LLM OS sets it",
 }
 
 
@@ -225,14 +226,17 @@ def run(setup: TensorSetup) -> dict[str, Any]:
     agreement: dict[str, float] = {}
     embedder = Embedder(setup.model.path)
     reference = embedder.embed([SENTENCE])
+    quiet = Embedder(setup.model.path, spin=False)
 
-    def raw(concurrency: int) -> LoadResult:
-        return inprocess.run(lambda: embedder.embed([SENTENCE]), concurrency,
+    def raw(e: Embedder, concurrency: int) -> LoadResult:
+        return inprocess.run(lambda: e.embed([SENTENCE]), concurrency,
                              setup.load.duration_s, setup.load.warmup_s)
 
     results: dict[tuple[str, int], list[LoadResult]] = {}
     with contextlib.ExitStack() as stack:
-        measures = {RAW: raw, **_start_servers(setup, stack, body, reference, notes, agreement)}
+        measures: dict[str, Measure] = {
+            RAW: partial(raw, embedder), RAW_NO_SPIN: partial(raw, quiet),
+            **_start_servers(setup, stack, body, reference, notes, agreement)}
         for c in setup.concurrency:
             for i in range(setup.rounds):
                 for name in rotated(list(measures), i):
