@@ -45,6 +45,16 @@ def ratios(results: Mapping[str, Any]) -> Ratios:
     if "rows" in tensor:
         for x in report.against_raw(tensor["rows"]):
             out[f"v2 infer / raw, concurrency {x['concurrency']}"] = (float(x["ratio"]), True)
+        # CPU per request against the raw loop with LLM OS's session setting: it moves much
+        # less with the machine's load than the rates do
+        rows = {(r["contestant"], int(r["concurrency"])): r for r in tensor["rows"]}
+        for (name, c), ours in sorted(rows.items(), key=lambda kv: kv[0][1]):
+            raw = rows.get((report.RAW_NO_SPIN, c))
+            if name == report.LLMOS and raw and ours.get("cpu_ms_per_request") \
+                    and raw.get("cpu_ms_per_request"):
+                out[f"v2 infer CPU per request / raw's, concurrency {c}"] = (
+                    float(ours["cpu_ms_per_request"]) / float(raw["cpu_ms_per_request"]),
+                    False)
     sealed = results.get("sealed", {})
     if "load_ratio" in sealed:
         out["sealed load / plain load"] = (float(sealed["load_ratio"]), False)
@@ -113,7 +123,7 @@ def options(out: Path, demo: Path, key: Path, slowdown_ms: float,
     return run.Options(
         demo=demo, key=key, venv_root=out / "no-peers", out=out, scratch=out / "scratch",
         sections=sections, concurrency=(1, 8, 32),
-        load=wrk.WrkSettings(duration_s=3, warmup_s=1), rounds=2, llm_tokens=0,
+        load=wrk.WrkSettings(duration_s=3, warmup_s=1), rounds=3, llm_tokens=0,
         llm_repeat=0, llm_helper=False, merge=False, readme=None, slowdown_ms=slowdown_ms)
 
 

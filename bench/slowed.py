@@ -1,7 +1,7 @@
-"""``python -m bench.slowed MS ARGS...``: ``llmos ARGS...`` with MS milliseconds of sleep
-added to every inference batch, a real regression for ``make bench-quick`` to catch
-(``python -m bench.quick --slowdown-ms MS`` must exit 1). Benchmarks only: the server
-itself has no such knob.
+"""``python -m bench.slowed MS ARGS...``: ``llmos ARGS...`` with MS milliseconds of busy
+work (Python, holding the GIL, as a slower codec would) added to every inference batch: a
+real regression for ``make bench-quick`` to catch (``python -m bench.quick --slowdown-ms
+MS`` must exit 1). Benchmarks only: the server itself has no such knob.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ def slow_down(ms: float) -> None:
     call = Batcher._call
 
     def slowed(infer: Infer, inputs: Tensors) -> Result:
-        time.sleep(ms / 1000)
+        end = time.thread_time() + ms / 1000  # CPU time: a busy machine does not shorten it
+        while time.thread_time() < end:
+            pass
         return call(infer, inputs)
 
     Batcher._call = staticmethod(slowed)  # type: ignore[method-assign]

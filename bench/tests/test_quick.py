@@ -11,7 +11,7 @@ import pytest
 
 from bench import quick, run, slowed
 from bench.quick import compare, ratios
-from bench.report import LLMOS, RAW
+from bench.report import LLMOS, RAW, RAW_NO_SPIN
 
 
 def _results(llmos_rps: float, load_ratio: float) -> dict[str, Any]:
@@ -125,3 +125,15 @@ def test_the_slowed_server_sleeps_in_every_batch(monkeypatch: pytest.MonkeyPatch
     t0 = time.perf_counter()
     assert Batcher._call(lambda inputs: {"y": inputs["x"]}, {"x": 1}) == {"y": 1}  # type: ignore[arg-type, dict-item]
     assert time.perf_counter() - t0 >= 0.05
+
+
+def test_cpu_per_request_is_compared_with_the_raw_loop_without_spinning() -> None:
+    rows = [{"contestant": name, "concurrency": 1, "rps": 100.0, "p50_ms": 10.0,
+             "cpu_ms_per_request": cpu}
+            for name, cpu in ((LLMOS, 9.0), (RAW, 14.0), (RAW_NO_SPIN, 7.5))]
+    got = ratios({"tensor": {"rows": rows}})
+    assert got["v2 infer CPU per request / raw's, concurrency 1"] == (1.2, False)
+    rows[0]["cpu_ms_per_request"] = 9.0 * 1.2  # 20 % more CPU per request: a regression
+    _, failures = compare(got, ratios({"tensor": {"rows": rows}}))
+    assert failures == ["v2 infer CPU per request / raw's, concurrency 1: 1.44x against "
+                        "1.20x committed (-17%, more than 15% worse)"]
