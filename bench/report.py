@@ -115,7 +115,9 @@ def _sealed(doc: Mapping[str, Any]) -> list[str]:
         f"`{doc.get('compression', 'zstd')}`); {doc['repeat']} interleaved rounds, medians "
         "(the ratio: the median of the rounds' ratios).", "",
         "| load | ms | ratio |", "|---|---:|---:|",
-        f"| plaintext ONNX: `InferenceSession(path)` | {doc['plain_load_ms']:.1f} | 1.00x |",
+        f"| plaintext ONNX: `InferenceSession(path)`"
+        f"{' + `Tokenizer.from_file`' if doc.get('plain_loads_tokenizer') else ''} | "
+        f"{doc['plain_load_ms']:.1f} | 1.00x |",
         f"| sealed: decrypt + decompress + load ({doc['sealed_loader']}) | "
         f"{doc['sealed_load_ms']:.1f} | {ratio:.2f}x |",
         *([f"| CPU of the loads (this process, all threads): sealed / plaintext | "

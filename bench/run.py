@@ -95,7 +95,9 @@ def _sealed(opts: Options) -> dict[str, Any]:
     packs = sorted(opts.demo.glob("*.sealed"))
     if not packs:
         raise ModelFolderError(f"no sealed packs in {opts.demo}; run 'make demo-packs'")
-    return sealed_load.run(sealed, model.onnx_source, opts.key, packs)
+    tokenizer = model.path / "tokenizer.json"
+    return sealed_load.run(sealed, model.onnx_source, opts.key, packs,
+                           plain_tokenizer=tokenizer if tokenizer.is_file() else None)
 
 
 def _llm(opts: Options) -> dict[str, Any]:
