@@ -137,3 +137,24 @@ def test_cpu_per_request_is_compared_with_the_raw_loop_without_spinning() -> Non
     _, failures = compare(got, ratios({"tensor": {"rows": rows}}))
     assert failures == ["v2 infer CPU per request / raw's, concurrency 1: 1.44x against "
                         "1.20x committed (-17%, more than 15% worse)"]
+
+
+def test_rates_are_compared_at_a_comparable_load_only() -> None:
+    assert quick.comparable_load(0.5, 1.9, cores=2)  # both quiet
+    assert quick.comparable_load(12.0, 20.0, cores=2)
+    assert not quick.comparable_load(15.0, 2.5, cores=2)
+    assert not quick.comparable_load(0.3, 3.0, cores=2)
+    assert quick.comparable_load(None, 3.0, cores=2)
+    reference = {"v2 infer / raw, concurrency 1": (1.5, True),
+                 "v2 infer CPU per request / raw's, concurrency 1": (1.1, False)}
+    busy = {"generated": "now", "tensor": {**_tensor({1: 0.8}), "load_avg_before": 15.0}}
+    for row in busy["tensor"]["rows"]:
+        row["cpu_ms_per_request"] = 8.0
+    busy["tensor"]["rows"].append({"contestant": RAW_NO_SPIN, "concurrency": 1, "rps": 90.0,
+                                   "p50_ms": 10.0, "cpu_ms_per_request": 8.0 / 1.1})
+    opts = quick.options(Path("/tmp"), Path("/tmp"), Path("/tmp/key"), 0.0)
+    rows, failures, notes = quick.check(reference, FakeBench(busy), opts, reference_load=0.4)
+    assert not failures and len(rows) == 1  # the CPU ratio only
+    assert "rates not compared (load 15.0 now, 0.4" in notes[-1]
+    _, failures, _ = quick.check(reference, FakeBench(busy, busy), opts, reference_load=12.0)
+    assert failures and failures[0].startswith("v2 infer / raw, concurrency 1")
