@@ -11,9 +11,11 @@ with like (the same short runs; ``make bench``'s longer ones give other ratios),
 quiet machine, with the load average written beside it. Only ratios are compared, never
 absolute figures: the rates against the faster raw loop, LLM OS's CPU per request against
 the raw loop with its session settings, the sealed load. The rates follow the machine's
-load (the raw loop's spinning threads lose most on a busy machine), so they are compared
-only when the load now is comparable with the reference's; the CPU per request moves much
-less, and is always compared. A ratio found worse is measured once more before the guard
+load (the raw loop's spinning threads lose most on a busy machine; at load 13-16 the
+concurrency-1 ratio moved from 1.06x to 1.46x between runs of the same code), so they are
+compared only when the machine was quiet (load average at most one per core) both when
+the reference was recorded and now; the CPU per request moves much less (within 8 % in
+the same runs), and is always compared. A ratio found worse is measured once more before the guard
 fails (the better of the two counts): on a shared machine a busy minute is not a
 regression.
 ``--slowdown-ms`` adds a real slowdown to LLM OS (``bench.slowed``) to see the guard fail.
@@ -145,11 +147,10 @@ def _loads(results: Mapping[str, Any]) -> str:
 
 def comparable_load(then: float | None, now: float | None, cores: int) -> bool:
     """Whether rates measured at these two load averages may be compared: both at most
-    one per core, or within a factor 2 of each other (pure)."""
+    one per core (pure)."""
     if then is None or now is None:
         return True
-    high, low = max(then, now), min(then, now)
-    return high <= cores or high <= 2 * max(low, 0.5)
+    return max(then, now) <= cores
 
 
 def check(reference: Ratios, measure: Callable[[run.Options], dict[str, Any]],
