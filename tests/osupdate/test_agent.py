@@ -135,3 +135,18 @@ def test_the_command_line(paths: Paths, capsys: pytest.CaptureFixture[str]) -> N
                      str(paths.state_dir), "--templates", str(paths.templates)])
     assert code == 1
     assert "osupdate: failed: refused the request" in capsys.readouterr().out
+
+
+def test_a_request_through_a_symlink_or_too_large_is_not_read(paths: Paths,
+                                                               tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text('{"action": "reboot"}')
+    paths.request.parent.mkdir(parents=True, exist_ok=True)
+    paths.request.symlink_to(secret)
+    fake = FakeSystem({})
+    assert agent(paths, fake, [])() == 1
+    assert fake.calls == [] and not paths.request.is_symlink() and secret.exists()
+    assert "cannot read the request" in str(status(paths)["error"])
+    paths.request.write_text('{"action": "reboot", "pad": "' + "x" * 70_000 + '"}')
+    assert agent(paths, fake, [])() == 1
+    assert fake.calls == [] and not paths.request.exists()

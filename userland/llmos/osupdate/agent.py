@@ -9,7 +9,9 @@ see what is installed; a reboot runs ``systemctl reboot``. Every step is in the 
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,21 @@ from llmos.osupdate.system import SYSTEMCTL, SYSUPDATE, Runner
 UPDATE_TIMEOUT_S = 30 * 60.0
 LIST_TIMEOUT_S = 120.0
 REBOOT_TIMEOUT_S = 60.0
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+def read_request(path: Path) -> bytes:
+    """The request file's bytes: a regular file, not through a symbolic link (the agent is
+    root, the file's writer is not), at most ``MAX_REQUEST_BYTES``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_REQUEST_BYTES:
+            raise OSError(errno.EINVAL, "not a regular file of at most "
+                                        f"{MAX_REQUEST_BYTES} bytes")
+        return os.read(fd, MAX_REQUEST_BYTES)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -53,11 +70,12 @@ class Agent:
         """Take the request and carry it out: 0 when done as asked, 1 when not."""
         begun = st.Status("failed", self.running, started_at=self.clock())
         try:
-            raw = self.paths.request.read_bytes()
+            raw = read_request(self.paths.request)
         except OSError as exc:
             return self._fail(begun, f"cannot read the request {self.paths.request}: "
                                      f"{exc.strerror}")
-        self.paths.request.unlink(missing_ok=True)
+        finally:
+            self.paths.request.unlink(missing_ok=True)
         try:
             request = parse_request_bytes(raw, os.path.isdir)
         except LlmosError as exc:
