@@ -94,7 +94,13 @@ def test_a_restored_prefix_gives_the_logits_of_a_full_prefill(
     full = d.prefill(0, ids).copy()
     d.remember(0, ids)
     start = d.restore(1, ids)
-    assert start == (len(ids) - 1) // BLOCK * BLOCK > 0
-    part = d.prefill(1, ids[start:], start=start)
+    assert start == len(ids) - 1  # all of it, the last token read again for its logits
+    again = d.prefill(1, ids[start:], start=start)
+    np.testing.assert_allclose(again, full, atol=1e-4)
+    longer = (*ids, *cached_model.encode(" And why is the sea blue?"))
+    full = d.prefill(2, longer).copy()
+    start = d.restore(3, longer)
+    assert start == len(ids)  # the prompt's full blocks and its partial tail
+    part = d.prefill(3, longer[start:], start=start)
     np.testing.assert_allclose(part, full, atol=1e-4)
     assert int(part.argmax()) == int(full.argmax())
