@@ -10,7 +10,7 @@ from aiohttp import web
 
 from llmos.serving.codec import dumps
 from llmos.web.api import public
-from llmos.web.keys import DATAPLANE
+from llmos.web.keys import DATAPLANE, IMAGE_VERSION
 
 
 def _json(doc: dict[str, Any], status: int) -> web.Response:
@@ -19,7 +19,10 @@ def _json(doc: dict[str, Any], status: int) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     h = request.app[DATAPLANE].health()
-    return _json(public.health(h.to_dict()), 200 if h.ready else 503)
+    doc = public.health(h.to_dict())
+    if image_version := request.app.get(IMAGE_VERSION):  # a version string, nothing internal
+        doc["image_version"] = image_version
+    return _json(doc, 200 if h.ready else 503)
 
 
 async def live(request: web.Request) -> web.Response:
