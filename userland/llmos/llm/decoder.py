@@ -175,9 +175,11 @@ class Decoder:
 
     def restore(self, slot: int, token_ids: Sequence[int]) -> int:
         """Copy the longest cached prefix of ``token_ids`` into the empty ``slot``; the
-        number of tokens the caller still has to prefill from. That is never the whole
-        prompt: the caller needs the last token's logits, so a prompt cached to its end is
-        restored and its last token prefilled again (writing the keys and values it has)."""
+        number of tokens the caller still has to prefill from. That leaves at least two
+        tokens to prefill: the caller needs the last token's logits (a prompt cached to
+        its end has its last two prefilled again, writing the keys and values it has), and
+        a one-token prefill would run other kernels than the prompt's first reading did
+        (``llmos.llm.engine.chunk_size``), giving other numbers."""
         if self.prefix is None:
             return 0
         tokens, blocks = self.prefix.lookup(token_ids)
@@ -185,7 +187,7 @@ class Decoder:
         for block in blocks:
             self.cache.write(slot, start, block)
             start += block.shape[3]
-        return min(tokens, len(token_ids) - 1)
+        return max(0, min(tokens, len(token_ids) - 2))
 
     def remember(self, slot: int, token_ids: Sequence[int]) -> None:
         """Keep the blocks of ``token_ids``, whose KV ``slot`` holds, for later ``restore``
