@@ -112,7 +112,9 @@ class LiveServer:
         self.embedder = next((m.name for m in extra if _kind(m) == "embedding"), None)
         cfg = server_config(Packs(own, keyfile, kek), self.tmp / "state", packs_dir,
                             tuple(extra))
-        options = replace(AdminOptions.from_config(cfg, environ={}), generate_password=False)
+        options = replace(AdminOptions.from_config(cfg, environ={}), generate_password=False,
+                          os_request_file=self.tmp / "os-update" / "request",
+                          os_status_file=self.tmp / "os-update-status.json")
         set_password(options.password_file, self.password)
         return cfg, options
 

@@ -87,8 +87,32 @@ def test_every_page_opens(browser: Browser, page: Page) -> None:
                message="chart points")
     if slug == "logs":
         b.wait(lambda: b.find_all("#log-lines .line"), message="log lines")
+    if slug == "update":
+        b.wait(lambda: "running version" in b.find("#content").text.lower(),
+               message="the versions")
     b.screenshot(f"page-{slug}")
     assert b.console_errors() == []
+
+
+def test_an_os_update_request(browser: Browser, live: LiveServer) -> None:
+    b = browser
+    b.open("/update")
+    b.wait(lambda: b.find_all("#os-source"), message="the update form")
+    b.find("#os-source").send_keys("ftp://example/")
+    b.find("#os-update").click()
+    b.wait(lambda: b.find("#os-message").text.startswith("Refused:"), message="the refusal")
+    assert "http" in b.find("#os-message").text
+    b.find("#os-source").clear()
+    b.find("#os-source").send_keys("http://10.0.2.2:8080/updates")
+    b.find("#os-update").click()
+    b.wait(lambda: "requested" in b.find("#os-message").text, message="the request")
+    request = live.tmp / "os-update" / "request"
+    assert json.loads(request.read_text()) == {"action": "update",
+                                               "source": "http://10.0.2.2:8080/updates/"}
+    b.wait(lambda: "waiting for the update agent" in b.find("#content").text,
+           message="the pending request")
+    b.screenshot("os-update-requested")
+    assert all("400" in e for e in b.console_errors())  # the refused source, and only it
 
 
 def test_unload_and_load_a_model(browser: Browser, live: LiveServer) -> None:

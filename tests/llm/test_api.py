@@ -288,7 +288,8 @@ async def test_vllm_metrics_are_exposed(server: Running, client: openai.AsyncOpe
     text = get(f"{server.base}/metrics")[1].decode()
     for name in ("vllm:time_to_first_token_seconds_count", "vllm:inter_token_latency_seconds_count",
                  "vllm:e2e_request_latency_seconds_count", "vllm:prompt_tokens_total",
-                 "vllm:generation_tokens_total"):
+                 "vllm:generation_tokens_total", "vllm:prefix_cache_queries_total",
+                 "llmos:prefix_cache_bytes"):
         match = re.search(rf'^{name}{{model_name="{MODEL}"}} (\S+)$', text, re.M)
         assert match and float(match.group(1)) > 0, name
     assert gauge(server, "vllm:num_requests_waiting") == 0

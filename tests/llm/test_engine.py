@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from llmos.errors import BadRequestError, InferenceTimeoutError, LlmosError, QueueFullError
-from llmos.llm.engine import Engine, EngineLimits
+from llmos.llm.engine import Engine, EngineLimits, chunk_size
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.sampling import SamplingParams
@@ -47,26 +47,53 @@ def one_hot(token: int) -> np.ndarray:
 
 
 class Runner:
-    """Slots hold token histories; every call is recorded."""
+    """Slots hold token histories; every call is recorded. ``prefixes``: a prefix cache of
+    whole token histories (what ``remember`` saw), restored a block of 4 tokens at a time."""
 
-    def __init__(self, slots: int, capacity: int = 64, delay_s: float = 0.0) -> None:
+    def __init__(self, slots: int, capacity: int = 64, delay_s: float = 0.0,
+                 prefixes: bool = False) -> None:
         self.capacity = capacity
         self.cache: list[list[int]] = [[] for _ in range(slots)]
         self.rows_per_step: list[int] = []
+        self.calls: list[tuple[str, int]] = []  # ("prefill", tokens) | ("decode", rows)
         self.delay_s = delay_s
         self.gate = threading.Event()
         self.gate.set()
+        self.prefixes: list[tuple[int, ...]] | None = [] if prefixes else None
 
-    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None
-                ) -> np.ndarray:
+    @property
+    def prefix_bytes(self) -> int | None:
+        return None if self.prefixes is None else len(self.prefixes)
+
+    def restore(self, slot: int, token_ids: Sequence[int]) -> int:
+        best = 0
+        for known in self.prefixes or []:
+            n = 0
+            while n < min(len(known), len(token_ids) - 1) and known[n] == token_ids[n]:
+                n += 1
+            best = max(best, n - n % 4)
+        self.cache[slot] = list(token_ids[:best])
+        return best
+
+    def remember(self, slot: int, token_ids: Sequence[int]) -> None:
+        assert self.cache[slot] == list(token_ids), "remembers what its slot does not hold"
+        if self.prefixes is not None:
+            self.prefixes.append(tuple(token_ids))
+
+    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None,
+                start: int = 0) -> np.ndarray:
         self.gate.wait()
-        self.cache[slot] = list(token_ids)
+        time.sleep(self.delay_s)
+        self.calls.append(("prefill", len(token_ids)))
+        assert len(self.cache[slot]) >= start, "a chunk after a gap"
+        self.cache[slot] = self.cache[slot][:start] + list(token_ids)
         return one_hot(next_token(self.cache[slot]))
 
     def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
         self.gate.wait()
         time.sleep(self.delay_s)
         self.rows_per_step.append(len(tokens))
+        self.calls.append(("decode", len(tokens)))
         out = []
         for slot, (tok, length) in enumerate(zip(tokens, lengths, strict=True)):
             assert len(self.cache[slot]) == length, "slot holds the wrong sequence"
@@ -297,9 +324,9 @@ class PoisonRunner(Runner):
 
     poison = 39
 
-    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None
-                ) -> np.ndarray:
-        row = super().prefill(slot, token_ids)
+    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None,
+                start: int = 0) -> np.ndarray:
+        row = super().prefill(slot, token_ids, interrupt, start)
         return row if token_ids[0] != self.poison else np.full_like(row, np.nan)
 
     def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
@@ -353,8 +380,8 @@ class LongPrefill(Runner):
         self.outcomes: list[str] = []
         self.prompts: list[tuple[int, ...]] = []
 
-    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None
-                ) -> np.ndarray:
+    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None,
+                start: int = 0) -> np.ndarray:
         self.prompts.append(tuple(token_ids))
         if token_ids[0] == self.long:
             assert isinstance(interrupt, Interrupt)
@@ -365,7 +392,7 @@ class LongPrefill(Runner):
                 self.outcomes.append("interrupted")
                 raise Interrupted
             self.outcomes.append("ran to the end")
-        return super().prefill(slot, token_ids)
+        return super().prefill(slot, token_ids, interrupt, start)
 
 
 async def test_a_deadline_passed_in_the_prefill_interrupts_it() -> None:
@@ -435,3 +462,106 @@ async def test_a_streams_deadline_covers_only_its_first_token() -> None:
         runner.gate.set()
         e.close()
     assert [t for c in (first, *rest) for t in c.token_ids] == reference((3,), 8)
+
+
+async def test_a_cached_prefix_is_restored_and_only_the_rest_prefilled() -> None:
+    runner = Runner(2, prefixes=True)
+    e = engine(runner, max_running=2)
+    system = tuple(range(1, 11))  # 10 tokens: two blocks of 4 are reusable
+    try:
+        first = await e.submit(GenerationRequest((*system, 20), 5, GREEDY)).collect()
+        second = await e.submit(GenerationRequest((*system, 21, 22), 5, GREEDY)).collect()
+    finally:
+        e.close()
+    assert list(first.token_ids) == reference((*system, 20), 5)
+    assert list(second.token_ids) == reference((*system, 21, 22), 5)
+    prefills = [n for kind, n in runner.calls if kind == "prefill"]
+    assert prefills == [11, 12 - 8]  # the second read 8 tokens from the cache
+    assert runner.prefixes is not None  # what each slot held at its prompt and at its end
+    assert runner.prefixes[1] == (*system, 20, *first.token_ids[:4])
+
+
+async def test_a_joining_long_prompt_is_prefilled_between_decode_steps() -> None:
+    """While one stream decodes, a long prompt joins: it is read in chunks of at most
+    ``prefill_chunk`` tokens with a decode step after each, so the running stream never
+    waits for more than one chunk; every token is what the unchunked reference gives."""
+    runner = Runner(3, capacity=256, delay_s=0.001)
+    e = engine(runner, max_running=3, prefill_chunk=8)
+    long_prompt = tuple((i * 7) % 37 + 1 for i in range(100))
+    try:
+        streaming = e.submit(GenerationRequest((1,), 120, GREEDY))
+        await anext(streaming)
+        short = e.submit(GenerationRequest((2, 3), 6, GREEDY))  # finishes mid-prefill
+        joining = await e.submit(GenerationRequest(long_prompt, 5, GREEDY)).collect()
+        rest = [c async for c in streaming]
+        assert list((await short.collect()).token_ids) == reference((2, 3), 6)
+    finally:
+        e.close()
+    assert list(joining.token_ids) == reference(long_prompt, 5)
+    assert [t for c in rest for t in c.token_ids] == reference((1,), 120)[1:]
+    assert runner.calls[0] == ("prefill", 1)  # the streaming one, alone
+    calls = runner.calls[1:]
+    chunks = [n for kind, n in calls if kind == "prefill"]
+    assert sum(chunks) == 2 + 100 and max(chunks) == 8 and len(chunks) >= 1 + 100 // 8
+    between, gaps = 0, []
+    for kind, n in calls:
+        if kind == "decode":
+            gaps.append(between)
+            between = 0
+        else:
+            between += n
+    assert max(gaps) <= 8, "a running stream waited for more than one chunk"
+
+
+async def test_a_prompt_cancelled_between_chunks_frees_its_slot() -> None:
+    runner = Runner(2, capacity=256, delay_s=0.002)
+    e = engine(runner, max_running=2, prefill_chunk=4)
+    try:
+        streaming = e.submit(GenerationRequest((1,), 200, GREEDY))
+        await anext(streaming)
+        doomed = e.submit(GenerationRequest(tuple(range(1, 201)), 5, GREEDY))
+        await asyncio.sleep(0.05)
+        doomed.cancel()
+        after = await asyncio.wait_for(e.submit(GenerationRequest((4, 5), 6, GREEDY)).collect(),
+                                       10)
+        streaming.cancel()
+    finally:
+        e.close()
+    assert list(after.token_ids) == reference((4, 5), 6)
+    assert sum(n for kind, n in runner.calls if kind == "prefill" and n == 4) < 200
+
+
+async def test_prompts_that_arrive_during_a_whole_prefill_are_chunked_once_it_runs() -> None:
+    """Nothing runs, so the first prompt is read whole; the ones that arrived meanwhile
+    are read in chunks with decode steps between them, not whole one after another."""
+    runner = Runner(3, capacity=128)
+    runner.gate.clear()
+    e = engine(runner, max_running=3, prefill_chunk=8)
+    prompts = [tuple((7 * i + k) % 37 + 1 for k in range(40)) for i in range(3)]
+    try:
+        first = e.submit(GenerationRequest(prompts[0], 20, GREEDY))
+        await asyncio.sleep(0.05)  # its prefill is waiting on the gate
+        others = [e.submit(GenerationRequest(p, 20, GREEDY)) for p in prompts[1:]]
+        await asyncio.sleep(0.05)
+        runner.gate.set()
+        results = [await g.collect() for g in (first, *others)]
+    finally:
+        runner.gate.set()
+        e.close()
+    for p, r in zip(prompts, results, strict=True):
+        assert list(r.token_ids) == reference(p, 20)
+    assert runner.calls[0] == ("prefill", 40)
+    assert all(n <= 8 for kind, n in runner.calls[1:] if kind == "prefill")
+    assert ("decode", 1) in runner.calls[:4]  # the first stream went on after one chunk
+
+
+def test_a_chunk_is_never_one_token_alone_after_others() -> None:
+    assert [chunk_size(t, 8) for t in (1, 2, 8, 9, 10, 20)] == [1, 2, 8, 9, 8, 8]
+    assert chunk_size(5, None) == 5 and chunk_size(5, 1) == 2 and chunk_size(3, 1) == 3
+    for todo in range(2, 40):
+        for budget in range(1, 12):
+            left, sizes = todo, []
+            while left:
+                sizes.append(chunk_size(left, budget))
+                left -= sizes[-1]
+            assert min(sizes) >= 2 and max(sizes) <= max(budget, 2) + 1, (todo, budget, sizes)

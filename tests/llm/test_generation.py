@@ -159,12 +159,12 @@ async def test_a_cancelled_prefill_of_the_real_decoder_stops_in_the_run(
     started = threading.Event()
     outcomes: list[str] = []
 
-    def watched(slot: int, ids: Sequence[int], interrupt: Interrupt | None = None
-                ) -> np.ndarray:
+    def watched(slot: int, ids: Sequence[int], interrupt: Interrupt | None = None,
+                start: int = 0) -> np.ndarray:
         if len(ids) > 100:
             started.set()
         try:
-            row = original(slot, ids, interrupt)
+            row = original(slot, ids, interrupt, start)
         except Interrupted:
             outcomes.append("interrupted")
             raise

@@ -43,6 +43,10 @@ async def test_health_and_server_metadata(start_app: Start, packs: Packs,
     assert (await client.get("/v2/health/live")).status == 200
     ready = await client.get("/v2/health/ready")
     assert ready.status == 200 and (await ready.json())["ready"] is True
+    live = await client.get("/health/live")  # the load balancer's pair, beside v2's
+    assert live.status == 200 and (await live.json()) == {"live": True}
+    ready = await client.get("/health/ready")
+    assert ready.status == 200 and (await ready.json())["ready"] is True
     meta = await (await client.get("/v2")).json()
     assert meta["name"] == "llmos" and "model_repository" in meta["extensions"]
     health = await client.get("/health")
@@ -274,6 +278,12 @@ async def test_no_key_keeps_serving_health(start_app: Start, packs: Packs,
     assert doc["models"]["alpha"]["state"] == "UNAVAILABLE"
     assert (await client.get("/v2/health/ready")).status == 400
     assert (await client.get("/v2/health/live")).status == 200
+    ready = await client.get("/health/ready")
+    doc = await ready.json()
+    assert ready.status == 503 and doc["ready"] is False and doc["status"] == "unavailable"
+    assert any("fleet key unavailable" in reason for reason in doc["reasons"])
+    assert not any(str(tmp_path) in reason for reason in doc["reasons"])  # no paths
+    assert (await client.get("/health/live")).status == 200
     r = await client.post("/v2/models/alpha/infer", json=_infer_body(_x(1)))
     assert r.status == 503 and "UNAVAILABLE" in (await r.json())["error"]
 

@@ -60,7 +60,8 @@ async def test_keys_guard_v1_v2_and_metrics_but_not_probes(keyed: TestClient) ->
     for path in ("/v2", "/v2/models/alpha", "/v1/models", "/metrics"):
         await _refusal(await keyed.get(path))
         assert (await keyed.get(path, headers=_auth(KEY))).status == 200
-    for path in ("/v2/health/live", "/v2/health/ready", "/health"):
+    for path in ("/v2/health/live", "/v2/health/ready", "/health", "/health/live",
+                 "/health/ready"):
         assert (await keyed.get(path)).status == 200, path
 
     text = await (await keyed.get("/metrics", headers=_auth(LB_KEY))).text()
@@ -114,7 +115,8 @@ async def test_the_openapi_document_says_which_operations_need_a_key(keyed: Test
     schema = infer["responses"]["401"]["content"]["application/json"]["schema"]
     refusal = await _refusal(await keyed.post("/v2/models/alpha/infer", json=BODY))
     assert jsonschema_rs.is_valid(schema, refusal)
-    for probe in ("/health", "/v2/health/live", "/v2/health/ready"):
+    for probe in ("/health", "/health/live", "/health/ready", "/v2/health/live",
+                  "/v2/health/ready"):
         assert "security" not in doc["paths"][probe]["get"], probe
         assert "401" not in doc["paths"][probe]["get"]["responses"], probe
     secured = {f"{m} {p}" for p, ops in doc["paths"].items() for m, op in ops.items()

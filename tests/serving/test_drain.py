@@ -45,7 +45,9 @@ async def test_drain_reports_not_ready_and_finishes_in_flight(start_app: Start, 
     ready = await client.get("/v2/health/ready")
     assert ready.status == 400 and (await ready.json())["status"] == "draining"
     assert (await client.get("/health")).status == 503
+    assert (await client.get("/health/ready")).status == 503
     assert (await client.get("/v2/health/live")).status == 200
+    assert (await client.get("/health/live")).status == 200
     served = await client.post("/v2/models/alpha/infer", json=ALPHA)  # still served
     assert served.status == 200 and served.headers.get("Connection", "").lower() == "close"
 

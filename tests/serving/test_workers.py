@@ -69,9 +69,10 @@ async def test_a_crashed_inference_worker_is_replaced_and_reported() -> None:
 
 class Runner:
     capacity = 64
+    prefix_bytes = None
 
-    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None
-                ) -> np.ndarray:
+    def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None,
+                start: int = 0) -> np.ndarray:
         row: np.ndarray = np.eye(8, dtype=np.float32)[3]
         return row
 
@@ -79,6 +80,12 @@ class Runner:
         return np.stack([np.eye(8, dtype=np.float32)[3] for _ in tokens])
 
     def move(self, src: int, dst: int, length: int) -> None:
+        pass
+
+    def restore(self, slot: int, token_ids: Sequence[int]) -> int:
+        return 0
+
+    def remember(self, slot: int, token_ids: Sequence[int]) -> None:
         pass
 
 

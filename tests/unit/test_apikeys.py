@@ -88,3 +88,16 @@ def test_generated_key_and_its_lines() -> None:
         assert (key in line) is not hashed
         store = apikeys.merge([apikeys.parse(line, "t")])
         assert store.check(key) == "pool-1"
+
+
+def test_a_local_client_finds_a_key_in_clear(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    hashed = f"ops: sha256:{'ab' * 32}\n"
+    (creds / apikeys.CREDENTIAL).write_text("# keys\n" + hashed)
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    assert apikeys.plain_key(None, {}) == (False, None)
+    assert apikeys.plain_key(None, env) == (True, None)  # required, but only a digest
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("gate: a-key-of-at-least-16-chars\n")
+    assert apikeys.plain_key(keys_file, env) == (True, "a-key-of-at-least-16-chars")

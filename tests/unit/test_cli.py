@@ -31,6 +31,18 @@ def test_registering_serve_alone_imports_none_of_the_heavy_modules() -> None:
     assert done.stdout.strip() == ""
 
 
+@pytest.mark.parametrize("command", ["osupdate_agent", "health_gate"])
+def test_the_os_update_commands_import_nothing_heavy(command: str) -> None:
+    """They run at every update and on every new version's boot, beside the supervisor."""
+    heavy = ("numpy", "asyncio", "aiohttp", "onnxruntime", "cryptography")
+    code = ("import sys; from llmos.cli import build_parser; "
+            f"build_parser(({command!r},)); "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == ""
+
+
 def test_a_named_command_still_parses_and_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["config-doc"]) == 0
     assert "server.port" in capsys.readouterr().out

@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "userland" / "llmos"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("llmos", "errors", "datatypes", "files"),  # no domain: errors, dtypes, atomic writes
-    ("config", "state", "systemd", "tls"),  # settings, status + transitions, sd_notify, certs
+    ("config", "state", "systemd", "tls",  # settings, status + transitions, sd_notify, certs
+     "osupdate"),  # OS updates: request, sysupdate, status, health gate (stdlib only)
     ("hw", "text"),  # udev, memory, GPUs; the tokenizer adapter
     ("pack",),  # pack format and build side (LLM export under pack/llm)
     ("vault",),  # sealing, keys, opening packs

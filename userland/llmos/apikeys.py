@@ -126,3 +126,26 @@ def load(keys_file: Path | None, environ: Mapping[str, str]) -> KeyStore:
     if keys_file is not None:
         groups.append(parse(_read(keys_file, "file"), str(keys_file)))
     return merge(groups)
+
+
+def plain_key(keys_file: Path | None, environ: Mapping[str, str]) -> tuple[bool, str | None]:
+    """For a client on the appliance itself (the health gate): whether keys are required,
+    and the first key held in clear (a ``NAME: KEY`` line) by the credential or the file,
+    None when every key is stored as a digest."""
+    texts: list[tuple[str, str]] = []
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if directory and (Path(directory) / CREDENTIAL).exists():
+        texts.append((_read(Path(directory) / CREDENTIAL, "credential"),
+                      f"credential {CREDENTIAL}"))
+    if keys_file is not None:
+        texts.append((_read(keys_file, "file"), str(keys_file)))
+    required = False
+    for text, origin in texts:
+        for line in text.splitlines():
+            if parse_line(line, origin) is None:
+                continue
+            required = True
+            secret = line.partition(":")[2].strip()
+            if not _HASHED.fullmatch(secret):
+                return True, secret
+    return required, None

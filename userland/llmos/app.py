@@ -52,6 +52,7 @@ from llmos.hw.usage import process_usage
 from llmos.hw.view import ResourceView
 from llmos.llm.backend import KIND as CAUSAL_LM
 from llmos.llm.backend import causal_lm_backend
+from llmos.osupdate import system as os_system
 from llmos.registry import ModelRegistry
 from llmos.serving.backend import Backend, tensor_backend
 from llmos.serving.metrics import ServingMetrics
@@ -237,7 +238,8 @@ class LlmOs:
         store = load_api_keys(cfg["server.api_keys_file"], os.environ)
         keys = key_middleware_for(store, str(cfg["server.host"]), self.metrics.registry)
         app = build_api_app(self.dataplane, int(cfg["server.max_body_bytes"]),
-                            Limits.from_config(cfg), (self.drain.middleware(), keys))
+                            Limits.from_config(cfg), (self.drain.middleware(), keys),
+                            image_version=os_system.image_version())
         app[DRAIN] = self.drain
         app[KEYS_REQUIRED] = store.enabled
         app.cleanup_ctx.append(self._watchdog)

@@ -19,7 +19,7 @@ log = logging.getLogger("llmos")
 
 # Order is the order of `llmos --help`.
 COMMANDS = ("serve", "pack", "inspect", "seal", "keygen", "enroll", "demo", "admin", "fleet",
-            "config_doc")
+            "osupdate_agent", "health_gate", "golden", "config_doc")
 
 
 def named_command(argv: Sequence[str]) -> str | None:

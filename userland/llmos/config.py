@@ -199,6 +199,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("devices.claim", _bool, True,
             "claim accelerators: own their device nodes and turn NVIDIA persistence mode on "
             "(false: use them as they are, e.g. a workstation's shared GPU)"),
+    Setting("osupdate.request_file", _path, Path("/run/llmos/os-update/request"),
+            "where the admin page drops an OS update or reboot request for the update agent "
+            "(llmos-update.path watches it)"),
+    Setting("osupdate.status_file", _path, Path("/run/llmos-update/status.json"),
+            "the update agent's status, shown on the admin page"),
     Setting("server.packs_dir", _path, Path("/usr/share/llmos/packs"),
             "where sealed packs are found and uploaded packs are stored", "--packs-dir"),
 )
@@ -225,6 +230,15 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
     Setting("spin", _bool, False, "let runtime worker threads busy-wait (only with spare cores)"),
     Setting("max_tokens", _positive(int), 512, "causal LMs: cap on generated tokens"),
     Setting("max_running", _positive(int), 8, "causal LMs: sequences decoded together"),
+    Setting("prefill_chunk", _positive(int), 128,
+            "causal LMs: prompt tokens prefilled between two decode steps of the running "
+            "sequences (chunked prefill: smaller keeps their tokens flowing, larger reads "
+            "a long prompt a little faster)"),
+    Setting("prefix_cache_mb", _nonneg(int), 128,
+            "causal LMs: memory for the prefix cache of KV blocks, least recently used "
+            "evicted (a repeated system prompt or chat history is not recomputed; 0 = off)"),
+    Setting("prefix_block_tokens", _positive(int), 16,
+            "causal LMs: tokens per prefix cache block (only whole blocks are reused)"),
 )
 
 
@@ -244,6 +258,9 @@ class ModelConfig:
     spin: bool = False
     max_tokens: int = 512
     max_running: int = 8
+    prefill_chunk: int = 128
+    prefix_cache_mb: int = 128
+    prefix_block_tokens: int = 16
 
 
 @dataclass(frozen=True)
@@ -312,7 +329,7 @@ def load(
             if not isinstance(table, dict):
                 raise ConfigError(f"{origin}: top-level key {section!r} is not a section",
                                   "settings live in [server], [keys], [admin], [memory], "
-                                  "[devices]; models in [[models]]")
+                                  "[devices], [osupdate]; models in [[models]]")
             for name, raw in table.items():
                 key = f"{section}.{name}"
                 if key not in _BY_KEY:

@@ -17,7 +17,9 @@ def causal_lm_backend(ctx: ModelContext) -> LanguageModel:
     attention stay in host memory (``llmos.llm.decoder``)."""
     cfg = ctx.config
     limits = EngineLimits(max_running=cfg.max_running, queue_size=cfg.queue_size,
-                          max_tokens=cfg.max_tokens)
+                          max_tokens=cfg.max_tokens, prefill_chunk=cfg.prefill_chunk,
+                          prefix_cache_bytes=cfg.prefix_cache_mb * 2**20,
+                          prefix_block_tokens=cfg.prefix_block_tokens)
     observer = metrics_for(ctx.metrics.registry).observer(cfg.name)
     return load_language_model(ctx.manifest, ctx.files, ctx.options, limits, observer, cfg.name,
                                release=ctx.release, timeout_s=ctx.timeout_s)

@@ -21,6 +21,7 @@ import numpy as np
 from llmos.errors import BadRequestError
 from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.kvcache import CacheLayout, KVCache
+from llmos.llm.prefixcache import PrefixCache
 from llmos.pack.llm.architecture import (
     INPUT_IDS,
     LOGITS,
@@ -67,10 +68,13 @@ class Decoder:
     """
 
     def __init__(self, session: Session, spec: DecoderSpec, slots: int, capacity: int,
-                 run_options: Callable[[], Any] | None = None) -> None:
+                 run_options: Callable[[], Any] | None = None,
+                 prefix: PrefixCache[np.ndarray] | None = None) -> None:
         """``run_options``: makes an ``onnxruntime.RunOptions`` (``llmos.runtimes.onnx``);
-        without it a prefill cannot be interrupted."""
+        without it a prefill cannot be interrupted. ``prefix``: where ``remember`` keeps
+        blocks of KV for ``restore`` (None: no prefix reuse)."""
         self.session = session
+        self.prefix = prefix
         self._run_options = run_options
         self.spec = spec
         self.layout = CacheLayout.of(spec, slots, capacity)
@@ -112,19 +116,21 @@ class Decoder:
         return b
 
     def prefill(self, slot: int, token_ids: Sequence[int],
-                interrupt: Interrupt | None = None) -> np.ndarray:
-        """Fill an empty ``slot`` with a prompt; logits of its last position [V] (a copy).
-        ``Interrupted`` if ``interrupt`` is requested before or while it runs."""
+                interrupt: Interrupt | None = None, start: int = 0) -> np.ndarray:
+        """Append ``token_ids`` to ``slot`` after the ``start`` tokens it already holds (0: an
+        empty slot; more: a restored prefix or an earlier chunk of the prompt); logits of
+        the last position [V] (a copy). ``Interrupted`` if ``interrupt`` is requested before
+        or while it runs."""
         n = len(token_ids)
         if n == 0:
             raise BadRequestError("the prompt is empty", "send at least one token of text")
-        total = n
+        total = start + n
         if total > self.capacity:
             raise BadRequestError(
                 f"{total} tokens do not fit the context of {self.capacity} tokens",
                 "shorten the prompt or lower max_tokens")
         ids = np.asarray(token_ids, np.int64).reshape(1, n)
-        positions = np.arange(total, dtype=np.int64).reshape(1, n)
+        positions = np.arange(start, total, dtype=np.int64).reshape(1, n)
         seqlens = np.array([total - 1], np.int32)
         total_len = np.array(total, np.int32)
         logits = np.empty((1, 1, self.spec.vocab_size), np.float32)
@@ -166,3 +172,30 @@ class Decoder:
 
     def move(self, src: int, dst: int, length: int) -> None:
         self.cache.move(src, dst, length)
+
+    def restore(self, slot: int, token_ids: Sequence[int]) -> int:
+        """Copy the longest cached prefix of ``token_ids`` into the empty ``slot``; the
+        number of tokens the caller still has to prefill from. That leaves at least two
+        tokens to prefill: the caller needs the last token's logits (a prompt cached to
+        its end has its last two prefilled again, writing the keys and values it has), and
+        a one-token prefill would run other kernels than the prompt's first reading did
+        (``llmos.llm.engine.chunk_size``), giving other numbers."""
+        if self.prefix is None:
+            return 0
+        tokens, blocks = self.prefix.lookup(token_ids)
+        start = 0
+        for block in blocks:
+            self.cache.write(slot, start, block)
+            start += block.shape[3]
+        return max(0, min(tokens, len(token_ids) - 2))
+
+    def remember(self, slot: int, token_ids: Sequence[int]) -> None:
+        """Keep the blocks of ``token_ids``, whose KV ``slot`` holds, for later ``restore``
+        calls (those not cached yet are copied out)."""
+        if self.prefix is not None:
+            self.prefix.insert(token_ids, lambda start, stop: self.cache.read(slot, start, stop))
+
+    @property
+    def prefix_bytes(self) -> int | None:
+        """Bytes the prefix cache holds (None: no prefix cache)."""
+        return None if self.prefix is None else self.prefix.bytes

@@ -1,9 +1,14 @@
 """The generation engine: continuous batching of many requests over one decoder.
 
 One worker thread owns the decoder. At every step boundary it drops cancelled
-sequences, admits waiting requests into free slots (each prompt is prefilled alone into
-its slot's cache), then runs one decode step for all running sequences together, so
-requests join and leave between tokens instead of waiting for each other. Tokens go back
+sequences, admits waiting requests into free slots, then runs one decode step for all
+running sequences together, so requests join and leave between tokens instead of waiting
+for each other. A joining prompt starts from the longest prefix the decoder has cached
+(``restore``; ``llmos.llm.prefixcache``) and is prefilled alone into its slot, in chunks of
+at most ``prefill_chunk`` tokens per step while others are decoding (chunked prefill), so
+the running streams wait one chunk between two tokens, not a whole prompt. A prompt, once
+read, and a finished sequence's tokens are offered back to the prefix cache
+(``remember``). Tokens go back
 to the event loop in one ``call_soon_threadsafe`` per step, into an ``asyncio.Queue``
 per request; a client that stops listening (or whose deadline passed) calls
 ``Generation.cancel``: a waiting request leaves the queue, a prompt being prefilled stops
@@ -18,21 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Sequence as Tokens
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from llmos.errors import BadRequestError, LlmosError, NotReadyError, QueueFullError
-from llmos.llm.decoding import Pick, TokenChooser
+from llmos.llm.decoding import TokenChooser
 from llmos.llm.detokenize import IncrementalDecoder
-from llmos.llm.generation import Chunk, Generation, GenerationRequest
+from llmos.llm.generation import Generation, GenerationRequest
 from llmos.llm.interrupt import Interrupt, Interrupted
+from llmos.llm.sequence import Outbox, Sequence, deliver
 from llmos.llm.stopping import FinishReason, StopChecker, StopCriteria
 from llmos.serving.workers import supervise
 
@@ -45,12 +51,19 @@ class StepRunner(Protocol):
     @property
     def capacity(self) -> int: ...
 
-    def prefill(self, slot: int, token_ids: Sequence[int],
-                interrupt: Interrupt | None = None) -> np.ndarray: ...
+    def prefill(self, slot: int, token_ids: Tokens[int], interrupt: Interrupt | None = None,
+                start: int = 0) -> np.ndarray: ...
 
-    def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray: ...
+    def decode(self, tokens: Tokens[int], lengths: Tokens[int]) -> np.ndarray: ...
 
     def move(self, src: int, dst: int, length: int) -> None: ...
+
+    def restore(self, slot: int, token_ids: Tokens[int]) -> int: ...
+
+    def remember(self, slot: int, token_ids: Tokens[int]) -> None: ...
+
+    @property
+    def prefix_bytes(self) -> int | None: ...  # held by the prefix cache (None: none)
 
 
 class EngineObserver(Protocol):
@@ -64,6 +77,9 @@ class EngineObserver(Protocol):
 
     def finished(self, seconds: float, prompt_tokens: int, generated_tokens: int,
                  reason: FinishReason) -> None: ...
+
+    def prefix_reuse(self, prompt_tokens: int, reused_tokens: int, cached_bytes: int) -> None:
+        ...
 
 
 class NoObserver:
@@ -82,34 +98,33 @@ class NoObserver:
                  reason: FinishReason) -> None:
         pass
 
+    def prefix_reuse(self, prompt_tokens: int, reused_tokens: int, cached_bytes: int) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class EngineLimits:
     max_running: int = 8  # sequences decoded together (cache slots)
     queue_size: int = 64  # requests waiting for a slot
     max_tokens: int = 512  # cap on tokens generated per request
+    prefill_chunk: int = 128  # prompt tokens prefilled per step while others decode
+    prefix_cache_bytes: int = 0  # the decoder's prefix cache of KV blocks (0: none)
+    prefix_block_tokens: int = 16  # tokens per cached block
 
 
-@dataclass(eq=False)
-class _Sequence:
-    """A request's state inside the engine (only the worker thread mutates it)."""
-
-    request: GenerationRequest
-    queue: asyncio.Queue[Chunk | BaseException]
-    loop: asyncio.AbstractEventLoop
-    chooser: TokenChooser
-    stopper: StopChecker
-    detok: IncrementalDecoder
-    submitted: float = field(default_factory=time.perf_counter)
-    length: int = 0  # tokens in the cache
-    pending: int = -1  # sampled token to feed at the next step
-    last_token_at: float = 0.0
-    cancelled: bool = False
-    interrupt: Interrupt | None = None  # set while its prompt is being prefilled
+def chunk_size(todo: int, budget: int | None) -> int:
+    """Prompt tokens to prefill next: at most ``budget`` (None: all ``todo``), but never one
+    token alone while more remain or after others: onnxruntime computes a one-token step
+    with other kernels (its int8 matrix-vector product) than a longer one, whose rows do
+    not depend on how many there are; a prompt read in chunks or after a restored prefix
+    then has the keys, values and logits of a prompt read whole, bit for bit. So a chunk
+    may be a token or two over the budget."""
+    n = todo if budget is None else min(max(budget, 2), todo)
+    return n + 1 if todo - n == 1 else n
 
 
 class Engine:
-    def __init__(self, runner: StepRunner, decode_text: Callable[[Sequence[int]], str],
+    def __init__(self, runner: StepRunner, decode_text: Callable[[Tokens[int]], str],
                  eos_token_ids: frozenset[int], limits: EngineLimits = EngineLimits(),
                  observer: EngineObserver | None = None, name: str = "llm") -> None:
         self.runner = runner
@@ -119,9 +134,9 @@ class Engine:
         self._eos = eos_token_ids
         self._observer: EngineObserver = observer or NoObserver()
         self._cv = threading.Condition()
-        self._waiting: collections.deque[_Sequence] = collections.deque()
-        self._running: list[_Sequence] = []  # index = cache slot
-        self._admitting = 0  # taken from the queue, being prefilled
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._running: list[Sequence] = []  # index = cache slot
+        self._filling: Sequence | None = None  # its prompt half read, in slot len(_running)
         self._cancelled = False  # some running sequence was cancelled
         self._closed = False
         self._thread = threading.Thread(  # restarted after a crash, its sequences failed
@@ -147,7 +162,7 @@ class Engine:
         """Whether a request is waiting, being admitted or generating (closing now would
         fail it)."""
         with self._cv:
-            return bool(self._waiting or self._running or self._admitting)
+            return bool(self._waiting or self._running or self._filling)
 
     def budget(self, request: GenerationRequest) -> int:
         """Tokens this request may generate; refuses prompts that leave no room."""
@@ -169,17 +184,17 @@ class Engine:
     def submit(self, request: GenerationRequest) -> Generation:
         """Queue a request (call on the event loop); its chunks arrive on the returned handle."""
         budget = self.budget(request)
-        seq = _Sequence(
+        seq = Sequence(
             request=request, queue=asyncio.Queue(), loop=asyncio.get_running_loop(),
             chooser=TokenChooser(request.sampling, request.penalties, request.top_logprobs,
                                  request.constraint),
             stopper=StopChecker(StopCriteria(
                 budget, frozenset() if request.ignore_eos else self._eos, request.stop)),
-            detok=IncrementalDecoder(self._decode_text))
+            detok=IncrementalDecoder(self._decode_text), eos=self._eos)
         with self._cv:
             if self._closed:
                 raise NotReadyError(f"model {self.name!r} is shutting down", "retry shortly")
-            free = self.limits.max_running - len(self._running) - self._admitting
+            free = self.limits.max_running - len(self._running) - (self._filling is not None)
             if len(self._waiting) >= self.limits.queue_size + max(free, 0):
                 raise QueueFullError(
                     f"model {self.name!r}: {len(self._waiting)} requests are already waiting",
@@ -188,7 +203,7 @@ class Engine:
             self._cv.notify()
         return Generation(seq.queue, lambda: self.cancel(seq))
 
-    def cancel(self, seq: _Sequence) -> None:
+    def cancel(self, seq: Sequence) -> None:
         with self._cv:
             if seq in self._waiting:
                 self._waiting.remove(seq)
@@ -211,68 +226,50 @@ class Engine:
     def _work(self) -> None:
         while True:
             with self._cv:
-                while not (self._closed or self._waiting or self._running):
+                while not (self._closed or self._waiting or self._running or self._filling):
                     self._cv.wait()
                 if self._closed:
                     break
-                free = self.limits.max_running - len(self._running)
-                admitted = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
-                self._admitting = len(admitted)
                 reap = self._cancelled
                 self._cancelled = False
-            out: list[tuple[_Sequence, Chunk | BaseException]] = []
+            out: Outbox = []
             try:
                 if reap:
                     self._reap()
-                for seq in admitted:
-                    self._prefill(seq, out)
-                    self._deliver(out)  # a first token goes out now, not after the next step
-                    with self._cv:
-                        self._admitting -= 1
+                self._fill(out)
                 if self._running:
                     self._step(out)
             except Exception as exc:  # a failed run fails its batch, not the engine
                 log.exception("engine %s: step failed", self.name)
                 err = exc if isinstance(exc, LlmosError) else LlmosError(
                     f"generation failed: {type(exc).__name__}: {exc}", "see the server log")
-                for seq in [*self._running, *admitted]:
-                    out.append((seq, err))
-                self._running.clear()
-                with self._cv:
-                    self._admitting = 0
-            self._deliver(out)
+                out.extend((seq, err) for seq in self._drop_all())
+            deliver(out)
             self._observer.scheduled(len(self._running), len(self._waiting))
         self._shutdown()
+
+    def _drop_all(self) -> list[Sequence]:
+        """Empty the slots: the running sequences and the one being filled."""
+        with self._cv:
+            left = [*self._running, *([self._filling] if self._filling else [])]
+            self._running.clear()
+            self._filling = None
+        return left
 
     def _crashed(self) -> None:
         """After a crash of the worker loop: the running sequences' caches are in doubt,
         so they fail; the waiting ones are admitted by the restarted loop."""
         err = LlmosError(f"model {self.name!r}: the generation worker crashed",
                          "retry; the server log has the trace")
-        with self._cv:
-            left = list(self._running)
-            self._running.clear()
-            self._admitting = 0
-        self._deliver([(seq, err) for seq in left])
+        deliver([(seq, err) for seq in self._drop_all()])
 
     def _shutdown(self) -> None:
         err = NotReadyError(f"model {self.name!r} was unloaded", "retry once it is loaded again")
+        left = self._drop_all()
         with self._cv:
-            left = [*self._running, *self._waiting]
-            self._running.clear()
+            left += self._waiting
             self._waiting.clear()
-        self._deliver([(seq, err) for seq in left])
-
-    def _deliver(self, out: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
-        """Hand ``out`` to the consumers' event loops (one callback per loop) and empty it."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Chunk | BaseException]]] = {}
-        for seq, item in out:
-            by_loop.setdefault(seq.loop, []).append((seq, item))
-        out.clear()
-        for loop, items in by_loop.items():
-            # A closed loop (RuntimeError) means nobody is listening any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_put_all, items)
+        deliver([(seq, err) for seq in left])
 
     def _reap(self) -> None:
         now = time.perf_counter()
@@ -284,41 +281,87 @@ class Engine:
                                         seq.stopper.generated, "cancelled")
 
     def _leave(self, slot: int) -> None:
+        """Free ``slot``: the last running sequence moves into it, and the one being
+        filled follows it down (its slot is always the one after the running ones)."""
         last = len(self._running) - 1
         if slot != last:
             mover = self._running[last]
             self.runner.move(last, slot, mover.length)
             self._running[slot] = mover
         self._running.pop()
+        if self._filling is not None:
+            self.runner.move(last + 1, last, self._filling.length)
 
-    def _prefill(self, seq: _Sequence, out: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
-        with self._cv:
-            if seq.cancelled:
+    # --- prefill -------------------------------------------------------------------
+    def _fill(self, out: Outbox) -> None:
+        """Prefill joining prompts: whole while nothing runs, else at most
+        ``prefill_chunk`` tokens before the next decode step."""
+        budget: int | None = None
+        while budget is None or budget > 0:
+            if budget is None and self._running:  # from now on others wait for the step
+                budget = self.limits.prefill_chunk
+            seq = self._filling or self._admit()
+            if seq is None:
                 return
+            done = self._fill_chunk(seq, budget, out)
+            deliver(out)  # a first token goes out now, not after the next step
+            if budget is not None:
+                budget -= done
+
+    def _admit(self) -> Sequence | None:
+        """Take the next waiting request into the free slot after the running ones, with
+        the longest prefix of its prompt the decoder has cached."""
+        with self._cv:
+            if not self._waiting or len(self._running) >= self.limits.max_running:
+                return None
+            seq = self._filling = self._waiting.popleft()
             seq.interrupt = Interrupt()
-        slot = len(self._running)
+        prompt = seq.request.prompt_ids
+        seq.length = self.runner.restore(len(self._running), prompt)
+        cached = self.runner.prefix_bytes
+        if cached is not None:
+            self._observer.prefix_reuse(len(prompt), seq.length, cached)
+        return seq
+
+    def _unfill(self, seq: Sequence) -> None:
+        with self._cv:
+            self._filling = None
+            seq.interrupt = None
+
+    def _fill_chunk(self, seq: Sequence, budget: int | None, out: Outbox) -> int:
+        """Prefill the next chunk of ``seq``'s prompt (at most ``budget`` tokens); when it
+        was the last, ``seq`` has its first token and runs. Returns the tokens prefilled."""
+        prompt, slot = seq.request.prompt_ids, len(self._running)
+        n = chunk_size(len(prompt) - seq.length, budget)
         try:
-            logits = self.runner.prefill(slot, seq.request.prompt_ids, seq.interrupt)
+            if seq.cancelled:
+                raise Interrupted("cancelled between two chunks")
+            logits = self.runner.prefill(slot, prompt[seq.length:seq.length + n],
+                                         seq.interrupt, seq.length)
         except Interrupted:  # cancelled while its prompt was being read
             log.info("engine %s: a prefill of %d tokens was interrupted (request cancelled)",
-                     self.name, len(seq.request.prompt_ids))
-            self._observer.finished(time.perf_counter() - seq.submitted,
-                                    len(seq.request.prompt_ids), 0, "cancelled")
-            return
+                     self.name, len(prompt))
+            self._unfill(seq)
+            self._observer.finished(time.perf_counter() - seq.submitted, len(prompt), 0,
+                                    "cancelled")
+            return n
         except LlmosError as exc:
+            self._unfill(seq)
             out.append((seq, exc))
-            return
-        finally:
-            with self._cv:
-                seq.interrupt = None
-        seq.length = len(seq.request.prompt_ids)
+            return n
+        seq.length += n
+        if seq.length < len(prompt):
+            return n
+        self._unfill(seq)
+        self.runner.remember(slot, prompt)
         now = time.perf_counter()
         self._observer.first_token(now - seq.submitted)
         seq.last_token_at = now
-        if not self._advance(seq, logits, now, out):
+        if not seq.advance(logits, now, out, self._observer):
             self._running.append(seq)
+        return n
 
-    def _step(self, out: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
+    def _step(self, out: Outbox) -> None:
         rows = self._running
         logits = self.runner.decode([s.pending for s in rows], [s.length for s in rows])
         now = time.perf_counter()
@@ -327,46 +370,8 @@ class Engine:
             seq.length += 1
             self._observer.next_token(now - seq.last_token_at)
             seq.last_token_at = now
-            if self._advance(seq, logits[i], now, out):
+            if seq.advance(logits[i], now, out, self._observer):
                 done.append(i)
         for slot in reversed(done):
+            self.runner.remember(slot, rows[slot].cached_tokens())
             self._leave(slot)
-
-    def _advance(self, seq: _Sequence, logits: np.ndarray, now: float,
-                 out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:
-        """Choose, detokenise and check the stop rules of one sequence; True when it has
-        finished. Whatever fails here (its grammar, its parameters, its logits) fails this
-        sequence alone (its stream gets the error), never the batch it was decoded with."""
-        try:
-            stop = seq.stopper
-            pick = seq.chooser(logits, stop.criteria.max_tokens - stop.generated)
-            return self._accept(seq, pick, now, out)
-        except Exception as exc:
-            log.warning("engine %s: one sequence failed: %s: %s", self.name,
-                        type(exc).__name__, exc)
-            err = exc if isinstance(exc, LlmosError) else LlmosError(
-                f"generation failed: {type(exc).__name__}: {exc}", "see the server log")
-            out.append((seq, err))
-            self._observer.finished(now - seq.submitted, len(seq.request.prompt_ids),
-                                    seq.stopper.generated, "cancelled")
-            return True
-
-    def _accept(self, seq: _Sequence, pick: Pick, now: float,
-                out: list[tuple[_Sequence, Chunk | BaseException]]) -> bool:
-        """Record a sampled token; True when the sequence has finished."""
-        token = pick.token_id
-        text, reason = seq.stopper.feed(token, seq.detok.push(token))
-        seq.pending = token
-        prompt = len(seq.request.prompt_ids)
-        logprobs = (pick.logprob,) if pick.logprob is not None and token not in self._eos \
-            else ()
-        out.append((seq, Chunk(text, (token,), reason, prompt, seq.stopper.generated,
-                               logprobs)))
-        if reason is not None:
-            self._observer.finished(now - seq.submitted, prompt, seq.stopper.generated, reason)
-        return reason is not None
-
-
-def _put_all(items: list[tuple[_Sequence, Chunk | BaseException]]) -> None:
-    for seq, item in items:
-        seq.queue.put_nowait(item)

@@ -77,3 +77,21 @@ class KVCache:
             return
         for _, _, a in self.arrays():
             a[dst, :, :length] = a[src, :, :length]
+
+    def read(self, slot: int, start: int, stop: int) -> np.ndarray:
+        """A read-only copy of tokens ``start..stop`` of ``slot``, every layer's keys and
+        values: ``[layers, 2, kv_heads, stop - start, head_dim]``."""
+        lay = self.layout
+        out = np.empty((lay.num_layers, 2, lay.kv_heads, stop - start, lay.head_dim), np.float32)
+        for i in range(lay.num_layers):
+            out[i, 0] = self.keys[i][slot, :, start:stop]
+            out[i, 1] = self.values[i][slot, :, start:stop]
+        out.flags.writeable = False
+        return out
+
+    def write(self, slot: int, start: int, block: np.ndarray) -> None:
+        """Copy a ``read`` block into ``slot`` from token ``start`` on."""
+        stop = start + block.shape[3]
+        for i in range(self.layout.num_layers):
+            self.keys[i][slot, :, start:stop] = block[i, 0]
+            self.values[i][slot, :, start:stop] = block[i, 1]

@@ -7,6 +7,12 @@ The names are vLLM's, labelled ``model_name`` as vLLM does, so its dashboards wo
     vllm:e2e_request_latency_seconds                                 (histograms)
     vllm:prompt_tokens_total, vllm:generation_tokens_total,
     vllm:request_success_total{finished_reason}                      (counters)
+
+and the prefix cache's (vLLM counts tokens queried and hit; bytes held are ours):
+
+    vllm:prefix_cache_queries_total, vllm:prefix_cache_hits_total     (tokens)
+    llmos:prefix_cache_lookups_total{result="hit"|"miss"}             (requests)
+    llmos:prefix_cache_bytes                                          (gauge)
 """
 
 from __future__ import annotations
@@ -51,6 +57,17 @@ class LLMMetrics:
                                          registry=r)
         self.success = Counter("vllm:request_success", "Count of successfully processed requests",
                                (*LABEL, "finished_reason"), registry=r)
+        self.prefix_queries = Counter("vllm:prefix_cache_queries",
+                                      "Prompt tokens looked up in the prefix cache", LABEL,
+                                      registry=r)
+        self.prefix_hits = Counter("vllm:prefix_cache_hits",
+                                   "Prompt tokens found in the prefix cache (not recomputed)",
+                                   LABEL, registry=r)
+        self.prefix_lookups = Counter("llmos:prefix_cache_lookups",
+                                      "Prompts looked up in the prefix cache, by result",
+                                      (*LABEL, "result"), registry=r)
+        self.prefix_bytes = Gauge("llmos:prefix_cache_bytes",
+                                  "Bytes of KV blocks the prefix cache holds", LABEL, registry=r)
 
     def observer(self, model_name: str) -> ModelObserver:
         return ModelObserver(self, model_name)
@@ -69,6 +86,11 @@ class ModelObserver:
         self._generated = metrics.generation_tokens.labels(model_name)
         self._success = metrics.success
         self._name = model_name
+        self._prefix_queries = metrics.prefix_queries.labels(model_name)
+        self._prefix_hits = metrics.prefix_hits.labels(model_name)
+        self._prefix_hit = metrics.prefix_lookups.labels(model_name, "hit")
+        self._prefix_miss = metrics.prefix_lookups.labels(model_name, "miss")
+        self._prefix_bytes = metrics.prefix_bytes.labels(model_name)
 
     def scheduled(self, running: int, waiting: int) -> None:
         self._running.set(running)
@@ -87,6 +109,12 @@ class ModelObserver:
         if reason != "cancelled":
             self._e2e.observe(seconds)
             self._success.labels(self._name, reason).inc()
+
+    def prefix_reuse(self, prompt_tokens: int, reused_tokens: int, cached_bytes: int) -> None:
+        self._prefix_queries.inc(prompt_tokens)
+        self._prefix_hits.inc(reused_tokens)
+        (self._prefix_hit if reused_tokens else self._prefix_miss).inc()
+        self._prefix_bytes.set(cached_bytes)
 
 
 _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, LLMMetrics] = \

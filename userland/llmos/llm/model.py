@@ -13,6 +13,7 @@ from llmos.llm.chat import ChatTemplate, Message
 from llmos.llm.decoder import Decoder, Session
 from llmos.llm.engine import Engine, EngineLimits, EngineObserver
 from llmos.llm.generation import Generation, GenerationRequest
+from llmos.llm.prefixcache import PrefixCache
 from llmos.pack.llm.packinfo import LLMInfo
 from llmos.pack.manifest import Manifest
 from llmos.pack.weights import WeightTable
@@ -149,6 +150,8 @@ def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
     decoder = Decoder(session, info.decoder, slots=limits.max_running,
                       capacity=info.context_length, run_options=run_options)
     warm_up(decoder, options.device)
+    if limits.prefix_cache_bytes > 0:  # after the warm-up: it caches no warm-up prompt
+        decoder.prefix = PrefixCache(limits.prefix_block_tokens, limits.prefix_cache_bytes)
     log.info("model %s: session built in %.2f s, warmed up in %.2f s", name,
              built - started, time.perf_counter() - built)
     if release is not None and options.prepack and options.device == "cpu":

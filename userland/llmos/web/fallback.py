@@ -3,8 +3,9 @@
 Under systemd a configuration that does not load would exit, be restarted, exit again,
 and after the unit's start limit leave the appliance failed until someone power-cycles it,
 with nothing to ask why. Instead ``llmos serve`` keeps this app on the API address:
-/health answers 503 with the reason, /v2/health/live 200 (the process is alive),
-/v2/health/ready 400, everything else 503; READY=1 is sent with the reason as STATUS=.
+/health and /health/ready answer 503 with the reason, /health/live and /v2/health/live 200
+(the process is alive), /v2/health/ready 400, everything else 503; READY=1 is sent with
+the reason as STATUS=.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def fallback_app(reason: str) -> web.Application:
         return answer({"live": True}, 200)
 
     async def ready(request: web.Request) -> web.Response:
-        return answer({"ready": False, "status": "UNAVAILABLE", "reasons": [said]}, 400)
+        return answer({"ready": False, "status": "UNAVAILABLE", "reasons": [said]},
+                      503 if request.path == "/health/ready" else 400)
 
     async def anything(request: web.Request) -> web.Response:
         return answer({"error": said, "hint": "fix the configuration; the server is not "
@@ -40,8 +42,9 @@ def fallback_app(reason: str) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/health", health)
-    app.router.add_get("/v2/health/live", live)
-    app.router.add_get("/v2/health/ready", ready)
+    for prefix in ("", "/v2"):
+        app.router.add_get(f"{prefix}/health/live", live)
+        app.router.add_get(f"{prefix}/health/ready", ready)
     app.router.add_route("*", "/{tail:.*}", anything)
     return app
 

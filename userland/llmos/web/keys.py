@@ -10,3 +10,5 @@ from llmos.dataplane import DataPlane
 DATAPLANE = web.AppKey("dataplane", DataPlane)
 #: Whether the API listener asks for API keys (the OpenAPI document says so then).
 KEYS_REQUIRED = web.AppKey("keys_required", bool)
+#: The booted image's IMAGE_VERSION (os-release), shown by /v2 and /health; "" on a host.
+IMAGE_VERSION = web.AppKey("image_version", str)

@@ -41,6 +41,7 @@ async def overview(request: web.Request) -> web.Response:
     models = health.models
     return json_response({
         "version": __version__,
+        "image_version": state.options.image_version,
         "uptime_s": time.time() - state.started,
         "system_uptime_s": system_uptime_s(),
         "health": health.to_dict(),

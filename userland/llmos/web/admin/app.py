@@ -24,6 +24,7 @@ from llmos.dataplane import DataPlane
 from llmos.web.admin import api as admin_api
 from llmos.web.admin import auth as admin_auth
 from llmos.web.admin import models as admin_models
+from llmos.web.admin import osupdate as admin_osupdate
 from llmos.web.admin import pages as admin_pages
 from llmos.web.admin import playground as admin_playground
 from llmos.web.admin.sampler import log_ring, password, sampler
@@ -84,5 +85,6 @@ def build_admin_app(plane: DataPlane, options: AdminOptions,
     app.router.add_get("/static/{path:.+}", static)
     admin_api.setup(app)
     admin_models.setup(app)
+    admin_osupdate.setup(app)
     admin_playground.setup(app, int(plane.registry.config["server.max_body_bytes"]))
     return app

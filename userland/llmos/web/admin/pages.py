@@ -33,6 +33,7 @@ PAGES: tuple[Page, ...] = (
     Page("charts", "/charts", "Live charts", "throughput, latency, queues"),
     Page("logs", "/logs", "Logs", "the supervisor's recent lines"),
     Page("playground", "/playground", "Playground", "chat and embed"),
+    Page("update", "/update", "OS update", "version, update, reboot"),
 )
 
 _LOGO = ('<svg class="logo" viewBox="0 0 32 32" aria-hidden="true"><rect x="3" y="3" '

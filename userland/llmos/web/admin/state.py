@@ -23,6 +23,7 @@ from llmos.controllers.devices import HotplugEvent
 from llmos.hw.claim import Claim
 from llmos.hw.memory import Fallback, OwnerUsage
 from llmos.hw.model import Inventory
+from llmos.osupdate import system as os_system
 from llmos.tls import Certificate
 from llmos.vault.uploads import upload_dir
 
@@ -71,6 +72,10 @@ class AdminOptions:
     llm_model: str | None = None  # the playground's chat model (default: the first LLM)
     embed_model: str | None = None  # the playground's embedding model (default: first one)
     tls: Certificate | None = None  # the listener's certificate, when it speaks HTTPS
+    # OS updates (llmos.osupdate): where requests go, where the agent's status is
+    os_request_file: Path = Path("/run/llmos/os-update/request")
+    os_status_file: Path = Path("/run/llmos-update/status.json")
+    image_version: str | None = None  # IMAGE_VERSION of the booted image; None on a host
 
     @classmethod
     def from_config(cls, cfg: Config, environ: Mapping[str, str] | None = None
@@ -90,6 +95,9 @@ class AdminOptions:
                 max_s=float(_setting(cfg, "admin.session_max_s", SessionPolicy.max_s))),
             upload_max_bytes=int(_setting(cfg, "admin.upload_max_bytes",
                                           cls.upload_max_bytes)),
+            os_request_file=Path(cfg["osupdate.request_file"]),
+            os_status_file=Path(cfg["osupdate.status_file"]),
+            image_version=os_system.image_version(),
         )
 
 

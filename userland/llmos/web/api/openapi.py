@@ -82,7 +82,8 @@ _MODEL_STATUS: Doc = {"type": "object", "required": ["name", "state"],
 _HEALTH: Doc = {"type": "object", "required": ["status", "ready", "reasons", "models"],
                 "properties": {"status": {"type": "string"}, "ready": {"type": "boolean"},
                                "reasons": {"type": "array", "items": {"type": "string"}},
-                               "models": {"type": "object"}}}
+                               "models": {"type": "object"},
+                               "image_version": {"type": "string"}}}
 _STOP: Doc = {"oneOf": [{"type": "string", "minLength": 1},
                         {"type": "array", "maxItems": 4,
                          "items": {"type": "string", "minLength": 1}}],
@@ -255,6 +256,12 @@ def _server_paths() -> Doc:
                             "tags": ["health"],
                             "responses": {"200": _json(_HEALTH, "ready"),
                                           "503": _json(_HEALTH, "not (yet) ready")}}},
+        "/health/live": {"get": _op("liveness: the process answers", _json({
+            "type": "object", "properties": {"live": {"type": "boolean"}}}, "live"),
+            tag="health")},
+        "/health/ready": {"get": {"summary": "readiness, for load balancers", "tags": ["health"],
+                                  "responses": {"200": _json(_READY, "ready"),
+                                                "503": _json(_READY, "not ready")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["metrics"],
                              "responses": {"200": {"description": "the exposition", "content": {
                                  "text/plain": text, "application/openmetrics-text": text}}}}},
@@ -264,8 +271,9 @@ def _server_paths() -> Doc:
         "/v2": {"get": _op("server metadata", _json({
             "type": "object", "required": ["name", "version", "extensions"],
             "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                           "extensions": {"type": "array", "items": {"type": "string"}}}},
-            "name, version, extensions"))},
+                           "extensions": {"type": "array", "items": {"type": "string"}},
+                           "image_version": {"type": "string"}}},
+            "name, version, extensions; image_version on an appliance"))},
         "/v2/health/live": {"get": _op("liveness", _json({
             "type": "object", "properties": {"live": {"type": "boolean"}}}, "live"))},
         "/v2/health/ready": {"get": {"summary": "readiness", "tags": ["v2"],

@@ -19,7 +19,7 @@ from llmos.serving.backend import PLATFORMS
 from llmos.state import ModelState
 from llmos.web.admission import decode, read_body
 from llmos.web.api import public
-from llmos.web.keys import DATAPLANE
+from llmos.web.keys import DATAPLANE, IMAGE_VERSION
 
 EXTENSIONS = ("model_repository", binary_tensors.EXTENSION)
 
@@ -33,7 +33,10 @@ def _specs(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
 
 
 async def server_metadata(request: web.Request) -> web.Response:
-    return _json({"name": "llmos", "version": __version__, "extensions": list(EXTENSIONS)})
+    doc = {"name": "llmos", "version": __version__, "extensions": list(EXTENSIONS)}
+    if image_version := request.app.get(IMAGE_VERSION):  # which OS version answers
+        doc["image_version"] = image_version
+    return _json(doc)
 
 
 async def live(request: web.Request) -> web.Response:

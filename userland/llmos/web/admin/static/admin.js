@@ -177,7 +177,7 @@ function pageOverview() {
         tile("Status", el("span", { class: `badge ${STATE_CLASS[h.status] || ""}`, style: "font-size:16px" }, h.status), h.ready ? "answering requests" : "not ready"),
         tile("Models serving", `${o.models_ready} / ${o.models_total}`, "configured models READY"),
         tile("Uptime", fmt.duration(o.uptime_s), o.system_uptime_s ? `machine up ${fmt.duration(o.system_uptime_s)}` : null),
-        tile("Version", `v${o.version}`, "llmos supervisor"),
+        tile("Version", `v${o.version}`, o.image_version ? `llmos supervisor; image version ${o.image_version}` : "llmos supervisor"),
         tile("Fleet key", badge(keyState[0], keyState[1]), `${key.provider} provider`),
         tile("TPM", badge(o.tpm.present ? "present" : "absent", o.tpm.present ? "ok" : ""), o.tpm.description),
         tile("Boot protection", badge(key.protected ? "protected" : "not protected", key.protected ? "ok" : "bad"), key.secure_boot === undefined ? "" : `Secure Boot ${key.secure_boot ? "on" : "off"}; PCRs ${key.pcrs || "-"}${key.policy_signed ? ` + signed ${key.signed_pcrs}` : ""}`)),
@@ -585,11 +585,63 @@ async function pagePlayground() {
   } catch (err) { showError(err); }
 }
 
+/* -------------------------------------------------------------- OS update */
+
+const OS_STATE_CLASS = { staged: "ok", "up-to-date": "ok", downloading: "warn", rebooting: "warn", failed: "bad" };
+const ASSESSMENT_CLASS = { good: "ok", clean: "ok", indeterminate: "warn", bad: "bad" };
+
+function osStatusCard(u) {
+  const s = u.status;
+  if (!s) return card("Last update", null, el("p", { class: "muted", id: "os-status" }, "No update has run since this boot."));
+  const rows = [["state", badge(s.state, OS_STATE_CLASS[s.state] || "")], ["staged version", s.staged || "none"],
+    ["source", s.source || "–"], ["started", fmt.datetime(s.started_at)], ["finished", fmt.datetime(s.finished_at)]];
+  if (s.error) rows.push(["error", el("span", { class: "mono" }, s.error)]);
+  return card("Last update", "the update agent's status", el("dl", { class: "kv", id: "os-status", "data-state": s.state },
+    rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
+    s.log_tail && s.log_tail.length ? el("pre", { class: "mono log-tail" }, s.log_tail.join("\n")) : null);
+}
+
+function pageUpdate() {
+  const status = el("div", {});
+  const message = el("div", { class: "muted", id: "os-message" });
+  const source = el("input", { type: "text", id: "os-source", placeholder: "https://updates.example/llmos/ or /media/usb/llmos" });
+  const say = (text) => { message.textContent = text; };
+  const post = async (path, json, button) => {
+    button.disabled = true;
+    try {
+      const r = await api(path, { method: "POST", json });
+      say(r.requested.action === "reboot" ? "Reboot requested." : `Update from ${r.requested.source} requested.`);
+    } catch (err) { say(`Refused: ${err.message}${err.hint ? ` — ${err.hint}` : ""}`); }
+    button.disabled = false;
+    await reload();
+  };
+  const updateBtn = el("button", { class: "btn btn-primary", id: "os-update", onclick: (e) => post("/api/os-update/update", { source: source.value }, e.currentTarget) }, "Update");
+  const reload = async () => {
+    const u = await api("/api/os-update");
+    const staged = u.status && u.status.staged;
+    const rebootBtn = u.can_reboot ? el("button", { class: "btn btn-primary", id: "os-reboot",
+      onclick: (e) => { if (confirm(`Reboot into version ${staged}?`)) post("/api/os-update/reboot", {}, e.currentTarget); } },
+      `Reboot into version ${staged}`) : null;
+    replace(status,
+      el("div", { class: "tiles" },
+        tile("Running version", u.running || "–", u.running ? "IMAGE_VERSION of this boot" : "not an LLM OS image"),
+        tile("Boot assessment", badge(u.assessment, ASSESSMENT_CLASS[u.assessment] || ""), "systemd-bless-boot"),
+        tile("Staged version", staged || "none", staged ? "installed, starts at the next boot" : null)),
+      u.pending ? notice("A request is waiting for the update agent.", "info") : null,
+      rebootBtn ? card("Reboot", "the staged version boots with a limited number of tries; the health gate keeps it or the machine goes back", rebootBtn) : null,
+      osStatusCard(u));
+  };
+  replace(content, status,
+    card("Update from a source", "an http(s) URL of the update directory, or a local directory (USB stick)",
+      el("div", { class: "row" }, el("div", { class: "grow" }, source), updateBtn), message));
+  every(3000, async () => { await reload(); clearError(); });
+}
+
 /* -------------------------------------------------------------------- main */
 
 const PAGES = {
   overview: pageOverview, accelerators: pageAccelerators, memory: pageMemory, models: pageModels,
-  charts: pageCharts, logs: pageLogs, playground: pagePlayground,
+  charts: pageCharts, logs: pageLogs, playground: pagePlayground, update: pageUpdate,
 };
 refreshPill();
 setInterval(refreshPill, 5000);
