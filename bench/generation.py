@@ -99,7 +99,8 @@ def _over_http(spec: ServerSpec, model: str, setup: LlmSetup) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ contestants
 
-def llmos_server(setup: LlmSetup) -> dict[str, Any]:
+def llmos_spec(setup: LlmSetup) -> tuple[ServerSpec, Manifest]:
+    """``llmos serve`` with the demo causal-lm pack only (its config written to scratch)."""
     pack, manifest = find_llm_pack(setup.demo)
     port = free_port()
     state = setup.scratch / "llmos-state"
@@ -114,19 +115,28 @@ def llmos_server(setup: LlmSetup) -> dict[str, Any]:
     llmos = Path(sys.executable).with_name("llmos")
     spec = ServerSpec("llmos-llm", [str(llmos), "serve", "--config", str(config)], port,
                       ready_path=f"/v2/models/{manifest.name}/ready")
+    return spec, manifest
+
+
+def llmos_server(setup: LlmSetup) -> dict[str, Any]:
+    spec, manifest = llmos_spec(setup)
     return {**_over_http(spec, manifest.name, setup), "how": HTTP,
             "weights": f"{manifest.quantization} ONNX pack (sealed)"}
 
 
-def llamacpp_server(setup: LlmSetup, python: Path) -> dict[str, Any]:
+def llamacpp_spec(python: Path) -> ServerSpec:
+    """llama-cpp-python's OpenAI server on the GGUF, one thread per core, model ``smollm2``."""
     gguf = gguf_path()
     port = free_port()
     threads = str(len(os.sched_getaffinity(0)))
-    spec = ServerSpec("llama-cpp-python", [
+    return ServerSpec("llama-cpp-python", [
         str(python), "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
         "--host", "127.0.0.1", "--port", str(port), "--n_threads", threads,
         "--n_ctx", "2048", "--verbose", "false"], port, ready_path="/v1/models")
-    return {**_over_http(spec, "smollm2", setup), "how": HTTP,
+
+
+def llamacpp_server(setup: LlmSetup, python: Path) -> dict[str, Any]:
+    return {**_over_http(llamacpp_spec(python), "smollm2", setup), "how": HTTP,
             "weights": "Q4_1 GGUF (the original)"}
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
-from bench import generation, sealed_load, tensor
-from bench.model_folder import ModelFolderError, embedder_settings
+from bench import generation, run, sealed_load, tensor, wrk
+from bench.model_folder import ModelFolder, ModelFolderError, embedder_settings
 from bench.peers.embedder import _pool
 from llmos.pack.manifest import FileEntry, Manifest, TensorSpec
 
@@ -77,3 +79,47 @@ def test_rotation_gives_each_contestant_the_first_slot() -> None:
     assert firsts == {"a", "b", "c"}
     assert sorted(tensor.rotated(names, 5)) == names
     assert tensor.rotated([], 2) == []
+
+
+def test_compare_runs_another_trees_llmos_beside_this_one(tmp_path: Path) -> None:
+    opts = run.parse_args(["--only", "tensor", "--compare", f"main={tmp_path}"])
+    assert opts.compare == (("main", tmp_path.resolve()),)
+    setup = tensor.TensorSetup(cast(ModelFolder, None), tmp_path / "x.sealed",
+                               tmp_path / "key", tmp_path, tmp_path / "scratch", (1,),
+                               wrk.WrkSettings(1, 1), compare=opts.compare)
+    names = [name for name, _ in tensor._contestants(setup)[0]]
+    assert names == ["llmos", "llmos main"]
+    spec = tensor.llmos_spec(setup, "main", tmp_path)
+    assert spec.env == {"PYTHONPATH": str(tmp_path.resolve())}
+    assert (tmp_path / "scratch" / "llmos-main.toml").is_file()
+
+
+def test_llm_prefill_report_sets_before_beside_after() -> None:
+    from bench import llm_prefill
+
+    before = {"ttft repeated ms": 300.0, "@8 / @1": 1.5}
+    after = {"ttft repeated ms": 30.0, "@8 / @1": 2.0}
+    text = llm_prefill.report("smollm2", "int8", 64, 3, 90, {"before": before, "after": after},
+                              (1.0, 2.0))
+    assert "| ttft repeated ms | 300.0 | 30.0 | 0.10 |" in text
+    assert "| @8 / @1 | 1.5 | 2.0 | 1.33 |" in text
+    assert "Load average 1.0 before, 2.0 after" in text
+    off, on = llm_prefill.limits(False), llm_prefill.limits(True)
+    assert off.prefix_cache_bytes == 0 and on.prefix_cache_bytes > 0
+    assert off.prefill_chunk > 100_000 > on.prefill_chunk
+
+
+def test_llm_ttft_report_compares_llmos_with_llamacpp() -> None:
+    from bench import llm_ttft
+
+    medians = {"LLM OS": {"unseen": 200.0, "repeated": 20.0},
+               "llama.cpp server": {"unseen": 160.0, "repeated": 25.0}}
+    text = llm_ttft.report(medians, 5, (1.0, 1.5), ["a note"])
+    assert "| unseen | 200 | 160 | 1.25 |" in text
+    assert "| repeated | 20 | 25 | 0.80 |" in text
+    assert text.rstrip().endswith("a note")
+    alone = llm_ttft.report({"LLM OS": {"unseen": 200.0}}, 5, (1.0, 1.5), [])
+    assert "| unseen | 200 |" in alone and "llama.cpp" not in alone
+    first, second = llm_ttft.unseen(), llm_ttft.unseen()
+    assert first[0]["content"] != second[0]["content"]  # nothing in common up front
+    assert llm_ttft.shared()[0] == llm_ttft.shared()[0]

@@ -86,7 +86,8 @@ class Boot:
                  smbios: Sequence[str] = (), fw_cfg: Sequence[tuple[str, Path]] = (),
                  console_on_terminal: bool = False,
                  firmware: ovmf.Ovmf | None = None, memory_mib: int = 2048,
-                 cpus: int = 2, accelerator: str | None = None) -> None:
+                 cpus: int = 2, accelerator: str | None = None, keyboard: bool = False,
+                 reboot: bool = False) -> None:
         self.vm = vm
         self.label = label
         self.serial_log = None if console_on_terminal else vm.serial_log(label)
@@ -96,7 +97,8 @@ class Boot:
             disk=vm.disk, ovmf_code=fw.code, ovmf_vars=vm.ovmf_vars,
             tpm_socket=vm.tpm.socket, qmp_socket=vm.qmp_socket, serial_log=self.serial_log,
             accel=self.accel, memory_mib=memory_mib, cpus=cpus, forwards=tuple(forwards),
-            smbios=tuple(smbios), secure_boot=fw.secure_boot, fw_cfg=tuple(fw_cfg))
+            smbios=tuple(smbios), secure_boot=fw.secure_boot, fw_cfg=tuple(fw_cfg),
+            keyboard=keyboard, reboot=reboot)
         self._swtpm = Swtpm(vm.tpm)
         self._proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0  # time.monotonic() when QEMU was started
@@ -187,6 +189,13 @@ class Boot:
         else:
             self.clean_shutdown = self._proc.returncode == 0
         return self.clean_shutdown
+
+    def sysrq(self, key: str) -> None:
+        """Alt+SysRq+``key`` on the guest's keyboard (QMP send-key; needs ``keyboard``, and
+        the guest's kernel.sysrq must allow that key's function)."""
+        keys = [{"type": "qcode", "data": k} for k in ("alt", "sysrq", key)]
+        with Qmp(self.vm.qmp_socket) as q:
+            q.execute("send-key", keys=keys, **{"hold-time": 200})
 
     # --- observing the guest -----------------------------------------------------------
     def console(self) -> str:

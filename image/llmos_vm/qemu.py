@@ -33,6 +33,10 @@ class VmConfig:
     smbios: tuple[str, ...] = field(default_factory=tuple)  # type 11 strings
     secure_boot: bool = False  # OVMF's Secure Boot build: SMM on, key store writable by it alone
     fw_cfg: tuple[tuple[str, Path], ...] = ()  # -fw_cfg name=NAME,file=PATH (e.g. credentials)
+    # A PS/2 keyboard (i8042), for QMP send-key (magic SysRq: tests/boot/test_restart.py).
+    keyboard: bool = False
+    # A guest reboot resets the machine (as hardware does) instead of ending QEMU.
+    reboot: bool = False
 
 
 MACHINE_OFF = "sata=off,i8042=off,smbus=off"
@@ -40,7 +44,8 @@ MACHINE_OFF = "sata=off,i8042=off,smbus=off"
 
 def argv(cfg: VmConfig) -> list[str]:
     """q35, no VGA (the framebuffer console costs ~20 s under TCG), serial console only."""
-    machine = f"q35,accel={cfg.accel},{MACHINE_OFF}" + (",smm=on" if cfg.secure_boot else "")
+    off = MACHINE_OFF.replace(",i8042=off", "") if cfg.keyboard else MACHINE_OFF
+    machine = f"q35,accel={cfg.accel},{off}" + (",smm=on" if cfg.secure_boot else "")
     fwd = "".join(f",hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in cfg.forwards)
     cmd = [
         "qemu-system-x86_64",
@@ -54,7 +59,7 @@ def argv(cfg: VmConfig) -> list[str]:
         "-vga", "none",
         "-nographic",
         "-nodefaults",
-        "-no-reboot",
+        *([] if cfg.reboot else ["-no-reboot"]),
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={cfg.ovmf_code}",
         "-drive", f"if=pflash,format=raw,unit=1,file={cfg.ovmf_vars}",
         "-chardev", f"socket,id=chrtpm,path={cfg.tpm_socket}",

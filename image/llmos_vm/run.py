@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import secrets
 import signal
 import sys
@@ -93,6 +94,14 @@ def _ready(api: str) -> dict[str, Any] | None:
     return doc if doc.get("ready") or doc.get("status") not in (None, "starting") else None
 
 
+def _admin_fingerprint(boot: Boot) -> str:
+    """The admin page's self-signed certificate, as the guest printed it on the console:
+    what the browser must show before you trust it."""
+    found = re.findall(r"admin TLS certificate \([\w-]+\), SHA-256 fingerprint ([0-9A-F:]+)",
+                       boot.console())
+    return found[-1] if found else "(see the console: 'admin TLS certificate')"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0])
@@ -124,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      args.key)
             smbios.append(credentials.credential("llmos-provision-key", args.key.read_bytes()))
         api = f"http://127.0.0.1:{args.api_port}"
-        admin = f"http://127.0.0.1:{args.admin_port}"
+        admin = f"https://127.0.0.1:{args.admin_port}"
         forwards = [Forward(args.api_port, GUEST_API_PORT), Forward(args.admin_port,
                                                                      GUEST_ADMIN_PORT)]
         with Boot(run.vm, label="run", forwards=forwards, smbios=smbios,
@@ -153,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"  inference API   {api}   (OIP v2: {api}/v2, health: {api}/health, "
                     f"metrics: {api}/metrics)\n"
                     f"  admin page      {admin}/   password: {password}\n"
+                    f"                  certificate SHA-256 {_admin_fingerprint(boot)}\n"
                     f"  API keys        {key_names}\n"
                     + "".join(f"  ! {r}\n" for r in health.get("reasons", []))
                     + "Ctrl-C powers the VM down.\n")

@@ -91,10 +91,17 @@ class Vm:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def admin(self) -> str:
+        """The admin page: HTTPS only (its certificate pinned from the console)."""
+        return f"https://127.0.0.1:{self.admin_port}"
+
     def boot(self, label: str, *smbios: str,
-             fw_cfg: tuple[tuple[str, Path], ...] = ()) -> Boot:
+             fw_cfg: tuple[tuple[str, Path], ...] = (), **options: bool) -> Boot:
+        """One boot; ``options``: Boot's (keyboard, reboot)."""
         return Boot(self.dir, label=label, smbios=smbios, fw_cfg=fw_cfg,
-                    forwards=[Forward(self.api_port, 8000), Forward(self.admin_port, 8001)])
+                    forwards=[Forward(self.api_port, 8000), Forward(self.admin_port, 8001)],
+                    **options)
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,9 @@ class FirstBoot:
     openai_embeddings: np.ndarray | AssertionError  # stock openai client
     metrics: guest.Samples | AssertionError
     chat: dict[str, Any] | AssertionError
-    admin_login_status: int | None
+    admin_login_status: int | None  # GET /login over HTTPS, pinned to admin_fingerprint
+    admin_fingerprint: str  # the admin page's certificate, as printed on the console
+    admin_plain_http: http.Reply | None  # plain HTTP to the admin port (None: no answer)
     clean_shutdown: bool | None
     settled_s: float  # QEMU start to a settled /health
 
@@ -167,8 +176,11 @@ def first_boot(lab: Path, image: Path, fleet_key: Path) -> FirstBoot:
         metrics = outcome(lambda: guest.metrics(vm.api))
         chat = outcome(lambda: guest.openai_chat(vm.api, CHAT_MODEL,
                                                  "What is the capital of France?", max_tokens=8))
-        login = http.request(f"http://127.0.0.1:{vm.admin_port}/login")
+        fingerprint = guest.admin_fingerprint(boot)
+        login = http.request(f"{vm.admin}/login", pin=fingerprint)
+        plain = http.request(f"http://127.0.0.1:{vm.admin_port}/login")
         console = boot.console()
     return FirstBoot(vm, _snapshot(vm.dir, VmDir(lab / "enrolled")), health, console, report,
                      boot.config.cpus, embeddings, by_triton, by_openai, metrics, chat,
-                     None if login is None else login.status, boot.clean_shutdown, settled_s)
+                     None if login is None else login.status, fingerprint, plain,
+                     boot.clean_shutdown, settled_s)

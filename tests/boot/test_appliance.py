@@ -117,6 +117,12 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
         "no enrollment message on the console"
     assert first_boot.report["supervisor"] == "active"
     assert "login:" not in console, "a login prompt on the console"
+    # The admin page speaks HTTPS only, with the self-signed certificate whose fingerprint
+    # the console shows (the pinned request in first_boot refused any other certificate).
+    assert guest.admin_certificates(console) == [("self-signed", first_boot.admin_fingerprint)]
+    assert first_boot.admin_login_status == 200, "admin page not reachable over HTTPS"
+    plain = first_boot.admin_plain_http
+    assert plain is None or plain.status >= 400, "the admin page answered plain HTTP"
     _assert_embeddings_match(result(first_boot.embeddings), reference_embeddings)
     # The stock clients get the same numbers: tritonclient (binary tensors) exactly, the
     # openai client's /v1/embeddings to float32 rounding of its wire format.
@@ -132,7 +138,6 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
     assert isinstance(text, str) and "Paris" in text, answer
     assert 0 < answer["usage"]["completion_tokens"] <= 8, answer["usage"]
 
-    assert first_boot.admin_login_status == 200, "admin page not reachable"
     assert first_boot.clean_shutdown, "the guest did not power off on the ACPI request"
     # Last: on an oversubscribed host the guest loses timer ticks and this undercounts;
     # what the boot showed above is judged either way.
@@ -150,11 +155,17 @@ def test_second_boot_releases_the_key_from_the_tpm_alone_and_takes_no_injected_c
         health = guest.settled_health(boot, vm.api)
         _assert_serving(health)
         assert "sealing the fleet key" not in boot.console(), "enrollment ran again"
+        # the certificate made at the first boot is kept on the data partition
+        fingerprint = guest.admin_fingerprint(boot)
+        login = http.request(f"{vm.admin}/login", pin=first_boot.admin_fingerprint)
+        made_again = "made a self-signed TLS certificate" in boot.console()
         assert guest.boot_report(boot)["supervisor"] == "active"
         served = outcome(lambda: guest.embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
         metrics = outcome(lambda: guest.metrics(vm.api))
     assert boot.clean_shutdown, "the guest did not power off on the ACPI request"
     attacks.assert_no_key(boot, vm.dir, fleet_key)  # first: attack a, whatever else fails
+    assert fingerprint == first_boot.admin_fingerprint and not made_again
+    assert login is not None and login.status == 200
     _assert_embeddings_match(result(served), reference_embeddings)
     _assert_weights_pinned_on_hugepages(result(metrics))
 

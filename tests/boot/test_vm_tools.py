@@ -10,14 +10,17 @@ from __future__ import annotations
 import base64
 import itertools
 import re
+import socket
+import ssl
 import subprocess
+import threading
 import tomllib
 from pathlib import Path
 
 import pytest
 import stage_packs
 import wheel_pins
-from llmos_vm import accel, credentials, disk, ovmf, qemu, report
+from llmos_vm import accel, credentials, disk, http, ovmf, qemu, report
 from llmos_vm.errors import VmError
 from llmos_vm.swtpm import Swtpm, TpmState
 from stage_packs import PackInfo
@@ -65,6 +68,46 @@ def test_qemu_command_line_is_headless_q35_with_tpm_nvme_and_forwards() -> None:
     assert argv[argv.index("-smbios") + 1] == "type=11,value=io.systemd.credential:x=1"
     assert argv[argv.index("-serial") + 1] == "file:/vm/console.log"
     assert "readonly=on,file=/fw/CODE.fd" in joined
+
+
+def test_qemu_keyboard_and_reboot_only_when_asked() -> None:
+    plain = qemu.argv(_config())
+    assert "-no-reboot" in plain  # a guest reboot ends QEMU (the tests see it)
+    argv = qemu.argv(_config(keyboard=True, reboot=True))
+    assert argv[argv.index("-machine") + 1] == "q35,accel=tcg,sata=off,smbus=off"
+    assert "-no-reboot" not in argv
+
+
+def test_pinned_https_refuses_another_certificate(tmp_path: Path) -> None:
+    """The boot tests' HTTPS client trusts the fingerprint from the console, nothing else."""
+    from llmos.tls import make_self_signed
+
+    served, other = (make_self_signed(tmp_path / n, "guest") for n in ("served", "other"))
+    ctx = served.context()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve(count: int) -> None:
+            for _ in range(count):
+                raw, _ = listener.accept()
+                try:
+                    with ctx.wrap_socket(raw, server_side=True) as conn:
+                        conn.recv(4096)
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                     b"Connection: close\r\n\r\nok")
+                except (ssl.SSLError, OSError):
+                    pass
+
+        thread = threading.Thread(target=serve, args=(2,), daemon=True)
+        thread.start()
+        url = f"https://127.0.0.1:{port}/login"
+        reply = http.request(url, pin=served.fingerprint)
+        assert reply is not None and (reply.status, reply.body) == (200, b"ok")
+        with pytest.raises(http.CertificateMismatch):
+            http.request(url, pin=other.fingerprint)
+        thread.join(10)
+    with pytest.raises(ValueError):
+        http.request(url)  # no pin: no blind trust
 
 
 def test_qemu_uses_the_host_cpu_under_kvm_and_stdio_without_a_log() -> None:
@@ -131,6 +174,8 @@ def test_rendered_config_is_valid_for_the_supervisor(tmp_path: Path) -> None:
     assert cfg["keys.provider"] == "tpm2" and cfg["keys.tpm2_pcrs"] == "7+12+13"
     assert cfg["keys.tpm2_signed_pcrs"] == "11"
     assert cfg["server.host"] == "0.0.0.0" and cfg["server.port"] == 8000
+    assert cfg["admin.tls"] is True and cfg["admin.tls_cert"] is None  # HTTPS, self-signed
+    assert cfg["server.tls"] is False  # the inference API stays plain HTTP by default
     assert [m.name for m in cfg.models] == ["minilm", "smollm2"]
     assert cfg.models[0].pack == Path("/usr/share/llmos/packs/minilm.sealed")
 

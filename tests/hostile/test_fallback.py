@@ -21,6 +21,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _get(url: str) -> requests.Response:
+    """``url``'s answer once the listener is up (it comes just after READY=1)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return requests.get(url, timeout=5)
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
 def test_a_broken_configuration_is_served_as_the_reason(tmp_path: Path) -> None:
     bad = tmp_path / "llmos.toml"
     bad.write_text("[server]\nmax_body_bytes = -1\n")
@@ -36,14 +47,7 @@ def test_a_broken_configuration_is_served_as_the_reason(tmp_path: Path) -> None:
     try:
         message = notify.recv(4096).decode()
         assert "READY=1" in message and "configuration error" in message, message
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        r = _get(f"http://127.0.0.1:{port}/health")
         assert r.status_code == 503
         assert "server.max_body_bytes" in r.json()["reasons"][0], r.text
         assert requests.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=5).ok
@@ -51,6 +55,41 @@ def test_a_broken_configuration_is_served_as_the_reason(tmp_path: Path) -> None:
         ready = requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
         assert ready.status_code == 503 and ready.json()["ready"] is False
         assert "server.max_body_bytes" in ready.json()["reasons"][0], ready.text
+        assert proc.poll() is None  # still up
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        notify.close()
+
+
+def test_a_certificate_that_does_not_load_is_served_as_the_reason(tmp_path: Path) -> None:
+    """A bad admin certificate (a credential on the appliance) fails when the listeners are
+    made, after the configuration loaded: the same answer, not an exit (a reboot there)."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "llmos-admin-tls-cert").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
+    (creds / "llmos-admin-tls-key").write_text("no key either\n")
+    conf = tmp_path / "llmos.toml"
+    conf.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\nadmin_port = '
+                    f'{_free_port()}\n\n[admin]\ntls = true\n\n[memory]\n'
+                    'lock_process = false\n')
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(120)
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "userland"), "CREDENTIALS_DIRECTORY":
+           str(creds), "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", "--config", str(conf),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        while "READY=1" not in (message := notify.recv(4096).decode()):
+            pass
+        assert "admin TLS certificate" in message, message
+        ready = _get(f"http://127.0.0.1:{port}/health/ready")
+        assert ready.status_code == 503, ready.text
+        assert "does not load" in ready.json()["reasons"][0], ready.text
+        assert str(tmp_path) not in ready.text  # no paths for anonymous callers
         assert proc.poll() is None  # still up
     finally:
         proc.terminate()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from llmos.errors import BadRequestError, InferenceTimeoutError, LlmosError, QueueFullError
-from llmos.llm.engine import Engine, EngineLimits
+from llmos.llm.engine import Engine, EngineLimits, chunk_size
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.sampling import SamplingParams
@@ -553,3 +553,15 @@ async def test_prompts_that_arrive_during_a_whole_prefill_are_chunked_once_it_ru
     assert runner.calls[0] == ("prefill", 40)
     assert all(n <= 8 for kind, n in runner.calls[1:] if kind == "prefill")
     assert ("decode", 1) in runner.calls[:4]  # the first stream went on after one chunk
+
+
+def test_a_chunk_is_never_one_token_alone_after_others() -> None:
+    assert [chunk_size(t, 8) for t in (1, 2, 8, 9, 10, 20)] == [1, 2, 8, 9, 8, 8]
+    assert chunk_size(5, None) == 5 and chunk_size(5, 1) == 2 and chunk_size(3, 1) == 3
+    for todo in range(2, 40):
+        for budget in range(1, 12):
+            left, sizes = todo, []
+            while left:
+                sizes.append(chunk_size(left, budget))
+                left -= sizes[-1]
+            assert min(sizes) >= 2 and max(sizes) <= max(budget, 2) + 1, (todo, budget, sizes)

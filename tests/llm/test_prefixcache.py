@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
 
-from llmos.llm.prefixcache import PrefixCache, block_keys
+from llmos.llm.prefixcache import PrefixCache, block_keys, tail_key
 
 
 @dataclass(frozen=True)
 class Blk:
-    name: str
+    tokens: tuple[int, ...]
     nbytes: int = 10
+
+
+def reader(token_ids: Sequence[int], log: list[tuple[int, int]] | None = None
+           ) -> object:
+    def read(start: int, stop: int) -> Blk:
+        if log is not None:
+            log.append((start, stop))
+        return Blk(tuple(token_ids[start:stop]), 10 * (stop - start))
+    return read
+
+
+def cache(size: int, budget: int) -> PrefixCache[Blk]:
+    return PrefixCache(size, budget)
 
 
 def test_a_key_covers_every_token_before_its_block() -> None:
@@ -24,41 +38,48 @@ def test_a_key_covers_every_token_before_its_block() -> None:
     assert block_keys([1, 2, 3, 4, 0, 0], 2)[:2] == a[:2]
     assert block_keys([1, 2], 4) == []
     assert block_keys((1, 2, 3, 4), 2) == block_keys([1, 2, 3, 4], 2)
+    assert tail_key(a[0], [3]) != tail_key(b[0], [3]) != tail_key(a[0], [3, 4])
+    assert tail_key(a[0], [3, 4]) != a[1]  # a partial key never names a full block
 
 
-def test_lookup_finds_the_longest_cached_prefix_and_counts() -> None:
-    c: PrefixCache[Blk] = PrefixCache(2, 1000)
-    keys = block_keys(range(10), 2)
-    c.insert(keys[:3], {0: Blk("a"), 1: Blk("b"), 2: Blk("c")})
-    assert [b.name for b in c.lookup(keys)] == ["a", "b", "c"]
-    assert [b.name for b in c.lookup(keys, limit=2)] == ["a", "b"]
-    assert c.lookup(block_keys([7, 7, 7, 7], 2)) == []
-    other = block_keys([0, 1, 9, 9], 2)  # shares the first block only
-    assert [b.name for b in c.lookup(other)] == ["a"]
-    assert (c.stats.hits, c.stats.misses, c.stats.reused_tokens) == (3, 1, 6 + 4 + 2)
-    assert c.missing(keys) == [3, 4] and c.bytes == 30
+def test_lookup_finds_the_longest_cached_prefix_and_its_partial_tail() -> None:
+    c = cache(2, 1000)
+    seen = [0, 1, 2, 3, 4]
+    log: list[tuple[int, int]] = []
+    c.insert(seen, reader(seen, log))  # type: ignore[arg-type]
+    assert log == [(0, 2), (2, 4), (4, 5)] and c.bytes == 50
+    c.insert(seen, reader(seen, log))  # type: ignore[arg-type]
+    assert len(log) == 3  # nothing read twice
+    tokens, blocks = c.lookup([0, 1, 2, 3, 4, 5, 6])
+    assert tokens == 5 and [b.tokens for b in blocks] == [(0, 1), (2, 3), (4,)]
+    tokens, blocks = c.lookup([0, 1, 2, 3, 9])  # the tail does not match
+    assert tokens == 4 and len(blocks) == 2
+    tokens, blocks = c.lookup([0, 1, 2, 9, 9, 9])
+    assert tokens == 2 and [b.tokens for b in blocks] == [(0, 1)]
+    assert c.lookup([7, 7, 7, 7]) == (0, [])
+    assert c.lookup([0]) == (0, [])  # a tail is one block's exact tokens: (0, 1) is full
+    assert (c.stats.hits, c.stats.misses, c.stats.reused_tokens) == (3, 2, 5 + 4 + 2)
 
 
 def test_eviction_keeps_the_budget_and_takes_leaves_before_shared_prefixes() -> None:
-    c: PrefixCache[Blk] = PrefixCache(1, 40)
-    system = block_keys([1, 2, 3], 1)
-    c.insert(system, {0: Blk("s0"), 1: Blk("s1"), 2: Blk("s2")})
-    other = block_keys([5, 6], 1)
-    c.insert(other, {0: Blk("o0"), 1: Blk("o1")})  # 50 bytes: one block must go
+    c = cache(1, 40)
+    system = [1, 2, 3]
+    c.insert(system, reader(system))  # type: ignore[arg-type]
+    other = [5, 6]
+    c.insert(other, reader(other))  # type: ignore[arg-type]  # 50 bytes: one block goes
     assert c.bytes == 40 and len(c) == 4 and c.stats.evicted_blocks == 1
-    assert [b.name for b in c.lookup(system)] == ["s0", "s1"]  # its leaf went first
-    assert [b.name for b in c.lookup(other)] == ["o0", "o1"]
-    c.insert(block_keys([8], 1), {0: Blk("big", 41)})  # larger than the budget: not kept
+    assert c.lookup(system)[0] == 2  # its leaf went first
+    assert c.lookup(other)[0] == 2
+    c.insert([8, 9, 10, 11], lambda a, b: Blk((), 41))  # larger than the budget: not kept
     assert c.bytes == 40 and len(c) == 4
 
 
-def test_a_block_set_is_never_changed_by_eviction_under_its_user() -> None:
-    c: PrefixCache[Blk] = PrefixCache(1, 10)
-    keys = block_keys([1], 1)
-    c.insert(keys, {0: Blk("x")})
-    held = c.lookup(keys)
-    c.insert(block_keys([2], 1), {0: Blk("y")})  # evicts "x"
-    assert held == [Blk("x")] and c.lookup(keys) == []
+def test_a_block_in_use_is_never_changed_by_its_eviction() -> None:
+    c = cache(1, 10)
+    c.insert([1], reader([1]))  # type: ignore[arg-type]
+    _, held = c.lookup([1, 5])
+    c.insert([2], reader([2]))  # type: ignore[arg-type]  # evicts (1,)
+    assert held == [Blk((1,), 10)] and c.lookup([1, 5]) == (0, [])
     c.clear()
     assert (len(c), c.bytes) == (0, 0)
 

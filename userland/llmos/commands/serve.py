@@ -179,5 +179,10 @@ def run(args: argparse.Namespace) -> int:
 
     devices = system_devices(cfg)
     log.info("supervisor code loaded %s", process_usage().describe())
-    asyncio.run(LlmOs(cfg, memory=memory, devices=devices, prefetch=prefetch).run())
+    try:
+        asyncio.run(LlmOs(cfg, memory=memory, devices=devices, prefetch=prefetch).run())
+    except ConfigError as exc:  # e.g. a TLS certificate that does not load
+        if not os.environ.get("NOTIFY_SOCKET"):
+            raise
+        return _serve_the_reason(exc, overrides)
     return 0

@@ -21,7 +21,7 @@ import numpy as np
 from llmos.errors import BadRequestError
 from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.kvcache import CacheLayout, KVCache
-from llmos.llm.prefixcache import PrefixCache, block_keys
+from llmos.llm.prefixcache import PrefixCache
 from llmos.pack.llm.architecture import (
     INPUT_IDS,
     LOGITS,
@@ -174,27 +174,26 @@ class Decoder:
         self.cache.move(src, dst, length)
 
     def restore(self, slot: int, token_ids: Sequence[int]) -> int:
-        """Copy the longest cached prefix of ``token_ids`` into the empty ``slot`` (always
-        leaving at least one token to prefill, whose logits the caller needs); the number
-        of tokens restored."""
+        """Copy the longest cached prefix of ``token_ids`` into the empty ``slot``; the
+        number of tokens the caller still has to prefill from. That leaves at least two
+        tokens to prefill: the caller needs the last token's logits (a prompt cached to
+        its end has its last two prefilled again, writing the keys and values it has), and
+        a one-token prefill would run other kernels than the prompt's first reading did
+        (``llmos.llm.engine.chunk_size``), giving other numbers."""
         if self.prefix is None:
             return 0
-        size = self.prefix.block_tokens
-        keys = block_keys(token_ids[:len(token_ids) - 1], size)
-        found = self.prefix.lookup(keys)
-        for i, block in enumerate(found):
-            self.cache.write(slot, i * size, block)
-        return len(found) * size
+        tokens, blocks = self.prefix.lookup(token_ids)
+        start = 0
+        for block in blocks:
+            self.cache.write(slot, start, block)
+            start += block.shape[3]
+        return max(0, min(tokens, len(token_ids) - 2))
 
     def remember(self, slot: int, token_ids: Sequence[int]) -> None:
-        """Keep the full blocks of ``token_ids``, whose KV ``slot`` holds, for later
-        ``restore`` calls (those not cached yet are copied out)."""
-        if self.prefix is None:
-            return
-        size = self.prefix.block_tokens
-        keys = block_keys(token_ids, size)
-        self.prefix.insert(keys, {i: self.cache.read(slot, i * size, (i + 1) * size)
-                                  for i in self.prefix.missing(keys)})
+        """Keep the blocks of ``token_ids``, whose KV ``slot`` holds, for later ``restore``
+        calls (those not cached yet are copied out)."""
+        if self.prefix is not None:
+            self.prefix.insert(token_ids, lambda start, stop: self.cache.read(slot, start, stop))
 
     @property
     def prefix_bytes(self) -> int | None:

@@ -112,6 +112,17 @@ class EngineLimits:
     prefix_block_tokens: int = 16  # tokens per cached block
 
 
+def chunk_size(todo: int, budget: int | None) -> int:
+    """Prompt tokens to prefill next: at most ``budget`` (None: all ``todo``), but never one
+    token alone while more remain or after others: onnxruntime computes a one-token step
+    with other kernels (its int8 matrix-vector product) than a longer one, whose rows do
+    not depend on how many there are; a prompt read in chunks or after a restored prefix
+    then has the keys, values and logits of a prompt read whole, bit for bit. So a chunk
+    may be a token or two over the budget."""
+    n = todo if budget is None else min(max(budget, 2), todo)
+    return n + 1 if todo - n == 1 else n
+
+
 class Engine:
     def __init__(self, runner: StepRunner, decode_text: Callable[[Tokens[int]], str],
                  eos_token_ids: frozenset[int], limits: EngineLimits = EngineLimits(),
@@ -321,7 +332,7 @@ class Engine:
         """Prefill the next chunk of ``seq``'s prompt (at most ``budget`` tokens); when it
         was the last, ``seq`` has its first token and runs. Returns the tokens prefilled."""
         prompt, slot = seq.request.prompt_ids, len(self._running)
-        n = len(prompt) - seq.length if budget is None else min(budget, len(prompt) - seq.length)
+        n = chunk_size(len(prompt) - seq.length, budget)
         try:
             if seq.cancelled:
                 raise Interrupted("cancelled between two chunks")

@@ -4,7 +4,10 @@ Pure logic, no numpy calls and no runtime: what a block holds is opaque here (``
 has only a size). As in llama.cpp and vLLM, token ids are cut into blocks of
 ``block_tokens``; a block's key hashes its tokens *and its parent's key*, so one key
 stands for every token from the start of the sequence to the end of its block, and two
-prompts share a key only where they share the whole prefix. Only full blocks are cached.
+prompts share a key only where they share the whole prefix. A sequence's last, partial
+block is kept too, under a key of its exact tokens (``tail_key``): a prompt seen before
+then restores to its last token, as llama.cpp's slot does, instead of to its last full
+block.
 
 Entries are kept in least-recently-used order within a byte budget. A lookup touches the
 blocks it found from the last to the first, so a chain's first block is its most recent
@@ -18,7 +21,7 @@ from __future__ import annotations
 import array
 import collections
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -41,6 +44,13 @@ def block_keys(token_ids: Sequence[int], block_tokens: int) -> list[bytes]:
         parent = h.digest()
         keys.append(parent)
     return keys
+
+
+def tail_key(parent: bytes, tokens: Sequence[int]) -> bytes:
+    """The key of a partial block of ``tokens`` after the full block keyed ``parent``."""
+    h = hashlib.blake2b(b"tail:" + parent, digest_size=16)
+    h.update(array.array("q", tokens).tobytes())
+    return h.digest()
 
 
 @dataclass
@@ -66,37 +76,51 @@ class PrefixCache(Generic[B]):
     def __len__(self) -> int:
         return len(self._blocks)
 
-    def lookup(self, keys: Sequence[bytes], limit: int | None = None) -> list[B]:
-        """The cached blocks of the longest prefix of ``keys`` (at most ``limit`` blocks),
-        counted as a hit or a miss."""
+    def lookup(self, token_ids: Sequence[int]) -> tuple[int, list[B]]:
+        """The cached blocks of the longest prefix of ``token_ids``, in order (the last may
+        be a partial one), and how many tokens they hold; counted as a hit or a miss."""
+        size = self.block_tokens
+        keys = block_keys(token_ids, size)
         found: list[B] = []
-        for key in keys[:limit]:
+        for key in keys:
             block = self._blocks.get(key)
             if block is None:
                 break
             found.append(block)
-        self._touch(keys[:len(found)])
+        used, tokens = keys[:len(found)], len(found) * size
+        rest = token_ids[tokens:]  # a partial block may follow the last full one found
+        for n in range(min(size - 1, len(rest)), 0, -1):
+            key = tail_key(used[-1] if used else b"", rest[:n])
+            block = self._blocks.get(key)
+            if block is not None:
+                found.append(block)
+                used, tokens = [*used, key], tokens + n
+                break
+        self._touch(used)
         if found:
             self.stats.hits += 1
-            self.stats.reused_tokens += len(found) * self.block_tokens
+            self.stats.reused_tokens += tokens
         else:
             self.stats.misses += 1
-        return found
+        return tokens, found
 
-    def missing(self, keys: Sequence[bytes]) -> list[int]:
-        """Indices of the ``keys`` not cached (what a caller may ``insert`` after computing)."""
-        return [i for i, key in enumerate(keys) if key not in self._blocks]
-
-    def insert(self, chain: Sequence[bytes], blocks: dict[int, B]) -> None:
-        """Store ``blocks`` (index in ``chain`` -> block), then evict down to the budget.
-        A block larger than the whole budget is not stored."""
-        for i, block in blocks.items():
-            key = chain[i]
-            if key in self._blocks or block.nbytes > self.budget_bytes:
-                continue
-            self._blocks[key] = block
-            self.bytes += block.nbytes
-        self._touch(chain)
+    def insert(self, token_ids: Sequence[int], read: Callable[[int, int], B]) -> None:
+        """Keep the blocks of ``token_ids`` not cached yet, ``read(start, stop)`` making
+        each, then evict down to the budget. A block larger than the budget is not kept."""
+        size = self.block_tokens
+        keys = block_keys(token_ids, size)
+        spans = [(key, i * size, (i + 1) * size) for i, key in enumerate(keys)]
+        full = len(keys) * size
+        if full < len(token_ids):
+            spans.append((tail_key(keys[-1] if keys else b"", token_ids[full:]), full,
+                           len(token_ids)))
+        for key, start, stop in spans:
+            if key not in self._blocks:
+                block = read(start, stop)
+                if block.nbytes <= self.budget_bytes:
+                    self._blocks[key] = block
+                    self.bytes += block.nbytes
+        self._touch([key for key, _, _ in spans])
         self._evict()
 
     def clear(self) -> None:

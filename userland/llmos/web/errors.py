@@ -2,14 +2,18 @@
 
 The body is always ``{"error": message, "hint": hint, "type": name}`` (the v2 protocol's
 ``error`` field plus what to do about it). Unexpected exceptions are logged with their
-trace and answered 500 without it.
+trace and answered 500 without it. A 5xx the server means (503 when a queue is full, 504
+past a deadline) is logged at most once per ``LOG_EVERY_S`` per kind, with how many were
+held back: under overload a line per refused request would cost the event loop the time
+that /health and the requests it does accept need.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -34,6 +38,29 @@ from llmos.errors import (
 from llmos.serving.codec import dumps
 
 log = logging.getLogger(__name__)
+LOG_EVERY_S = 10.0
+
+
+class Throttle:
+    """Lets a line of each kind through at most once per ``every_s`` seconds; the next one
+    that passes says how many were held back meanwhile."""
+
+    def __init__(self, every_s: float = LOG_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def passes(self, kind: str) -> int | None:
+        """None: hold this one back; else how many of ``kind`` were held back before it."""
+        now = self._clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every_s:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return None
+        self._last[kind] = now
+        return self._held.pop(kind, 0)
 
 #: HTTP status of each domain error (the most derived class in an error's MRO wins).
 STATUS: Mapping[type[LlmosError], int] = {
@@ -93,14 +120,18 @@ def error_response(exc: LlmosError,
 def error_middleware(extra: Mapping[type[LlmosError], int] | None = None) -> Middleware:
     """The middleware; ``extra`` adds or overrides statuses (an admin app's auth errors)."""
     table = {**STATUS, **(extra or {})}
+    throttle = Throttle()
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except LlmosError as exc:
-            if status_of(exc, table) >= 500:
-                log.warning("%s %s: %s", request.method, request.path, exc)
+            status = status_of(exc, table)
+            if status >= 500 and (held := throttle.passes(type(exc).__name__)) is not None:
+                log.warning("%s %s: %s%s", request.method, request.path, exc,
+                            f" ({held} more {status}s like it since the last line)"
+                            if held else "")
             return error_response(exc, table)
         except web.HTTPException as exc:
             if exc.status < 400:
