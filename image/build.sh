@@ -169,7 +169,7 @@ EOF
 # --- 3. mkosi -------------------------------------------------------------------------
 log "mkosi build (first run bootstraps Debian: several minutes)"
 start=$SECONDS
-rm -f "$out/inputs.sha256"
+rm -f "$out/inputs.sha256" "$out"/llmos.root-*.raw  # split artifacts: their names change
 mkosi --directory="$repo/image" --profile="$profile" --include="$stage/mkosi.conf" \
   --output-dir="$out" --cache-dir="$mkosi_cache/$profile" \
   --package-cache-dir="$mkosi_cache/packages" --force build

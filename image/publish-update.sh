@@ -30,6 +30,10 @@ if [ ${#roots[@]} -ne 1 ] || [ ${#verities[@]} -ne 1 ] || [ ! -s "$build/llmos.e
   log "expected one root, one verity split artifact and llmos.efi in $build (image/build.sh)"
   exit 1
 fi
+if [ -s "$out/SHA256SUMS.gpg" ] && [ "$out/SHA256SUMS.gpg" -nt "$build/llmos.efi" ]; then
+  log "up to date ($out)"
+  exit 0
+fi
 uuid_of() { local name=${1%.raw}; echo "${name##*.}"; }
 root_uuid=$(uuid_of "${roots[0]}")
 verity_uuid=$(uuid_of "${verities[0]}")
