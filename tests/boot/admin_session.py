@@ -1,9 +1,14 @@
 """A logged-in session on the appliance's admin page, as a browser would hold it: the
-session cookie, and the CSRF token every state-changing request must send back."""
+session cookie, and the CSRF token every state-changing request must send back.
+
+The page is HTTPS with a self-signed certificate: the session is opened only after the
+server presented the certificate whose fingerprint the console printed (``pin``, checked by
+``llmos_vm.http`` before anything is sent); the session's own requests then go to the same
+forwarded port."""
 
 from __future__ import annotations
 
-import http.cookiejar
+import http.cookiejar as http_cookies
 import json
 import re
 import ssl
@@ -12,18 +17,22 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from llmos_vm import http
 from llmos_vm.http import Reply
 
 _TOKEN = re.compile(r'name="csrf[-_]token"[^>]*(?:content|value)="([^"]+)"')
 
 
 class AdminSession:
-    def __init__(self, base: str, password: str, context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, base: str, password: str, pin: str) -> None:
         self.base = base.rstrip("/")
-        jar = http.cookiejar.CookieJar()
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPCookieProcessor(jar)]
-        if context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=context))
+        first = http.request(f"{self.base}/login", pin=pin, timeout_s=60)
+        assert first is not None and first.status == 200, "admin page: no pinned answer"
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # pinned above
+        jar = http_cookies.CookieJar()
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPCookieProcessor(jar),
+                                                      urllib.request.HTTPSHandler(context=context)]
         self._opener = urllib.request.build_opener(*handlers)
         page = self._send("GET", "/login")
         assert page.status == 200, f"admin /login: {page.status}"

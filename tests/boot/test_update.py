@@ -73,7 +73,7 @@ class UpdVm:
 
     @property
     def admin(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"https://127.0.0.1:{self.admin_port}"
 
     def boot(self, label: str) -> Boot:
         return Boot(self.dir, label=label,
@@ -133,13 +133,28 @@ def serving(boot: Boot, vm: UpdVm, first_boot: FirstBoot) -> dict[str, Any]:
     want = first_boot.embeddings
     assert isinstance(want, np.ndarray), "the enrollment boot's embeddings failed"
     assert cosine(got, want).min() > 0.9999
-    chat = guest.openai_chat(vm.api, CHAT_MODEL, "What is the capital of France?", max_tokens=8)
+    chat = answered_chat(vm.api)
     assert chat["choices"][0]["message"]["content"].strip(), chat
     return health
 
 
-def admin(vm: UpdVm) -> AdminSession:
-    return AdminSession(vm.admin, ADMIN_PASSWORD)
+def answered_chat(api: str, tries: int = 3) -> dict[str, Any]:
+    """A greedy chat completion; a 504 (past the server's deadline: the emulated guest on a
+    loaded host) is asked again, as the health gate does, any other failure fails."""
+    for attempt in range(1, tries + 1):
+        try:
+            return guest.openai_chat(api, CHAT_MODEL, "What is the capital of France?",
+                                     max_tokens=8)
+        except AssertionError as exc:
+            if "504" not in str(exc) or attempt == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
+def admin(vm: UpdVm, first_boot: FirstBoot) -> AdminSession:
+    """Logged in; the admin certificate is the one the enrollment boot made and printed (it
+    lives on the data partition, the same in every version)."""
+    return AdminSession(vm.admin, ADMIN_PASSWORD, first_boot.admin_fingerprint)
 
 
 def status(session: AdminSession) -> dict[str, Any]:
@@ -223,7 +238,7 @@ def test_1_version_1_installs_version_2_and_reboots_into_it(
     with vm.boot("1-v1") as boot:
         serving(boot, vm, first_boot)
         assert image_version(vm.api) == "1"
-        session = admin(vm)
+        session = admin(vm, first_boot)
         assert status(session)["running"] == "1"
         with UpdateSource(updates["2"]) as source:
             start = time.monotonic()
@@ -245,7 +260,7 @@ def test_2_version_2_passes_its_gate_serves_with_the_same_key_and_survives_a_pow
         story.record("reboot into version 2 until it serves",
                      time.monotonic() - story.times.pop("_reboot_started"))
         assert image_version(vm.api) == "2"
-        session = admin(vm)
+        session = admin(vm, first_boot)
         assert blessed(boot, session) == "good"
         assert "health-gate: passed" in boot.console()
         # The power fails while version 3 is being written into the other slot.
@@ -265,7 +280,7 @@ def test_3_after_the_power_cut_version_2_serves_refuses_bad_updates_and_installs
     with vm.boot("3-v2-after-power-cut") as boot:
         serving(boot, vm, first_boot)
         assert image_version(vm.api) == "2"
-        session = admin(vm)
+        session = admin(vm, first_boot)
         # Blessed in the last boot: its UKI no longer counts tries ("clean").
         assert status(session)["assessment"] == "clean"
         for name, bad in (("tampered", tampered_copy(updates["3"], lab / "update-tampered")),
@@ -301,7 +316,7 @@ def test_4_version_3_fails_its_gate_and_the_machine_goes_back_to_version_2(
                      time.monotonic() - start)
         assert image_version(vm.api) == "2"
         assert "health-gate" not in boot.console(), "version 2 was blessed: no gate"
-        session = admin(vm)
+        session = admin(vm, first_boot)
         now = status(session)
         assert now["running"] == "2" and now["assessment"] == "clean", now
     story.chapters_done.append(4)
