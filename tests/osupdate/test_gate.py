@@ -79,7 +79,7 @@ def test_a_version_that_answers_passes() -> None:
     infer, completion = api.sent
     assert infer[1]["inputs"][0] == {"name": "text", "datatype": "BYTES", "shape": [1],
                                      "data": ["a text"]}
-    assert completion[1]["max_tokens"] == 16 and completion[1]["temperature"] == 0.0
+    assert completion[1]["max_tokens"] == 8 and completion[1]["temperature"] == 0.0
 
 
 @pytest.mark.parametrize(("posts", "why"), [

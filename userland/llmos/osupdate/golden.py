@@ -7,7 +7,7 @@ Written at build time by ``llmos golden`` from the very packs the image carries,
      "models": [
        {"name": "minilm", "kind": "embedding", "endpoint": "v2", "input": "text",
         "output": "embedding", "text": "...", "vector": [0.01, ...], "min_cosine": 0.999},
-       {"name": "smollm2", "kind": "chat", "prompt": "...", "max_tokens": 16}]}
+       {"name": "smollm2", "kind": "chat", "prompt": "...", "max_tokens": 8}]}
 
 An ``embedding`` entry is answered through ``POST /v2/models/NAME/infer`` (``endpoint``
 "v2": the ``input`` BYTES tensor, the ``output`` tensor read back) or ``/v1/embeddings``
@@ -25,7 +25,9 @@ from typing import Any
 
 FORMAT = 1
 MIN_COSINE = 0.999
-CHAT_MAX_TOKENS = 16
+# Enough to show the model answers; few, so that a slow machine (an emulated one under
+# load) answers within the server deadline too.
+CHAT_MAX_TOKENS = 8
 #: Fixed texts: the same at every build, so a golden file changes only with its models.
 EMBEDDING_TEXT = "The appliance serves sealed models from memory only."
 CHAT_PROMPT = "What is the capital of France? Answer in one word."
