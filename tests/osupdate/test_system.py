@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmos.osupdate.system import (
@@ -35,7 +36,23 @@ def test_the_boot_assessment() -> None:
     for word in ("good", "bad", "indeterminate", "clean"):
         assert parse_assessment(Completed(0, f"{word}\n", "")) == word
     assert parse_assessment(Completed(1, "", "Failed to ...")) == "unknown"
-    assert boot_assessment(program="/nonexistent/systemd-bless-boot") == "unknown"
+    assert boot_assessment(program="/nonexistent/systemd-bless-boot",
+                           blessed_file=Path("/nonexistent")) == "unknown"
+
+
+def test_the_assessment_is_asked_with_relaxed_esp_checks(tmp_path: Path) -> None:
+    """From the sandbox bless-boot cannot probe the ESP's block device: it is told to trust
+    the mount, else it answers nothing and the page would say "unknown" on every boot."""
+    program = tmp_path / "systemd-bless-boot"
+    program.write_text("")
+    seen: list[list[str]] = []
+
+    def runner(argv: Sequence[str], timeout_s: float) -> Completed:
+        seen.append(list(argv))
+        return Completed(0, "good\n", "")
+
+    assert boot_assessment(runner, str(program), tmp_path / "none") == "good"
+    assert seen == [["/usr/bin/env", "SYSTEMD_RELAX_ESP_CHECKS=1", str(program), "status"]]
 
 
 def test_run_captures_and_maps_missing_programs_and_timeouts() -> None:
@@ -44,3 +61,13 @@ def test_run_captures_and_maps_missing_programs_and_timeouts() -> None:
     assert run(["/nonexistent/program"], 5).returncode == 127
     slow = run([sys.executable, "-c", "import time; time.sleep(5)"], 0.5)
     assert slow.returncode == 124 and "no answer" in slow.stderr
+
+
+def test_the_answer_bless_boot_left_is_read_first(tmp_path: Path) -> None:
+    blessed = tmp_path / "assessment"
+    blessed.write_text("good\n")
+
+    def runner(argv: Sequence[str], timeout_s: float) -> Completed:
+        raise AssertionError("not asked: the file says it")
+
+    assert boot_assessment(runner, "/nonexistent", blessed) == "good"

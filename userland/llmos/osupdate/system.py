@@ -82,8 +82,25 @@ def parse_assessment(done: Completed) -> str:
     return word if word in ASSESSMENTS else "unknown"
 
 
-def boot_assessment(runner: Runner = run, program: str = BLESS_BOOT) -> str:
+#: The admin page asks from inside the supervisor's sandbox, which may open no block device:
+#: bless-boot then cannot probe that the ESP mounted at /efi is one, and answers nothing
+#: unless told to trust the mount (the ESP is mounted by efi.mount, from the signed image).
+RELAX_ESP_CHECKS = "SYSTEMD_RELAX_ESP_CHECKS=1"
+ENV = "/usr/bin/env"
+
+
+#: Written by systemd-bless-boot.service (root) right after it marked this boot good
+#: (image: systemd-bless-boot.service.d/10-llmos-esp.conf): the answer without the sandbox.
+BLESSED_FILE = Path("/run/llmos-boot-assessment")
+
+
+def boot_assessment(runner: Runner = run, program: str = BLESS_BOOT,
+                    blessed_file: Path = BLESSED_FILE) -> str:
     """This boot's assessment by boot counting ("unknown" where bless-boot is absent)."""
+    try:
+        return parse_assessment(Completed(0, blessed_file.read_text(), ""))
+    except OSError:
+        pass
     if not Path(program).exists():
         return "unknown"
-    return parse_assessment(runner([program, "status"], 5.0))
+    return parse_assessment(runner([ENV, RELAX_ESP_CHECKS, program, "status"], 5.0))
