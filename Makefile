@@ -98,17 +98,16 @@ lint: $(STAMPS)/venv
 BENCH_VENVS := $(BUILD)/bench-venvs
 BENCH_ARGS  ?=
 bench: $(STAMPS)/venv demo-packs
-	@command -v wrk >/dev/null && command -v openssl >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq wrk openssl; }
+	@bash bench/host-deps.sh
 	$(PY) -m bench.venvs --root $(BENCH_VENVS)
 	$(PY) -m bench.run --demo $(DEMO) --key $(FLEETKEY) --venvs $(BENCH_VENVS) $(BENCH_ARGS)
 
 # The regression guard (under 5 minutes, no peers): LLM OS against raw onnxruntime and the
-# sealed load, shorter runs, compared with bench/results/results.json; exits 1 when a ratio
-# is more than 15 % worse. Writes build/bench-quick/ only.
+# sealed load, shorter runs, compared with the ratios in bench/results/quick.json (recorded
+# by `python -m bench.quick --record` on a quiet machine); a ratio found more than 15 %
+# worse is measured once more, and exits 1 if it still is. Writes build/bench-quick/ only.
 bench-quick: $(STAMPS)/venv demo-packs
-	@command -v wrk >/dev/null && command -v openssl >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq wrk openssl; }
+	@bash bench/host-deps.sh wrk openssl
 	$(PY) -m bench.quick --demo $(DEMO) --key $(FLEETKEY)
 
 # --- the appliance image and the VM ----------------------------------------------------

@@ -53,6 +53,8 @@ class Options:
     llm_helper: bool
     merge: bool
     readme: Path | None
+    slowdown_ms: float = 0.0  # added to every LLM OS inference (the guard's self-test)
+    compare: tuple[tuple[str, Path], ...] = ()  # (label, userland/) measured beside LLM OS
 
 
 def _versions(opts: Options) -> dict[str, dict[str, str]]:
@@ -83,7 +85,8 @@ def _tensor(opts: Options) -> dict[str, Any]:
     model = prepare(sealed, opts.key, opts.demo / "work", opts.scratch / "minilm")
     return tensor.run(tensor.TensorSetup(model, sealed, opts.key, opts.venv_root,
                                          opts.scratch / "tensor", opts.concurrency, opts.load,
-                                         opts.rounds))
+                                         opts.rounds, slowdown_ms=opts.slowdown_ms,
+                                         compare=opts.compare))
 
 
 def _sealed(opts: Options) -> dict[str, Any]:
@@ -92,7 +95,9 @@ def _sealed(opts: Options) -> dict[str, Any]:
     packs = sorted(opts.demo.glob("*.sealed"))
     if not packs:
         raise ModelFolderError(f"no sealed packs in {opts.demo}; run 'make demo-packs'")
-    return sealed_load.run(sealed, model.onnx_source, opts.key, packs)
+    tokenizer = model.path / "tokenizer.json"
+    return sealed_load.run(sealed, model.onnx_source, opts.key, packs,
+                           plain_tokenizer=tokenizer if tokenizer.is_file() else None)
 
 
 def _llm(opts: Options) -> dict[str, Any]:
@@ -170,7 +175,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="keep the sections of the last results.json that this run skips")
     p.add_argument("--readme", default=str(readme.FIGURES),
                    help="file whose bench markers get the table ('' for none)")
+    p.add_argument("--compare", nargs="+", default=[], metavar="LABEL=DIR",
+                   help="also measure LLM OS from another tree's userland/ (e.g. main's, "
+                        "exported with git archive), as contestant 'llmos LABEL'")
     a = p.parse_args(argv)
+    compare = tuple((label, Path(d).resolve()) for label, _, d in
+                    (c.partition("=") for c in a.compare))
     # Absolute paths: servers run with their own working directories.
     return Options(demo=a.demo.resolve(), key=a.key.resolve(), venv_root=a.venvs.resolve(),
                    out=a.out.resolve(), scratch=a.scratch.resolve(),
@@ -178,7 +188,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    load=wrk.WrkSettings(duration_s=a.duration, warmup_s=a.warmup),
                    rounds=a.rounds, llm_tokens=a.llm_tokens, llm_repeat=a.llm_repeat,
                    llm_helper=not a.skip_llm_bench, merge=a.merge,
-                   readme=Path(a.readme) if a.readme else None)
+                   readme=Path(a.readme) if a.readme else None, compare=compare)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

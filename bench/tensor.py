@@ -25,7 +25,7 @@ from bench import inprocess, venvs, wrk
 from bench.load import LoadResult, combine
 from bench.model_folder import ModelFolder
 from bench.peers.embedder import Embedder
-from bench.report import LLMOS, RAW
+from bench.report import LLMOS, RAW, RAW_NO_SPIN
 from bench.servers import ServerError, ServerSpec, free_port, http_status, serving
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ class TensorSetup:
     load: wrk.WrkSettings
     rounds: int = 3
     model_name: str = "minilm"
+    slowdown_ms: float = 0.0  # added to every LLM OS inference (``bench.slowed``)
+    # other LLM OS trees measured beside this one (label, its userland/ directory): a
+    # change against main, side by side in one run
+    compare: tuple[tuple[str, Path], ...] = ()
 
 
 def request_body(input_name: str, texts: Sequence[str]) -> bytes:
@@ -82,11 +86,15 @@ def ready_path(setup: TensorSetup) -> str:
     return f"/v2/models/{setup.model_name}/ready"
 
 
-def llmos_spec(setup: TensorSetup) -> ServerSpec:
+def llmos_spec(setup: TensorSetup, label: str = "", userland: Path | None = None
+               ) -> ServerSpec:
+    """LLM OS serving the sealed pack with its defaults; ``userland``: another tree's code
+    (the contestant ``llmos LABEL``)."""
     port = free_port()
-    state = setup.scratch / "llmos-state"
+    suffix = f"-{label}" if label else ""
+    state = setup.scratch / f"llmos-state{suffix}"
     state.mkdir(parents=True, exist_ok=True)
-    config = setup.scratch / "llmos.toml"
+    config = setup.scratch / f"llmos{suffix}.toml"
     config.write_text(
         "[server]\n"
         f'host = "127.0.0.1"\nport = {port}\nadmin_port = {free_port()}\n'
@@ -95,9 +103,14 @@ def llmos_spec(setup: TensorSetup) -> ServerSpec:
         f'provider = "keyfile"\nkeyfile = "{setup.key.resolve()}"\nallow_dev_key = true\n'
         "[[models]]\n"
         f'name = "{setup.model_name}"\npack = "{setup.sealed.resolve()}"\n')
-    llmos = Path(sys.executable).with_name("llmos")
-    return ServerSpec(LLMOS, [str(llmos), "serve", "--config", str(config)], port,
-                      ready_path=ready_path(setup))
+    llmos = [str(Path(sys.executable).with_name("llmos"))]
+    if setup.slowdown_ms:
+        llmos = [sys.executable, "-m", "bench.slowed", f"{setup.slowdown_ms:g}"]
+    env = {} if userland is None else {"PYTHONPATH": str(userland.resolve())}
+    return ServerSpec(f"{LLMOS} {label}" if label else LLMOS,
+                      [*llmos, "serve", "--config", str(config)], port,
+                      ready_path=ready_path(setup), env=env,
+                      cwd=ROOT if setup.slowdown_ms else None)
 
 
 def fastapi_spec(setup: TensorSetup, python: Path) -> ServerSpec:
@@ -131,6 +144,7 @@ SETTINGS = {
     "fastapi": "1 uvicorn worker (uvloop, httptools), sync endpoint in FastAPI's thread pool",
     "mlserver": "parallel_workers=1 (its default), debug off, custom MLModel runtime",
     RAW: "N Python threads calling the shared Embedder (tokenize + session.run + pool)",
+    RAW_NO_SPIN: "the same with session.intra_op.allow_spinning = 0, as LLM OS sets it",
 }
 
 
@@ -144,6 +158,8 @@ def _contestants(setup: TensorSetup) -> tuple[list[tuple[str, Callable[[], Serve
                                                dict[str, str]]:
     """The servers that can run here, and a note for each that cannot (its venv failed)."""
     ready: list[tuple[str, Callable[[], ServerSpec]]] = [(LLMOS, partial(llmos_spec, setup))]
+    ready += [(f"{LLMOS} {label}", partial(llmos_spec, setup, label, path))
+              for label, path in setup.compare]
     notes: dict[str, str] = {}
     for name, venv, make in PEERS:
         env = venvs.status(setup.venv_root, venv)
@@ -210,14 +226,17 @@ def run(setup: TensorSetup) -> dict[str, Any]:
     agreement: dict[str, float] = {}
     embedder = Embedder(setup.model.path)
     reference = embedder.embed([SENTENCE])
+    quiet = Embedder(setup.model.path, spin=False)
 
-    def raw(concurrency: int) -> LoadResult:
-        return inprocess.run(lambda: embedder.embed([SENTENCE]), concurrency,
+    def raw(e: Embedder, concurrency: int) -> LoadResult:
+        return inprocess.run(lambda: e.embed([SENTENCE]), concurrency,
                              setup.load.duration_s, setup.load.warmup_s)
 
     results: dict[tuple[str, int], list[LoadResult]] = {}
     with contextlib.ExitStack() as stack:
-        measures = {RAW: raw, **_start_servers(setup, stack, body, reference, notes, agreement)}
+        measures: dict[str, Measure] = {
+            RAW: partial(raw, embedder), RAW_NO_SPIN: partial(raw, quiet),
+            **_start_servers(setup, stack, body, reference, notes, agreement)}
         for c in setup.concurrency:
             for i in range(setup.rounds):
                 for name in rotated(list(measures), i):

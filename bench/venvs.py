@@ -7,7 +7,10 @@ from ``userland/constraints.txt``, so every contestant runs the same inference l
 
 ``python -m bench.venvs`` makes them idempotently: a venv whose recorded spec matches is
 left alone; one that failed with the same spec is not retried (set ``BENCH_RETRY=1`` to
-retry), and its reason is kept in ``NAME.failed`` for the report.
+retry), and its reason is kept in ``NAME.failed`` for the report. A venv that needs
+build tools (llama.cpp's compiler and cmake: ``bench/host-deps.sh`` installs them) is not
+attempted without them; it fails at once saying which are missing, and is retried as soon
+as they are there.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,9 +47,11 @@ class VenvSpec:
     time_cap_s: int = 1200
     env: Mapping[str, str] = field(default_factory=dict)
     shared: tuple[str, ...] = ()  # packages pinned to the project's constraints
+    tools: tuple[str, ...] = ()  # programs the install needs on PATH (not part of the key)
 
     def key(self, constraints: Mapping[str, str]) -> str:
-        doc = {**asdict(self), "pins": {n: constraints.get(n, "") for n in self.shared}}
+        doc = {k: v for k, v in asdict(self).items() if k != "tools"}
+        doc["pins"] = {n: constraints.get(n, "") for n in self.shared}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -65,7 +71,7 @@ VENVS: tuple[VenvSpec, ...] = (
     # two cores). LLAVA_BUILD=OFF skips the multimodal library the server does not need.
     VenvSpec("llamacpp", ("llama-cpp-python[server]==0.3.36",),
              "llama-cpp-python's OpenAI-compatible server (compiles llama.cpp)",
-             time_cap_s=3600,
+             time_cap_s=3600, tools=("cc", "c++", "cmake"),
              env={"CMAKE_ARGS": "-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON",
                   "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1)}),
 )
@@ -132,6 +138,20 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(x.strip() for x in useful[-lines:])
 
 
+def missing_tools(spec: VenvSpec) -> list[str]:
+    """The build tools ``spec`` needs that are not on PATH."""
+    return [t for t in spec.tools if shutil.which(t) is None]
+
+
+def _failed_before(failed: Path, key: str, missing: Sequence[str]) -> bool:
+    """A failure recorded for this spec that would happen again: not one for want of tools
+    that are there now."""
+    if not failed.exists():
+        return False
+    doc = json.loads(failed.read_text())
+    return bool(doc.get("key") == key and set(doc.get("missing", ())) <= set(missing))
+
+
 def ensure(spec: VenvSpec, root: Path, constraints: Mapping[str, str],
            retry: bool = False) -> Status:
     """Make the venv of ``spec`` unless it is there already (or failed before with this spec)."""
@@ -140,13 +160,22 @@ def ensure(spec: VenvSpec, root: Path, constraints: Mapping[str, str],
     stamp, failed = target / SPEC_FILE, root / f"{spec.name}.failed"
     if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
         return status(root, spec.name)
-    if failed.exists() and json.loads(failed.read_text()).get("key") == key and not retry:
+    missing = missing_tools(spec)
+    if not retry and _failed_before(failed, key, missing):
         log.info("%s: failed before with this spec (%s); BENCH_RETRY=1 retries", spec.name,
                  failed)
         return status(root, spec.name)
     root.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
     failed.unlink(missing_ok=True)
+    if missing:
+        why = (f"needs {', '.join(missing)} to build, not found on PATH (apt-get install "
+               "build-essential cmake; 'make bench' does: bench/host-deps.sh)")
+        failed.write_text(json.dumps({"key": key, "reason": why, "missing": missing}))
+        log.warning("%s: %s", spec.name, why)
+        if spec.required:
+            raise SystemExit(f"bench: required environment {spec.name} failed: {why}")
+        return status(root, spec.name)
     log_path = root / f"{spec.name}.log"
     log_path.write_text("")
     log.info("%s: installing %s (cap %d s; log %s)", spec.name, spec.purpose, spec.time_cap_s,

@@ -46,10 +46,14 @@ def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
 class Embedder:
     """One onnxruntime session and one tokenizer; ``embed`` is safe to call from threads."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, spin: bool | None = None) -> None:
+        """``spin``: whether onnxruntime's pool threads busy-wait (None: its default, yes)."""
         self.settings = EmbedderSettings.read(folder)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.settings.intra_op_threads
+        if spin is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning",
+                                             "1" if spin else "0")
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
-from bench import generation, sealed_load, tensor
-from bench.model_folder import ModelFolderError, embedder_settings
+from bench import generation, run, sealed_load, tensor, wrk
+from bench.model_folder import ModelFolder, ModelFolderError, embedder_settings
 from bench.peers.embedder import _pool
 from llmos.pack.manifest import FileEntry, Manifest, TensorSpec
 
@@ -77,6 +79,19 @@ def test_rotation_gives_each_contestant_the_first_slot() -> None:
     assert firsts == {"a", "b", "c"}
     assert sorted(tensor.rotated(names, 5)) == names
     assert tensor.rotated([], 2) == []
+
+
+def test_compare_runs_another_trees_llmos_beside_this_one(tmp_path: Path) -> None:
+    opts = run.parse_args(["--only", "tensor", "--compare", f"main={tmp_path}"])
+    assert opts.compare == (("main", tmp_path.resolve()),)
+    setup = tensor.TensorSetup(cast(ModelFolder, None), tmp_path / "x.sealed",
+                               tmp_path / "key", tmp_path, tmp_path / "scratch", (1,),
+                               wrk.WrkSettings(1, 1), compare=opts.compare)
+    names = [name for name, _ in tensor._contestants(setup)[0]]
+    assert names == ["llmos", "llmos main"]
+    spec = tensor.llmos_spec(setup, "main", tmp_path)
+    assert spec.env == {"PYTHONPATH": str(tmp_path.resolve())}
+    assert (tmp_path / "scratch" / "llmos-main.toml").is_file()
 
 
 def test_llm_prefill_report_sets_before_beside_after() -> None:

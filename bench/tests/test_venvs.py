@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench import venvs
 from bench.venvs import VenvSpec
 
@@ -58,3 +60,30 @@ def test_every_table_entry_names_pinned_packages() -> None:
     for spec in venvs.VENVS:
         assert all("==" in p for p in spec.packages), spec.name
     assert [s.name for s in venvs.VENVS if s.required] == ["peers"]  # the chart needs it
+
+
+def test_missing_build_tools_fail_at_once_and_are_retried_once_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = VenvSpec("cpp", ("surely-not-a-package==0",), "test", tools=("no-such-compiler",))
+    st = venvs.ensure(spec, tmp_path, {}, retry=False)
+    assert st.python is None and "no-such-compiler" in st.reason
+    assert not (tmp_path / "cpp").exists()  # pip was never run
+    assert json.loads((tmp_path / "cpp.failed").read_text())["missing"] == ["no-such-compiler"]
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], env: object, cap_s: float, log_path: Path) -> tuple[int, float]:
+        calls.append(argv)
+        return 1, 0.0  # pip fails this time, for another reason
+
+    monkeypatch.setattr(venvs, "_run_capped", fake_run)
+    monkeypatch.setattr(venvs, "missing_tools", lambda spec: [])  # the tools are there now
+    st = venvs.ensure(spec, tmp_path, {}, retry=False)
+    assert calls and st.reason.startswith("pip exited 1")
+    calls.clear()
+    assert venvs.ensure(spec, tmp_path, {}, retry=False).reason.startswith("pip exited 1")
+    assert not calls  # that failure would happen again: not retried
+
+
+def test_the_tools_are_not_part_of_the_key() -> None:
+    assert VenvSpec("x", ("a==1",), "t").key({}) == VenvSpec("x", ("a==1",), "t",
+                                                            tools=("cc",)).key({})

@@ -3,13 +3,21 @@ metrics registry's samples."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
+from aiohttp import web
 
 from llmos.admin.series import ChartSeries, Reading, histogram_quantile, reduce
 from llmos.llm.metrics import metrics_for
 from llmos.serving.metrics import ServingMetrics
+from llmos.web.admin.sampler import sample_once
+from llmos.web.admin.state import ADMIN
+from llmos.web.keys import DATAPLANE
 
 
 def test_quantile_interpolates_inside_a_bucket() -> None:
@@ -83,3 +91,35 @@ def test_llm_tokens_time_to_first_token_and_running_from_the_llm_metrics() -> No
     assert p.ttft_p50_ms is not None and 20.0 < p.ttft_p50_ms <= 40.0
     assert p.p50_ms is None  # LLM requests do not blur the tensor latency
     assert (p.running, p.waiting) == (2, 3)
+
+
+async def test_the_sampler_reads_the_metrics_off_the_event_loop() -> None:
+    """A reading takes milliseconds (/proc/self/smaps_rollup): requests on the loop must not
+    wait for it."""
+    metrics = ServingMetrics()
+    metrics.model("a", "1").request(True, 0.003)
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def slow_samples() -> object:
+        seen.append(threading.get_ident())
+        time.sleep(0.3)
+        return metrics.samples()
+
+    app = web.Application()
+    app[DATAPLANE] = SimpleNamespace(metrics=SimpleNamespace(samples=slow_samples))  # type: ignore[assignment]
+    app[ADMIN] = SimpleNamespace(series=ChartSeries(capacity=10, window_s=10.0))  # type: ignore[assignment]
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    point = await sample_once(app)
+    ticker.cancel()
+    assert seen and seen[0] != loop_thread
+    assert ticks >= 10  # the loop kept running while the reading took 0.3 s
+    assert point.requests_per_s == 0

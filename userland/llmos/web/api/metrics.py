@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from llmos.web.keys import DATAPLANE
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body, content_type = request.app[DATAPLANE].metrics.render(request.headers.get("Accept"))
+    """Rendered in a worker thread: the resource gauges read /proc (milliseconds), which
+    would stall the requests on the event loop."""
+    accept = request.headers.get("Accept")
+    body, content_type = await asyncio.to_thread(request.app[DATAPLANE].metrics.render,
+                                                 accept)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
