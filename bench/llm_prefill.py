@@ -177,8 +177,10 @@ def report(pack: str, quantization: str, tokens: int, repeat: int, chat_tokens: 
         f"{load[1]:.1f} after ({os.cpu_count()} cores; other work skews every figure).", "",
         "| figure | before | after | after / before |", "|---|---:|---:|---:|"]
     for key in before:
+        ratio = after[key] / before[key]
         lines.append(f"| {key} | {before[key]:.1f} | {after[key]:.1f} | "
-                     f"{after[key] / before[key]:.2f} |")
+                     f"{ratio:.2f} |" if ratio >= 0.1 else
+                     f"| {key} | {before[key]:.1f} | {after[key]:.1f} | {ratio:.4f} |")
     return "\n".join(lines) + "\n"
 
 

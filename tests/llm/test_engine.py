@@ -60,25 +60,32 @@ class Runner:
         self.gate = threading.Event()
         self.gate.set()
         self.prefixes: list[tuple[int, ...]] | None = [] if prefixes else None
+        self.ends: dict[tuple[int, ...], np.ndarray] = {}  # a prompt's last logits
 
     @property
     def prefix_bytes(self) -> int | None:
         return None if self.prefixes is None else len(self.prefixes)
 
-    def restore(self, slot: int, token_ids: Sequence[int]) -> int:
+    def restore(self, slot: int, token_ids: Sequence[int]) -> tuple[int, np.ndarray | None]:
+        if tuple(token_ids) in self.ends:
+            self.cache[slot] = list(token_ids)
+            return len(token_ids), self.ends[tuple(token_ids)]
         best = 0
         for known in self.prefixes or []:
             n = 0
-            while n < min(len(known), len(token_ids) - 1) and known[n] == token_ids[n]:
+            while n < min(len(known), len(token_ids) - 2) and known[n] == token_ids[n]:
                 n += 1
             best = max(best, n - n % 4)
         self.cache[slot] = list(token_ids[:best])
-        return best
+        return best, None
 
-    def remember(self, slot: int, token_ids: Sequence[int]) -> None:
+    def remember(self, slot: int, token_ids: Sequence[int],
+                 logits: np.ndarray | None = None) -> None:
         assert self.cache[slot] == list(token_ids), "remembers what its slot does not hold"
         if self.prefixes is not None:
             self.prefixes.append(tuple(token_ids))
+            if logits is not None:
+                self.ends[tuple(token_ids)] = logits
 
     def prefill(self, slot: int, token_ids: Sequence[int], interrupt: object = None,
                 start: int = 0) -> np.ndarray:
@@ -565,3 +572,17 @@ def test_a_chunk_is_never_one_token_alone_after_others() -> None:
                 sizes.append(chunk_size(left, budget))
                 left -= sizes[-1]
             assert min(sizes) >= 2 and max(sizes) <= max(budget, 2) + 1, (todo, budget, sizes)
+
+
+async def test_a_prompt_cached_with_its_logits_is_not_prefilled_at_all() -> None:
+    runner = Runner(2, prefixes=True)
+    e = engine(runner, max_running=2)
+    try:
+        first = await e.submit(GenerationRequest((5, 6, 7), 4, GREEDY)).collect()
+        calls = len(runner.calls)
+        again = await e.submit(GenerationRequest((5, 6, 7), 4, GREEDY)).collect()
+    finally:
+        e.close()
+    assert list(first.token_ids) == list(again.token_ids) == reference((5, 6, 7), 4)
+    assert ("prefill", 3) not in runner.calls[calls:]
+    assert [kind for kind, _ in runner.calls[calls:]] == ["decode"] * 3

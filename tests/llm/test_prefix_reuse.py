@@ -103,13 +103,18 @@ def test_a_restored_prefix_gives_the_logits_of_a_full_prefill(
     ids = chats(cached_model)[1]
     full = d.prefill(0, ids).copy()
     d.remember(0, ids)
-    start = d.restore(1, ids)
-    assert start == len(ids) - 2  # all of it; the last two read again for the logits
+    start, ready = d.restore(1, ids)
+    assert ready is None and start == len(ids) - 2  # all of it; two read again for logits
     again = d.prefill(1, ids[start:], start=start)
     np.testing.assert_array_equal(again, full)  # bit for bit
+    d.remember(1, ids, again)  # now with its logits: nothing to prefill
+    start, ready = d.restore(1, ids)
+    assert start == len(ids) and ready is not None
+    np.testing.assert_array_equal(ready, full)
     longer = (*ids, *cached_model.encode(" And why is the sea blue?"))
     full = d.prefill(2, longer).copy()
-    start = d.restore(3, longer)
+    start, ready = d.restore(3, longer)
+    assert ready is None
     assert start == len(ids)  # the prompt's full blocks and its partial tail
     part = d.prefill(3, longer[start:], start=start)
     np.testing.assert_array_equal(part, full)

@@ -104,3 +104,13 @@ def test_the_metrics_count_hits_misses_reused_tokens_and_bytes() -> None:
     assert value("llmos:prefix_cache_lookups_total", {"model_name": "m", "result": "hit"}) == 1
     assert value("llmos:prefix_cache_lookups_total", {"model_name": "m", "result": "miss"}) == 1
     assert value("llmos:prefix_cache_bytes", {"model_name": "m"}) == 1200
+
+
+def test_a_prompts_end_is_kept_for_exactly_its_tokens_and_counted() -> None:
+    c = cache(2, 100)
+    c.put_end([1, 2, 3], Blk((), 30))
+    assert c.end([1, 2, 3]) == Blk((), 30) and c.bytes == 30
+    assert c.end([1, 2]) is None and c.end([1, 2, 3, 4]) is None
+    c.insert([5, 6, 7, 8], reader([5, 6, 7, 8]))  # type: ignore[arg-type]  # 40 more bytes
+    c.insert([9, 9, 9, 9], reader([9, 9, 9, 9]))  # type: ignore[arg-type]  # evicts
+    assert c.bytes <= 100 and c.end([1, 2, 3]) is None  # least recently used went first

@@ -82,10 +82,10 @@ class Runner:
     def move(self, src: int, dst: int, length: int) -> None:
         pass
 
-    def restore(self, slot: int, token_ids: Sequence[int]) -> int:
-        return 0
+    def restore(self, slot: int, token_ids: Sequence[int]) -> tuple[int, None]:
+        return 0, None
 
-    def remember(self, slot: int, token_ids: Sequence[int]) -> None:
+    def remember(self, slot: int, token_ids: Sequence[int], logits: object = None) -> None:
         pass
 
 

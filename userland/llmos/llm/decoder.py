@@ -173,27 +173,37 @@ class Decoder:
     def move(self, src: int, dst: int, length: int) -> None:
         self.cache.move(src, dst, length)
 
-    def restore(self, slot: int, token_ids: Sequence[int]) -> int:
-        """Copy the longest cached prefix of ``token_ids`` into the empty ``slot``; the
-        number of tokens the caller still has to prefill from. That leaves at least two
-        tokens to prefill: the caller needs the last token's logits (a prompt cached to
-        its end has its last two prefilled again, writing the keys and values it has), and
-        a one-token prefill would run other kernels than the prompt's first reading did
+    def restore(self, slot: int, token_ids: Sequence[int]) -> tuple[int, np.ndarray | None]:
+        """Copy the longest cached prefix of ``token_ids`` into the empty ``slot``. Returns
+        the number of tokens the caller still has to prefill from, and None; or, for a
+        prompt cached to its end with its last logits, its length and those logits (a
+        copy): nothing to prefill. Otherwise at least two tokens are left to prefill: a
+        one-token prefill would run other kernels than the prompt's first reading did
         (``llmos.llm.engine.chunk_size``), giving other numbers."""
         if self.prefix is None:
-            return 0
+            return 0, None
         tokens, blocks = self.prefix.lookup(token_ids)
         start = 0
         for block in blocks:
             self.cache.write(slot, start, block)
             start += block.shape[3]
-        return max(0, min(tokens, len(token_ids) - 2))
+        if tokens == len(token_ids):
+            logits = self.prefix.end(token_ids)
+            if logits is not None:
+                return tokens, logits.copy()
+        return max(0, min(tokens, len(token_ids) - 2)), None
 
-    def remember(self, slot: int, token_ids: Sequence[int]) -> None:
+    def remember(self, slot: int, token_ids: Sequence[int],
+                 logits: np.ndarray | None = None) -> None:
         """Keep the blocks of ``token_ids``, whose KV ``slot`` holds, for later ``restore``
-        calls (those not cached yet are copied out)."""
-        if self.prefix is not None:
-            self.prefix.insert(token_ids, lambda start, stop: self.cache.read(slot, start, stop))
+        calls (those not cached yet are copied out), and ``logits``, the last token's."""
+        if self.prefix is None:
+            return
+        self.prefix.insert(token_ids, lambda start, stop: self.cache.read(slot, start, stop))
+        if logits is not None:
+            kept = logits.copy()
+            kept.flags.writeable = False
+            self.prefix.put_end(token_ids, kept)
 
     @property
     def prefix_bytes(self) -> int | None:

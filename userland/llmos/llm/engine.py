@@ -58,9 +58,10 @@ class StepRunner(Protocol):
 
     def move(self, src: int, dst: int, length: int) -> None: ...
 
-    def restore(self, slot: int, token_ids: Tokens[int]) -> int: ...
+    def restore(self, slot: int, token_ids: Tokens[int]) -> tuple[int, np.ndarray | None]: ...
 
-    def remember(self, slot: int, token_ids: Tokens[int]) -> None: ...
+    def remember(self, slot: int, token_ids: Tokens[int],
+                 logits: np.ndarray | None = None) -> None: ...
 
     @property
     def prefix_bytes(self) -> int | None: ...  # held by the prefix cache (None: none)
@@ -317,7 +318,7 @@ class Engine:
             seq = self._filling = self._waiting.popleft()
             seq.interrupt = Interrupt()
         prompt = seq.request.prompt_ids
-        seq.length = self.runner.restore(len(self._running), prompt)
+        seq.length, seq.ready = self.runner.restore(len(self._running), prompt)
         cached = self.runner.prefix_bytes
         if cached is not None:
             self._observer.prefix_reuse(len(prompt), seq.length, cached)
@@ -329,9 +330,14 @@ class Engine:
             seq.interrupt = None
 
     def _fill_chunk(self, seq: Sequence, budget: int | None, out: Outbox) -> int:
-        """Prefill the next chunk of ``seq``'s prompt (at most ``budget`` tokens); when it
-        was the last, ``seq`` has its first token and runs. Returns the tokens prefilled."""
+        """Prefill the next chunk of ``seq``'s prompt (at most ``budget`` tokens, give or
+        take one: ``chunk_size``); when it was the last (or the prompt was cached with its
+        logits: ``ready``), ``seq`` has its first token and runs. Returns the tokens
+        prefilled."""
         prompt, slot = seq.request.prompt_ids, len(self._running)
+        if seq.ready is not None:
+            self._join(seq, seq.ready, out)
+            return 0
         n = chunk_size(len(prompt) - seq.length, budget)
         try:
             if seq.cancelled:
@@ -350,16 +356,20 @@ class Engine:
             out.append((seq, exc))
             return n
         seq.length += n
-        if seq.length < len(prompt):
-            return n
+        if seq.length == len(prompt):
+            self.runner.remember(slot, prompt, logits)
+            self._join(seq, logits, out)
+        return n
+
+    def _join(self, seq: Sequence, logits: np.ndarray, out: Outbox) -> None:
+        """``seq``'s prompt is read: its first token, and it runs unless that ended it."""
         self._unfill(seq)
-        self.runner.remember(slot, prompt)
+        seq.ready = None
         now = time.perf_counter()
         self._observer.first_token(now - seq.submitted)
         seq.last_token_at = now
         if not seq.advance(logits, now, out, self._observer):
             self._running.append(seq)
-        return n
 
     def _step(self, out: Outbox) -> None:
         rows = self._running

@@ -53,6 +53,13 @@ def tail_key(parent: bytes, tokens: Sequence[int]) -> bytes:
     return h.digest()
 
 
+def end_key(token_ids: Sequence[int]) -> bytes:
+    """The key of what follows exactly ``token_ids`` (their last logits)."""
+    h = hashlib.blake2b(b"end:", digest_size=16)
+    h.update(array.array("q", token_ids).tobytes())
+    return h.digest()
+
+
 @dataclass
 class PrefixStats:
     hits: int = 0  # lookups that reused at least one block
@@ -122,6 +129,23 @@ class PrefixCache(Generic[B]):
                     self.bytes += block.nbytes
         self._touch([key for key, _, _ in spans])
         self._evict()
+
+    def put_end(self, token_ids: Sequence[int], value: B) -> None:
+        """Keep ``value`` (a prompt's last logits) for ``end``; evict down to the budget."""
+        key = end_key(token_ids)
+        if key not in self._blocks and value.nbytes <= self.budget_bytes:
+            self._blocks[key] = value
+            self.bytes += value.nbytes
+        self._touch([key])
+        self._evict()
+
+    def end(self, token_ids: Sequence[int]) -> B | None:
+        """What ``put_end`` kept for exactly ``token_ids``, if it is still here."""
+        key = end_key(token_ids)
+        value = self._blocks.get(key)
+        if value is not None:
+            self._touch([key])
+        return value
 
     def clear(self) -> None:
         self._blocks.clear()

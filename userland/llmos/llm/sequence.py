@@ -49,6 +49,7 @@ class Sequence:
     last_token_at: float = 0.0
     cancelled: bool = False
     interrupt: Interrupt | None = None  # set while its prompt is being prefilled
+    ready: np.ndarray | None = None  # its prompt's last logits, when restored with them
 
     def cached_tokens(self) -> list[int]:
         """The token ids whose keys and values its cache slot holds."""
