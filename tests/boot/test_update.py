@@ -32,13 +32,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from llmos_vm import http, ovmf
+from llmos_vm import http
 from llmos_vm.machine import Boot, VmDir
-from llmos_vm.qemu import Forward
 
 from . import guest
 from .admin_session import AdminSession
-from .conftest import ADMIN_PASSWORD, CHAT_MODEL, EMBEDDING_MODEL, ROOT, TEXTS, FirstBoot, free_port
+from .conftest import ADMIN_PASSWORD, CHAT_MODEL, EMBEDDING_MODEL, ROOT, TEXTS, FirstBoot, Vm
 from .reference import cosine
 from .update_source import UpdateSource
 
@@ -55,34 +54,19 @@ UPDATE = "/api/os-update/update"
 REBOOT = "/api/os-update/reboot"
 
 
-class UpdVm:
-    """A clone of the enrolled machine: its disk under a new overlay, its TPM, its variables."""
-
-    def __init__(self, root: Path, enrolled: VmDir) -> None:
-        self.dir = VmDir(root)
-        root.mkdir(parents=True)
-        shutil.copytree(enrolled.tpm.directory, self.dir.tpm.directory,
-                        ignore=shutil.ignore_patterns("*.sock", "*.pid", "*.log"))
-        shutil.copyfile(enrolled.ovmf_vars, self.dir.ovmf_vars)
-        self.dir.prepare(enrolled.disk, ovmf.find())
-        self.api_port, self.admin_port = free_port(), free_port()
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def admin(self) -> str:
-        return f"https://127.0.0.1:{self.admin_port}"
-
-    def boot(self, label: str) -> Boot:
-        return Boot(self.dir, label=label,
-                    forwards=[Forward(self.api_port, 8000), Forward(self.admin_port, 8001)])
+def clone(root: Path, enrolled: VmDir) -> Vm:
+    """A clone of the enrolled machine: its TPM and firmware variables copied, its disk
+    under a new overlay."""
+    root.mkdir(parents=True)
+    shutil.copytree(enrolled.tpm.directory, VmDir(root).tpm.directory,
+                    ignore=shutil.ignore_patterns("*.sock", "*.pid", "*.log"))
+    shutil.copyfile(enrolled.ovmf_vars, VmDir(root).ovmf_vars)
+    return Vm(root, enrolled.disk)
 
 
 @dataclass
 class Story:
-    vm: UpdVm
+    vm: Vm
     chapters_done: list[int] = field(default_factory=list)
     times: dict[str, float] = field(default_factory=dict)
 
@@ -110,7 +94,7 @@ def updates() -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def story(first_boot: FirstBoot, lab: Path) -> Story:
-    return Story(UpdVm(lab / "update-ab", first_boot.enrolled))
+    return Story(clone(lab / "update-ab", first_boot.enrolled))
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -122,7 +106,7 @@ def image_version(api: str) -> str:
     return str(meta.get("image_version"))
 
 
-def serving(boot: Boot, vm: UpdVm, first_boot: FirstBoot) -> dict[str, Any]:
+def serving(boot: Boot, vm: Vm, first_boot: FirstBoot) -> dict[str, Any]:
     """Settled, ready, key from the TPM (no enrollment), and both models answer."""
     health = guest.settled_health(boot, vm.api)
     assert health["status"] == "ready", health
@@ -151,7 +135,7 @@ def answered_chat(api: str, tries: int = 3) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-def admin(vm: UpdVm, first_boot: FirstBoot) -> AdminSession:
+def admin(vm: Vm, first_boot: FirstBoot) -> AdminSession:
     """Logged in; the admin certificate is the one the enrollment boot made and printed (it
     lives on the data partition, the same in every version)."""
     return AdminSession(vm.admin, ADMIN_PASSWORD, first_boot.admin_fingerprint)
