@@ -51,3 +51,14 @@ def test_written_atomically_world_readable_and_read_back(tmp_path: Path) -> None
     assert st.read(tmp_path / "absent.json") is None
     path.write_text('{"state": "exploded"}')
     assert st.read(path) is None
+
+
+def test_download_progress_is_not_taken_for_the_reason() -> None:
+    """As the appliance printed it for a tampered artifact: progress lines of systemd-pull
+    around the one that says why."""
+    stderr = ("Got 41% of http://10.0.2.2:1/llmos_3_x.root-verity.raw.gz. 2s left.\n"
+              "SHA256 checksum of llmos_3_x.root-verity.raw.gz does not match.\n"
+              "Got 69% of http://10.0.2.2:1/llmos_3_x.root-verity.raw.gz. 933ms left.\n")
+    final = st.after_update(BEGUN, 1.0, 1, stderr.splitlines(), stderr, None, None)
+    assert final.error == "SHA256 checksum of llmos_3_x.root-verity.raw.gz does not match."
+    assert len(final.log_tail) == 3  # the log keeps everything

@@ -16,6 +16,7 @@ The file is written atomically (0644): a reader sees the previous status or the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -55,6 +56,15 @@ def tail(text: str, lines: int) -> tuple[str, ...]:
     return tuple(kept[-lines:])
 
 
+#: systemd-pull's progress lines ("Got 69% of URL. 933ms left at 13.5M/s."): not a reason.
+_PROGRESS = re.compile(r"^Got \d+% of ")
+
+
+def reasons(stderr: str) -> str:
+    """``stderr`` without download progress lines: what the error should show."""
+    return "\n".join(line for line in stderr.splitlines() if not _PROGRESS.match(line))
+
+
 def staged_version(running: str | None, newest_installed: str | None) -> str | None:
     """The version a reboot would start: the newest installed one, if newer than running."""
     if newest_installed is None:
@@ -70,7 +80,8 @@ def after_update(begun: Status, now: float, returncode: int, output: Iterable[st
     ``list`` found installed afterwards (or why it could not tell)."""
     log_tail = tail("\n".join(output), LOG_TAIL_LINES)
     if returncode != 0:
-        why = "\n".join(tail(stderr, ERROR_LINES)) or f"systemd-sysupdate exited {returncode}"
+        why = "\n".join(tail(reasons(stderr), ERROR_LINES)) or \
+            f"systemd-sysupdate exited {returncode}"
         return begun.finished("failed", now, error=why, log_tail=log_tail)
     if list_error is not None:
         return begun.finished("failed", now, error=list_error, log_tail=log_tail)
