@@ -120,7 +120,7 @@ bench-quick: $(STAMPS)/venv demo-packs
 # image/build.sh rebuilds only when its inputs changed (hash of image/, the userland, the
 # wheel pins, the packs); mkosi's incremental cache keeps the installed packages.
 image: deps $(STAMPS)/venv demo-packs $(SBVARS) $(UPDKEY)
-	LLMOS_VERSION=$(shell cat image/VERSION) PY=$(PY) bash image/build.sh default
+	PY=$(PY) bash image/build.sh default
 
 
 # The signed artifacts of version VERSION (make update-image VERSION=2), ready to serve to
@@ -139,7 +139,8 @@ update-image: deps $(STAMPS)/venv demo-packs $(SBVARS) $(UPDKEY)
 # gate fails and the machine must roll back to 2 by itself).
 update-images: image
 	$(MAKE) --no-print-directory update-image VERSION=2
-	$(PY) tests/boot/broken_packs.py --packs $(DEMO) --list image/packs.list --out $(BUILD)/demo-broken
+	$(PY) tests/boot/broken_packs.py --out $(BUILD)/demo-broken \
+	  $$($(PY) image/stage_packs.py --packs $(DEMO) --list image/packs.list --print)
 	$(MAKE) --no-print-directory update-image VERSION=3 UPDATE_PACKS=$(BUILD)/demo-broken
 
 # Hardware image with the NVIDIA driver and onnxruntime-gpu (not part of make test).

@@ -126,8 +126,10 @@ llmos_cli=$(dirname "$py")/llmos
 mkdir -p "$stage/root/usr/lib/llmos"
 # LLMOS_GOLDEN_PACKS: the references from other (known-good) packs than the ones put in;
 # the boot tests' version 3 carries corrupted packs, checked against the good ones.
-"$llmos_cli" golden --packs "${LLMOS_GOLDEN_PACKS:-$packs_src}" --list "$packs_list" \
-  --key "${LLMOS_FLEET_KEY:-$keys/fleet.key}" --out "$stage/root/usr/lib/llmos/golden.json"
+mapfile -t golden_packs < <("$py" image/stage_packs.py --packs "${LLMOS_GOLDEN_PACKS:-$packs_src}" \
+  --list "$packs_list" --print)
+"$llmos_cli" golden --key "${LLMOS_FLEET_KEY:-$keys/fleet.key}" \
+  --out "$stage/root/usr/lib/llmos/golden.json" "${golden_packs[@]}"
 
 # Version N: os-release's IMAGE_VERSION (postinst), partition labels llmos_N, the UKI
 # EFI/Linux/llmos_N.efi; SplitArtifacts: the root and verity partitions also as files of

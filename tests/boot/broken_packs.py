@@ -2,7 +2,9 @@
 version whose packs were damaged on the way carries (tests/boot/test_update.py, version 3).
 Every such pack fails its authentication when opened, so that version cannot serve.
 
-    python tests/boot/broken_packs.py --packs build/demo --list image/packs.list --out DIR
+    python tests/boot/broken_packs.py --out DIR PACK.sealed...
+
+(make update-images passes the packs image/stage_packs.py selects from image/packs.list.)
 """
 
 from __future__ import annotations
@@ -12,20 +14,14 @@ import shutil
 from pathlib import Path
 
 
-def names(list_file: Path) -> list[str]:
-    lines = (line.split("#", 1)[0].strip() for line in list_file.read_text().splitlines())
-    return [line for line in lines if line]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--packs", type=Path, required=True)
-    parser.add_argument("--list", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("packs", type=Path, nargs="+", metavar="PACK")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in names(args.list):
-        src, dest = args.packs / f"{name}.sealed", args.out / f"{name}.sealed"
+    for src in args.packs:
+        dest = args.out / src.name
         if dest.exists() and dest.stat().st_mtime >= src.stat().st_mtime:
             continue
         shutil.copyfile(src, dest)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmos.commands import golden
 from llmos.pack.container import split_files
-from llmos.runtimes.base import RuntimeOptions
-from llmos.runtimes.loader import load_runtime
 from llmos.vault.keyfile import read_keyfile
 from llmos.vault.sealed import SealedPack, open_payload
 
@@ -21,14 +20,7 @@ BLOCK = 4096  # a leaked file lands on disk in blocks: keep fragments inside one
 
 
 def embed(sealed: Path, key: Path, texts: list[str]) -> np.ndarray:
-    pack = SealedPack.open(sealed)
-    payload = open_payload(pack, read_keyfile(key))
-    runtime = load_runtime(pack.manifest, split_files(pack.manifest, payload), RuntimeOptions())
-    try:
-        out: np.ndarray = runtime.infer({"text": np.array(texts, dtype=object)})["embedding"]
-        return out
-    finally:
-        runtime.close()
+    return golden.embed(SealedPack.open(sealed), key, texts)
 
 
 def plaintext_fragments(sealed: Path, key: Path, count: int = 8, size: int = 64

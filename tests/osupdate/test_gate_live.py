@@ -36,9 +36,8 @@ def demo() -> None:
 @pytest.fixture(scope="module")
 def golden_file(demo: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("golden")
-    (work / "packs.list").write_text("# the image's packs\nminilm\n\nsmollm2  # chat\n")
-    done = llmos("golden", "--packs", str(DEMO), "--list", str(work / "packs.list"),
-                 "--key", str(KEY), "--out", str(work / "golden.json"))
+    done = llmos("golden", "--key", str(KEY), "--out", str(work / "golden.json"),
+                 *(str(DEMO / f"{m}.sealed") for m in MODELS))
     assert done.returncode == 0, done.stderr
     assert "golden: 2 checks" in done.stdout
     return work / "golden.json"

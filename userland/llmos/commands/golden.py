@@ -1,8 +1,8 @@
 """``llmos golden``: the golden requests of an image, computed from its sealed packs.
 
-Run on the build host by image/build.sh: every pack named in the list file (the format of
-image/packs.list: names, ``#`` comments) is opened with the fleet key, as the appliance
-will, and its runtime loaded in this process: an embedding model's reference vector for a
+Run on the build host by image/build.sh on the packs the image carries (chosen from
+image/packs.list by image/stage_packs.py): each is opened with the fleet key, as the
+appliance will, and its runtime loaded in this process: an embedding model's reference vector for a
 fixed text is computed here; a language model gets a fixed prompt (any answer passes). The
 result is the golden file ``llmos health-gate`` checks on a new version's first boots.
 """
@@ -24,23 +24,23 @@ from llmos.vault.keys import read_keyfile
 from llmos.vault.sealed import SealedPack, open_payload
 
 
-def read_list(path: Path) -> list[str]:
-    """Pack names, one a line; ``#`` comments and blank lines ignored."""
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
-
-
-def reference_vector(pack: SealedPack, key: Path, text: str) -> tuple[float, ...]:
-    """The pack's embedding of ``text``, computed by its own runtime in this process."""
+def embed(pack: SealedPack, key: Path, texts: list[str]) -> np.ndarray:
+    """The pack's embeddings of ``texts`` (one row each), computed by its own runtime in
+    this process (its first input and output: a text-in, vector-out model)."""
     manifest = pack.manifest
     files = split_files(manifest, open_payload(pack, read_keyfile(key)))
     runtime = load_runtime(manifest, files, RuntimeOptions())
     try:
-        out = runtime.infer({manifest.inputs[0].name: np.array([text], dtype=object)})
-        vector = np.asarray(out[manifest.outputs[0].name], dtype=np.float64).reshape(-1)
-        return tuple(float(x) for x in vector)
+        out = runtime.infer({manifest.inputs[0].name: np.array(texts, dtype=object)})
+        return np.asarray(out[manifest.outputs[0].name])
     finally:
         runtime.close()
+
+
+def reference_vector(pack: SealedPack, key: Path, text: str) -> tuple[float, ...]:
+    """The pack's embedding of ``text``."""
+    vector = np.asarray(embed(pack, key, [text]), dtype=np.float64).reshape(-1)
+    return tuple(float(x) for x in vector)
 
 
 def check_for(pack: SealedPack, key: Path) -> golden.Check | None:
@@ -57,8 +57,9 @@ def check_for(pack: SealedPack, key: Path) -> golden.Check | None:
 
 def command(args: argparse.Namespace) -> int:
     checks: list[golden.Check] = []
-    for name in read_list(args.list):
-        pack = SealedPack.open(args.packs / f"{name}.sealed")
+    for path in args.packs:
+        pack = SealedPack.open(path)
+        name = pack.manifest.name
         check = check_for(pack, args.key)
         if check is None:
             print(f"golden: {name}: a {pack.manifest.kind} model without a text input: "
@@ -74,11 +75,9 @@ def command(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "golden", help="compute the health gate's golden requests from sealed packs (build)",
-        description="Open every pack of the list with the fleet key and write the golden "
-                    "file: a reference embedding per embedding model, a prompt per LLM.")
-    p.add_argument("--packs", type=Path, required=True, help="folder of NAME.sealed packs")
-    p.add_argument("--list", type=Path, required=True,
-                   help="pack names, one a line, '#' comments (image/packs.list)")
+        description="Open every pack with the fleet key and write the golden file: a "
+                    "reference embedding per embedding model, a prompt per LLM.")
+    p.add_argument("packs", type=Path, nargs="+", metavar="PACK", help="sealed pack files")
     p.add_argument("--key", type=Path, required=True, help="the fleet key file")
     p.add_argument("--out", type=Path, required=True, help="the golden file to write")
     p.set_defaults(func=command)

@@ -177,15 +177,16 @@ class Gate:
     def _post(self, name: str, path: str, body: Mapping[str, Any], deadline: float) -> Answer:
         """POST, asked again while the server says it is busy (429/503/504: a loaded or slow
         machine, not a broken version) and the gate's time lasts, BUSY_TRIES times at most."""
-        for attempt in range(1, BUSY_TRIES + 1):
-            answer = self.http.post(path, body, max(deadline - self.clock(),
-                                                    MIN_REQUEST_TIMEOUT_S))
-            if answer.status not in BUSY or attempt == BUSY_TRIES or \
-                    self.clock() + POLL_S > deadline:
+        for _ in range(BUSY_TRIES - 1):
+            answer = self.http.post(path, body, self._left(deadline))
+            if answer.status not in BUSY or self.clock() + POLL_S > deadline:
                 return answer
             self.say(f"health-gate: {name} busy ({answer.status}), asking again")
             self.sleep(POLL_S)
-        raise AssertionError("unreachable")
+        return self.http.post(path, body, self._left(deadline))
+
+    def _left(self, deadline: float) -> float:
+        return max(deadline - self.clock(), MIN_REQUEST_TIMEOUT_S)
 
     def _run(self, check: Check, deadline: float) -> None:
         if isinstance(check, EmbeddingCheck):

@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 FORMAT = 1
 MIN_COSINE = 0.999
@@ -43,7 +43,7 @@ class EmbeddingCheck:
     input: str = "text"
     output: str = "embedding"
     min_cosine: float = MIN_COSINE
-    kind: str = "embedding"
+    kind: ClassVar[str] = "embedding"
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class ChatCheck:
     name: str
     prompt: str
     max_tokens: int = CHAT_MAX_TOKENS
-    kind: str = "chat"
+    kind: ClassVar[str] = "chat"
 
 
 Check = EmbeddingCheck | ChatCheck
@@ -71,9 +71,9 @@ def check_kind(model_kind: str, inputs: Sequence[tuple[str, str]]) -> str | None
 
 def to_dict(check: Check) -> dict[str, Any]:
     if isinstance(check, ChatCheck):
-        return {"name": check.name, "kind": "chat", "prompt": check.prompt,
+        return {"name": check.name, "kind": check.kind, "prompt": check.prompt,
                 "max_tokens": check.max_tokens}
-    return {"name": check.name, "kind": "embedding", "endpoint": check.endpoint,
+    return {"name": check.name, "kind": check.kind, "endpoint": check.endpoint,
             "input": check.input, "output": check.output, "text": check.text,
             "vector": list(check.vector), "min_cosine": check.min_cosine}
 
