@@ -13,7 +13,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,5 +157,4 @@ def _fetchable(source: Source) -> Iterator[Source]:
         with loopback.served(source.path) as served:
             yield served
     else:
-        with nullcontext(source) as same:
-            yield same
+        yield source
