@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -41,6 +42,7 @@ from pathlib import Path
 from bench.llm_bench import GREEDY, ROOT, TEXT, THREADS, load_pack, prompt_ids, publish
 from llmos.config import ModelConfig
 from llmos.demo.smollm2 import plain_pack
+from llmos.llm.backend import engine_limits
 from llmos.llm.chat import Message
 from llmos.llm.engine import EngineLimits
 from llmos.llm.generation import GenerationRequest
@@ -61,11 +63,8 @@ _unique = itertools.count(1000)
 
 
 def limits(after: bool) -> EngineLimits:
-    d = ModelConfig("bench", Path("-"))
-    return EngineLimits(max_running=STREAMS, max_tokens=d.max_tokens,
-                        prefill_chunk=d.prefill_chunk if after else 1 << 20,
-                        prefix_cache_bytes=d.prefix_cache_mb * 2**20 if after else 0,
-                        prefix_block_tokens=d.prefix_block_tokens)
+    d = dataclasses.replace(engine_limits(ModelConfig("bench", Path("-"))), max_running=STREAMS)
+    return d if after else dataclasses.replace(d, prefill_chunk=1 << 20, prefix_cache_bytes=0)
 
 
 def distinct(lm: LanguageModel, n: int = 100) -> tuple[int, ...]:

@@ -11,11 +11,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from llmos.config import ModelConfig
 from llmos.errors import BadRequestError, InferenceTimeoutError, LlmosError, QueueFullError
+from llmos.llm.backend import engine_limits
 from llmos.llm.engine import Engine, EngineLimits, chunk_size
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.interrupt import Interrupt, Interrupted
@@ -586,3 +589,11 @@ async def test_a_prompt_cached_with_its_logits_is_not_prefilled_at_all() -> None
     assert list(first.token_ids) == list(again.token_ids) == reference((5, 6, 7), 4)
     assert ("prefill", 3) not in runner.calls[calls:]
     assert [kind for kind, _ in runner.calls[calls:]] == ["decode"] * 3
+
+
+def test_a_model_entry_sets_the_engine_limits() -> None:
+    cfg = ModelConfig("m", Path("-"), max_running=3, queue_size=9, max_tokens=70,
+                      prefill_chunk=40, prefix_cache_mb=2, prefix_block_tokens=8)
+    assert engine_limits(cfg) == EngineLimits(max_running=3, queue_size=9, max_tokens=70,
+                                              prefill_chunk=40, prefix_cache_bytes=2 << 20,
+                                              prefix_block_tokens=8)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
+from llmos.llm.kvcache import CacheLayout, KVCache
 from llmos.llm.prefixcache import PrefixCache, block_keys, tail_key
 
 
@@ -74,12 +76,26 @@ def test_eviction_keeps_the_budget_and_takes_leaves_before_shared_prefixes() -> 
     assert c.bytes == 40 and len(c) == 4
 
 
-def test_a_block_in_use_is_never_changed_by_its_eviction() -> None:
-    c = cache(1, 10)
-    c.insert([1], reader([1]))  # type: ignore[arg-type]
-    _, held = c.lookup([1, 5])
-    c.insert([2], reader([2]))  # type: ignore[arg-type]  # evicts (1,)
-    assert held == [Blk((1,), 10)] and c.lookup([1, 5]) == (0, [])
+def test_a_block_in_use_is_never_changed_by_its_eviction_or_later_writes() -> None:
+    """The KV cache hands the store read-only copies: evicting a block, or the slot it
+    was read from being overwritten, leaves what a sequence holds as it was."""
+    kv = KVCache(CacheLayout(slots=2, capacity=4, num_layers=2, kv_heads=1, head_dim=3))
+    for layer, _, array in kv.arrays():
+        array[0] = np.arange(12, dtype=np.float32).reshape(1, 4, 3) + 100 * layer
+    c: PrefixCache[np.ndarray] = PrefixCache(2, 2 * 2 * 1 * 2 * 3 * 4)  # one block
+    c.insert([1, 2], lambda start, stop: kv.read(0, start, stop))
+    _, held = c.lookup([1, 2, 5])
+    assert len(held) == 1 and not held[0].flags.writeable
+    expected = held[0].copy()
+    np.testing.assert_array_equal(expected[1, 0, 0], [[100, 101, 102], [103, 104, 105]])
+    for _, _, array in kv.arrays():
+        array[0] = -1.0  # the slot is reused by another sequence
+    kv.write(0, 0, np.full_like(expected, -2.0))
+    c.insert([3, 4], lambda start, stop: kv.read(0, start, stop))  # evicts [1, 2]
+    assert c.lookup([1, 2, 5]) == (0, []) and c.stats.evicted_blocks == 1
+    np.testing.assert_array_equal(held[0], expected)
+    with pytest.raises(ValueError):
+        held[0][0, 0, 0, 0, 0] = 0.0
     c.clear()
     assert (len(c), c.bytes) == (0, 0)
 

@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import numpy as np
 import pytest
 
 from llmos.llm.decoder import Decoder
 from llmos.llm.model import warm_up
+from llmos.llm.prefixcache import PrefixCache
+from llmos.pack.llm.architecture import DecoderSpec
 
 
 @dataclass
@@ -53,3 +56,32 @@ def test_a_model_that_cannot_run_fails_its_warm_up() -> None:
 
     with pytest.raises(RuntimeError, match="bad graph"):
         warm_up(cast(Decoder, Broken(slots=8)), "cpu")
+
+
+class _IdleBinding:
+    def bind_input(self, *args: Any) -> None:
+        pass
+
+    def bind_output(self, *args: Any) -> None:
+        pass
+
+
+class _IdleSession:
+    """Binds and runs nothing: the decoder's own code around the session is what runs."""
+
+    def io_binding(self) -> _IdleBinding:
+        return _IdleBinding()
+
+    def run_with_iobinding(self, iobinding: Any, run_options: Any = None) -> None:
+        pass
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda:0"])
+def test_the_warm_up_puts_nothing_in_the_prefix_cache(device: str) -> None:
+    spec = DecoderSpec(vocab_size=8, hidden_size=4, intermediate_size=8, num_layers=1,
+                       num_heads=1, num_kv_heads=1, head_dim=2, rms_norm_eps=1e-5,
+                       rope_theta=1e4, max_positions=16, tie_word_embeddings=True,
+                       attention_bias=False)
+    prefix: PrefixCache[np.ndarray] = PrefixCache(block_tokens=1, budget_bytes=1 << 20)
+    warm_up(Decoder(_IdleSession(), spec, slots=2, capacity=16, prefix=prefix), device)
+    assert len(prefix) == 0 and prefix.bytes == 0

@@ -238,7 +238,9 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
             "causal LMs: memory for the prefix cache of KV blocks, least recently used "
             "evicted (a repeated system prompt or chat history is not recomputed; 0 = off)"),
     Setting("prefix_block_tokens", _positive(int), 16,
-            "causal LMs: tokens per prefix cache block (only whole blocks are reused)"),
+            "causal LMs: tokens per prefix cache block (a shared prefix is reused in whole "
+            "blocks, and an earlier sequence's partial last block too when a prompt starts "
+            "with all of that sequence)"),
 )
 
 

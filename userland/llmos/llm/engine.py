@@ -373,7 +373,7 @@ class Engine:
 
     def _step(self, out: Outbox) -> None:
         rows = self._running
-        logits = self.runner.decode([s.pending for s in rows], [s.length for s in rows])
+        logits = self.runner.decode([s.generated[-1] for s in rows], [s.length for s in rows])
         now = time.perf_counter()
         done: list[int] = []
         for i, seq in enumerate(rows):

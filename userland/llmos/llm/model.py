@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import groupby
 
+import numpy as np
+
 from llmos.errors import BadRequestError, PackFormatError
 from llmos.llm.chat import ChatTemplate, Message
 from llmos.llm.decoder import Decoder, Session
@@ -147,11 +149,12 @@ def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
     started = time.perf_counter()
     session: Session = open_session(manifest, files, options)
     built = time.perf_counter()
+    prefix: PrefixCache[np.ndarray] | None = None
+    if limits.prefix_cache_bytes > 0:
+        prefix = PrefixCache(limits.prefix_block_tokens, limits.prefix_cache_bytes)
     decoder = Decoder(session, info.decoder, slots=limits.max_running,
-                      capacity=info.context_length, run_options=run_options)
+                      capacity=info.context_length, run_options=run_options, prefix=prefix)
     warm_up(decoder, options.device)
-    if limits.prefix_cache_bytes > 0:  # after the warm-up: it caches no warm-up prompt
-        decoder.prefix = PrefixCache(limits.prefix_block_tokens, limits.prefix_cache_bytes)
     log.info("model %s: session built in %.2f s, warmed up in %.2f s", name,
              built - started, time.perf_counter() - built)
     if release is not None and options.prepack and options.device == "cpu":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import array
 import collections
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -122,20 +123,14 @@ class PrefixCache(Generic[B]):
             spans.append((tail_key(keys[-1] if keys else b"", token_ids[full:]), full,
                            len(token_ids)))
         for key, start, stop in spans:
-            if key not in self._blocks:
-                block = read(start, stop)
-                if block.nbytes <= self.budget_bytes:
-                    self._blocks[key] = block
-                    self.bytes += block.nbytes
+            self._add(key, functools.partial(read, start, stop))
         self._touch([key for key, _, _ in spans])
         self._evict()
 
     def put_end(self, token_ids: Sequence[int], value: B) -> None:
         """Keep ``value`` (a prompt's last logits) for ``end``; evict down to the budget."""
         key = end_key(token_ids)
-        if key not in self._blocks and value.nbytes <= self.budget_bytes:
-            self._blocks[key] = value
-            self.bytes += value.nbytes
+        self._add(key, lambda: value)
         self._touch([key])
         self._evict()
 
@@ -150,6 +145,16 @@ class PrefixCache(Generic[B]):
     def clear(self) -> None:
         self._blocks.clear()
         self.bytes = 0
+
+    def _add(self, key: bytes, make: Callable[[], B]) -> None:
+        """Keep ``make()`` under ``key`` unless the key is here already (then ``make`` is
+        not called) or the block is larger than the whole budget."""
+        if key in self._blocks:
+            return
+        block = make()
+        if block.nbytes <= self.budget_bytes:
+            self._blocks[key] = block
+            self.bytes += block.nbytes
 
     def _touch(self, chain: Sequence[bytes]) -> None:
         for key in reversed(chain):

@@ -44,8 +44,7 @@ class Sequence:
     eos: frozenset[int]  # tokens whose logprob is not reported
     submitted: float = field(default_factory=time.perf_counter)
     length: int = 0  # tokens in the cache
-    pending: int = -1  # sampled token to feed at the next step
-    generated: list[int] = field(default_factory=list)
+    generated: list[int] = field(default_factory=list)  # the last is fed at the next step
     last_token_at: float = 0.0
     cancelled: bool = False
     interrupt: Interrupt | None = None  # set while its prompt is being prefilled
@@ -75,7 +74,6 @@ class Sequence:
     def _accept(self, pick: Pick, now: float, out: Outbox, observer: Finished) -> bool:
         token = pick.token_id
         text, reason = self.stopper.feed(token, self.detok.push(token))
-        self.pending = token
         self.generated.append(token)
         prompt = len(self.request.prompt_ids)
         logprobs = (pick.logprob,) if pick.logprob is not None and token not in self.eos \
