@@ -64,24 +64,24 @@ def test_a_broken_configuration_is_served_as_the_reason(tmp_path: Path) -> None:
 
 def test_a_certificate_that_does_not_load_is_served_as_the_reason(tmp_path: Path) -> None:
     """A bad admin certificate (a credential on the appliance) fails when the listeners are
-    made, after the configuration loaded: the same answer, not an exit (a reboot there)."""
+    made, after the configuration loaded: the same answer, not an exit (a reboot there),
+    on the address the configuration file names (the appliance's, not the default)."""
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "llmos-admin-tls-cert").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
     (creds / "llmos-admin-tls-key").write_text("no key either\n")
+    port = _free_port()
     conf = tmp_path / "llmos.toml"
-    conf.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\nadmin_port = '
-                    f'{_free_port()}\n\n[admin]\ntls = true\n\n[memory]\n'
+    conf.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\nport = {port}\n'
+                    f'admin_port = {_free_port()}\n\n[admin]\ntls = true\n\n[memory]\n'
                     'lock_process = false\n')
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(120)
-    port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "userland"), "CREDENTIALS_DIRECTORY":
            str(creds), "NOTIFY_SOCKET": str(tmp_path / "notify")}
-    proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", "--config", str(conf),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", "--config", str(conf)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         while "READY=1" not in (message := notify.recv(4096).decode()):
             pass
