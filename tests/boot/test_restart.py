@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
-from llmos_vm import http
+from llmos_vm import http, report
 from llmos_vm.machine import VmDir
 
 from . import guest
@@ -78,7 +78,7 @@ def test_a_supervisor_killed_with_sigkill_serves_again_after_a_reboot(
     assert back["key"]["released"] is True, back["key"]  # released again: a new boot
     assert served.shape == (len(TEXTS), 384)
     # the same admin certificate before and after: kept on the data partition
-    assert [fp for _, fp in guest.admin_certificates(console)] == [fingerprint] * 2
+    assert [fp for _, fp in report.admin_certificates(console)] == [fingerprint] * 2
     assert login is not None and login.status == 200
     figures = {"accelerator": boot.accel, "cold_start_to_ready_s": round(cold_s, 1),
                "sigkill_to_api_gone_s": round(gone_s, 1),
