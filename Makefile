@@ -122,7 +122,6 @@ bench-quick: $(STAMPS)/venv demo-packs
 image: deps $(STAMPS)/venv demo-packs $(SBVARS) $(UPDKEY)
 	PY=$(PY) bash image/build.sh default
 
-
 # The signed artifacts of version VERSION (make update-image VERSION=2), ready to serve to
 # appliances from any HTTP server: build/updates/VERSION/ holds the root file system and its
 # dm-verity hash partition (gzip), the signed UKI, SHA256SUMS and its signature
@@ -144,7 +143,7 @@ update-images: image
 	$(MAKE) --no-print-directory update-image VERSION=3 UPDATE_PACKS=$(BUILD)/demo-broken
 
 # Hardware image with the NVIDIA driver and onnxruntime-gpu (not part of make test).
-image-nvidia: deps $(STAMPS)/venv demo-packs $(SBVARS)
+image-nvidia: deps $(STAMPS)/venv demo-packs $(SBVARS) $(UPDKEY)
 	PY=$(PY) bash image/build.sh nvidia
 
 # Boot the image in QEMU with a persistent swtpm (state in build/vm/run/). RUN_ARGS:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from bench import quick, run, slowed
+from bench import quick, run, slowed, tensor
+from bench.model_folder import ModelFolder
 from bench.quick import compare, ratios
 from bench.report import LLMOS, RAW, RAW_NO_SPIN
 
@@ -113,7 +115,12 @@ def test_the_better_of_two_runs_counts() -> None:
 
 def test_the_slowdown_reaches_the_llmos_command(tmp_path: Path) -> None:
     opts = quick.options(tmp_path, tmp_path, tmp_path / "key", 30.0)
-    assert opts.slowdown_ms == 30.0
+    setup = tensor.TensorSetup(cast(ModelFolder, None), tmp_path / "x.sealed", opts.key,
+                               opts.venv_root, opts.scratch, opts.concurrency, opts.load,
+                               opts.rounds, slowdown_ms=opts.slowdown_ms)
+    spec = tensor.llmos_spec(setup)
+    assert list(spec.argv[:4]) == [sys.executable, "-m", "bench.slowed", "30"], spec.argv
+    assert list(spec.argv[4:6]) == ["serve", "--config"] and spec.cwd == tensor.ROOT
     assert quick.sections_of(["sealed load / plain load: 2x"]) == ("sealed",)
 
 

@@ -10,12 +10,19 @@ supervisor ready, failed or masked), as three lines::
 The first comes at once (the script prints it with shell built-ins only), so its arrival on
 the console can time a boot; the last says the report is complete. Times are the guest's
 clock (seconds since its kernel started; 0: never).
+
+The console also carries the admin page's certificate, as each start of the supervisor
+logs it: ``admin_certificates``.
 """
 
 from __future__ import annotations
 
+import re
+
 TIMED = "llmos-boot: multi-user"
 DONE = "llmos-boot: done"
+ADMIN_CERT = re.compile(r"admin TLS certificate \(([\w-]+)\), SHA-256 fingerprint "
+                        r"((?:[0-9A-F]{2}:){31}[0-9A-F]{2})")
 
 
 def fields(console: str) -> dict[str, str] | None:
@@ -34,3 +41,9 @@ def _fields_of(console: str, marker: str) -> dict[str, str] | None:
             tail = line[line.index(marker) + len(marker):]
             return dict(f.split("=", 1) for f in tail.split() if "=" in f)
     return None
+
+
+def admin_certificates(console: str) -> list[tuple[str, str]]:
+    """(origin, SHA-256 fingerprint) of the admin page's certificate, as each start of the
+    supervisor printed it on the console."""
+    return ADMIN_CERT.findall(console)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import secrets
 import signal
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 
 from llmos import apikeys
 from llmos.errors import LlmosError
-from llmos_vm import credentials, http, ovmf
+from llmos_vm import credentials, http, ovmf, report
 from llmos_vm.machine import Boot, VmDir
 from llmos_vm.qemu import Forward
 
@@ -97,9 +96,8 @@ def _ready(api: str) -> dict[str, Any] | None:
 def _admin_fingerprint(boot: Boot) -> str:
     """The admin page's self-signed certificate, as the guest printed it on the console:
     what the browser must show before you trust it."""
-    found = re.findall(r"admin TLS certificate \([\w-]+\), SHA-256 fingerprint ([0-9A-F:]+)",
-                       boot.console())
-    return found[-1] if found else "(see the console: 'admin TLS certificate')"
+    found = report.admin_certificates(boot.console())
+    return found[-1][1] if found else "(see the console: 'admin TLS certificate')"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -144,15 +144,28 @@ def result(value: T | AssertionError) -> T:
     return value
 
 
-def _snapshot(vm: VmDir, dest: VmDir) -> VmDir:
-    """A copy of ``vm`` as it is now (powered off): later boots of ``vm`` do not change it.
-    The disk overlay is copied (it names the built image as its base, not ``vm``)."""
+def _copy_tpm_and_vars(vm: VmDir, dest: VmDir) -> None:
+    """``vm``'s TPM state (not its running swtpm's socket, pid or log) and firmware
+    variables into ``dest``, a new directory."""
     dest.root.mkdir(parents=True)
-    shutil.copyfile(vm.disk, dest.disk)
     shutil.copyfile(vm.ovmf_vars, dest.ovmf_vars)
     shutil.copytree(vm.tpm.directory, dest.tpm.directory,
                     ignore=shutil.ignore_patterns("*.sock", "*.pid", "*.log"))
+
+
+def _snapshot(vm: VmDir, dest: VmDir) -> VmDir:
+    """A copy of ``vm`` as it is now (powered off): later boots of ``vm`` do not change it.
+    The disk overlay is copied (it names the built image as its base, not ``vm``)."""
+    _copy_tpm_and_vars(vm, dest)
+    shutil.copyfile(vm.disk, dest.disk)
     return dest
+
+
+def clone(root: Path, enrolled: VmDir) -> Vm:
+    """A clone of the enrolled machine: its TPM and firmware variables copied, its disk
+    under a new overlay."""
+    _copy_tpm_and_vars(enrolled, VmDir(root))
+    return Vm(root, enrolled.disk)
 
 
 @pytest.fixture(scope="session")

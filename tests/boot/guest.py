@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -96,20 +95,10 @@ def metrics(api: str) -> Samples:
             for s in fam.samples}
 
 
-_ADMIN_CERT = re.compile(r"admin TLS certificate \(([\w-]+)\), SHA-256 fingerprint "
-                         r"((?:[0-9A-F]{2}:){31}[0-9A-F]{2})")
-
-
-def admin_certificates(console: str) -> list[tuple[str, str]]:
-    """(origin, SHA-256 fingerprint) of the admin page's certificate, as each start of the
-    supervisor printed it on the console."""
-    return _ADMIN_CERT.findall(console)
-
-
 def admin_fingerprint(boot: Boot) -> str:
     """The fingerprint the supervisor printed on the console in this boot (the last one)."""
-    boot.wait_console(_ADMIN_CERT.pattern, timeout_s=SETTLE_TIMEOUT_S)
-    return admin_certificates(boot.console())[-1][1]
+    boot.wait_console(report.ADMIN_CERT.pattern, timeout_s=SETTLE_TIMEOUT_S)
+    return report.admin_certificates(boot.console())[-1][1]
 
 
 def boot_report(boot: Boot) -> dict[str, str]:

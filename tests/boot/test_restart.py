@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-from llmos_vm import http
-from llmos_vm.machine import VmDir
+from llmos_vm import http, report
 
 from . import guest
-from .conftest import EMBEDDING_MODEL, TEXTS, FirstBoot, Vm
+from .conftest import EMBEDDING_MODEL, TEXTS, FirstBoot, clone
 
 pytestmark = pytest.mark.boot
 
@@ -39,19 +37,10 @@ _SUPERVISOR_PID = re.compile(r"llmos\[(\d+)\]:")
 _OOM_KILL = r"Killed process (\d+) \(([^)]+)\)"
 
 
-def _clone(root: Path, enrolled: VmDir, image_base: Path) -> Vm:
-    """A machine made from the enrolled one: its TPM, variables and disk (copy-on-write)."""
-    root.mkdir(parents=True)
-    shutil.copytree(enrolled.tpm.directory, root / "tpm",
-                    ignore=shutil.ignore_patterns("*.sock", "*.pid", "*.log"))
-    shutil.copyfile(enrolled.ovmf_vars, root / "OVMF_VARS.fd")
-    return Vm(root, image_base)
-
-
 def test_a_supervisor_killed_with_sigkill_serves_again_after_a_reboot(
         first_boot: FirstBoot, lab: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert first_boot.health["status"] == "ready", first_boot.health["reasons"]
-    vm = _clone(lab / "restart", first_boot.enrolled, first_boot.enrolled.disk)
+    vm = clone(lab / "restart", first_boot.enrolled)
     with vm.boot("restart", keyboard=True, reboot=True) as boot:
         cold = guest.settled_health(boot, vm.api)
         cold_s = boot.elapsed()
@@ -78,7 +67,7 @@ def test_a_supervisor_killed_with_sigkill_serves_again_after_a_reboot(
     assert back["key"]["released"] is True, back["key"]  # released again: a new boot
     assert served.shape == (len(TEXTS), 384)
     # the same admin certificate before and after: kept on the data partition
-    assert [fp for _, fp in guest.admin_certificates(console)] == [fingerprint] * 2
+    assert [fp for _, fp in report.admin_certificates(console)] == [fingerprint] * 2
     assert login is not None and login.status == 200
     figures = {"accelerator": boot.accel, "cold_start_to_ready_s": round(cold_s, 1),
                "sigkill_to_api_gone_s": round(gone_s, 1),

@@ -21,7 +21,6 @@ and kept in build/test-artifacts/update-times.json for docs/updates.md.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
 import time
@@ -33,11 +32,11 @@ from typing import Any
 import numpy as np
 import pytest
 from llmos_vm import http
-from llmos_vm.machine import Boot, VmDir
+from llmos_vm.machine import Boot
 
 from . import guest
 from .admin_session import AdminSession
-from .conftest import ADMIN_PASSWORD, CHAT_MODEL, EMBEDDING_MODEL, ROOT, TEXTS, FirstBoot, Vm
+from .conftest import ADMIN_PASSWORD, CHAT_MODEL, EMBEDDING_MODEL, ROOT, TEXTS, FirstBoot, Vm, clone
 from .reference import cosine
 from .update_source import UpdateSource
 
@@ -52,16 +51,6 @@ TRIES = 2  # TriesLeft= of image/mkosi.extra/usr/lib/llmos/sysupdate.d/30-uki.tr
 STATUS = "/api/os-update"
 UPDATE = "/api/os-update/update"
 REBOOT = "/api/os-update/reboot"
-
-
-def clone(root: Path, enrolled: VmDir) -> Vm:
-    """A clone of the enrolled machine: its TPM and firmware variables copied, its disk
-    under a new overlay."""
-    root.mkdir(parents=True)
-    shutil.copytree(enrolled.tpm.directory, VmDir(root).tpm.directory,
-                    ignore=shutil.ignore_patterns("*.sock", "*.pid", "*.log"))
-    shutil.copyfile(enrolled.ovmf_vars, VmDir(root).ovmf_vars)
-    return Vm(root, enrolled.disk)
 
 
 @dataclass

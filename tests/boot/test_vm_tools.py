@@ -305,3 +305,16 @@ def test_the_boot_report_prints_what_the_host_reads() -> None:
     assert uptime > 0 and busy > 0 and idle >= 0
     assert {"supervisor", "supervisor_start", "supervisor_ready", "multi_user",
             "addresses"} <= fields.keys()
+
+
+def test_admin_certificates_are_read_off_the_console_in_order() -> None:
+    first, second = (":".join([f"{b:02X}"] * 32) for b in (0xAB, 0x01))
+    console = "\n".join([
+        f"llmos: INFO llmos.app: api TLS certificate (self-signed), SHA-256 fingerprint {first}",
+        f"llmos: INFO llmos.app: admin TLS certificate (self-signed), SHA-256 fingerprint {first}",
+        "llmos: admin TLS certificate (credential), SHA-256 fingerprint AB:CD",  # cut short
+        f"admin TLS certificate (credential), SHA-256 fingerprint {second}",
+    ])
+    assert report.admin_certificates(console) == [("self-signed", first),
+                                                  ("credential", second)]
+    assert report.admin_certificates("llmos-boot: done supervisor=active") == []

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -32,21 +34,35 @@ def _get(url: str) -> requests.Response:
             time.sleep(0.2)
 
 
+@contextmanager
+def _under_systemd(tmp_path: Path, *args: str,
+                   **environ: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``llmos serve ARGS`` with a notify socket, as systemd starts it, ``environ`` added
+    to the environment: (the READY=1 message, the process) once it says ready;
+    terminated on the way out."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(120)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "userland"),
+           "NOTIFY_SOCKET": str(tmp_path / "notify"), **environ}
+    proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        while "READY=1" not in (message := notify.recv(4096).decode()):
+            pass
+        yield message, proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        notify.close()
+
+
 def test_a_broken_configuration_is_served_as_the_reason(tmp_path: Path) -> None:
     bad = tmp_path / "llmos.toml"
     bad.write_text("[server]\nmax_body_bytes = -1\n")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(60)
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "userland"),
-           "NOTIFY_SOCKET": str(tmp_path / "notify")}
-    proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", "--config", str(bad),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    try:
-        message = notify.recv(4096).decode()
-        assert "READY=1" in message and "configuration error" in message, message
+    with _under_systemd(tmp_path, "--config", str(bad), "--port", str(port)) as (message, proc):
+        assert "configuration error" in message, message
         r = _get(f"http://127.0.0.1:{port}/health")
         assert r.status_code == 503
         assert "server.max_body_bytes" in r.json()["reasons"][0], r.text
@@ -56,45 +72,29 @@ def test_a_broken_configuration_is_served_as_the_reason(tmp_path: Path) -> None:
         assert ready.status_code == 503 and ready.json()["ready"] is False
         assert "server.max_body_bytes" in ready.json()["reasons"][0], ready.text
         assert proc.poll() is None  # still up
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        notify.close()
 
 
 def test_a_certificate_that_does_not_load_is_served_as_the_reason(tmp_path: Path) -> None:
     """A bad admin certificate (a credential on the appliance) fails when the listeners are
-    made, after the configuration loaded: the same answer, not an exit (a reboot there)."""
+    made, after the configuration loaded: the same answer, not an exit (a reboot there),
+    on the address the configuration file names (the appliance's, not the default)."""
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "llmos-admin-tls-cert").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
     (creds / "llmos-admin-tls-key").write_text("no key either\n")
-    conf = tmp_path / "llmos.toml"
-    conf.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\nadmin_port = '
-                    f'{_free_port()}\n\n[admin]\ntls = true\n\n[memory]\n'
-                    'lock_process = false\n')
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(120)
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "userland"), "CREDENTIALS_DIRECTORY":
-           str(creds), "NOTIFY_SOCKET": str(tmp_path / "notify")}
-    proc = subprocess.Popen([sys.executable, "-m", "llmos", "serve", "--config", str(conf),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    try:
-        while "READY=1" not in (message := notify.recv(4096).decode()):
-            pass
+    conf = tmp_path / "llmos.toml"
+    conf.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\nport = {port}\n'
+                    f'admin_port = {_free_port()}\n\n[admin]\ntls = true\n\n[memory]\n'
+                    'lock_process = false\n')
+    with _under_systemd(tmp_path, "--config", str(conf),
+                        CREDENTIALS_DIRECTORY=str(creds)) as (message, proc):
         assert "admin TLS certificate" in message, message
         ready = _get(f"http://127.0.0.1:{port}/health/ready")
         assert ready.status_code == 503, ready.text
         assert "does not load" in ready.json()["reasons"][0], ready.text
         assert str(tmp_path) not in ready.text  # no paths for anonymous callers
         assert proc.poll() is None  # still up
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        notify.close()
 
 
 def test_by_hand_a_broken_configuration_still_exits(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +60,9 @@ class KeyStore:
         return found
 
 
-def parse_line(line: str, origin: str) -> ApiKey | None:
-    """One line of a key file: an ApiKey, None for a blank or comment line."""
+def parse_line(line: str, origin: str) -> tuple[ApiKey, str | None] | None:
+    """One line of a key file: its ApiKey and the key in clear (None for a ``sha256:``
+    line); None for a blank or comment line."""
     text = line.strip()
     if not text or text.startswith("#"):
         return None
@@ -71,17 +72,16 @@ def parse_line(line: str, origin: str) -> ApiKey | None:
                           "a name is 1-64 letters, digits, '_', '.', '-'; run "
                           "'llmos fleet keygen NAME' for a line to copy")
     if m := _HASHED.fullmatch(secret):
-        return ApiKey(name, bytes.fromhex(m.group(1)))
+        return ApiKey(name, bytes.fromhex(m.group(1))), None
     if len(secret) < MIN_KEY_CHARS or any(c.isspace() for c in secret):
         raise ConfigError(f"{origin}: the key of {name!r} is shorter than {MIN_KEY_CHARS} "
                           "characters or has spaces",
                           "use 'llmos fleet keygen NAME' for a random key")
-    return ApiKey(name, digest(secret))
+    return ApiKey(name, digest(secret)), secret
 
 
 def parse(text: str, origin: str) -> tuple[ApiKey, ...]:
-    keys = tuple(k for line in text.splitlines() if (k := parse_line(line, origin)))
-    return keys
+    return tuple(e[0] for line in text.splitlines() if (e := parse_line(line, origin)))
 
 
 def merge(groups: Iterable[tuple[ApiKey, ...]]) -> KeyStore:
@@ -116,36 +116,32 @@ def _read(path: Path, what: str) -> str:
                           "check the path and its permissions") from exc
 
 
-def load(keys_file: Path | None, environ: Mapping[str, str]) -> KeyStore:
-    """The keys of the credential (if systemd passed one) and of ``keys_file`` (if set)."""
-    groups: list[tuple[ApiKey, ...]] = []
+def _texts(keys_file: Path | None, environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """(text, origin) of the credential (if systemd passed one), then of ``keys_file`` (if
+    set), each read when reached."""
     directory = environ.get("CREDENTIALS_DIRECTORY")
     if directory and (Path(directory) / CREDENTIAL).exists():
-        path = Path(directory) / CREDENTIAL
-        groups.append(parse(_read(path, "credential"), f"credential {CREDENTIAL}"))
+        yield _read(Path(directory) / CREDENTIAL, "credential"), f"credential {CREDENTIAL}"
     if keys_file is not None:
-        groups.append(parse(_read(keys_file, "file"), str(keys_file)))
-    return merge(groups)
+        yield _read(keys_file, "file"), str(keys_file)
+
+
+def load(keys_file: Path | None, environ: Mapping[str, str]) -> KeyStore:
+    """The keys of the credential (if systemd passed one) and of ``keys_file`` (if set)."""
+    return merge(parse(text, origin) for text, origin in _texts(keys_file, environ))
 
 
 def plain_key(keys_file: Path | None, environ: Mapping[str, str]) -> tuple[bool, str | None]:
     """For a client on the appliance itself (the health gate): whether keys are required,
     and the first key held in clear (a ``NAME: KEY`` line) by the credential or the file,
     None when every key is stored as a digest."""
-    texts: list[tuple[str, str]] = []
-    directory = environ.get("CREDENTIALS_DIRECTORY")
-    if directory and (Path(directory) / CREDENTIAL).exists():
-        texts.append((_read(Path(directory) / CREDENTIAL, "credential"),
-                      f"credential {CREDENTIAL}"))
-    if keys_file is not None:
-        texts.append((_read(keys_file, "file"), str(keys_file)))
+    texts = list(_texts(keys_file, environ))  # both read: one that cannot be is an error
     required = False
     for text, origin in texts:
         for line in text.splitlines():
-            if parse_line(line, origin) is None:
+            if (entry := parse_line(line, origin)) is None:
                 continue
             required = True
-            secret = line.partition(":")[2].strip()
-            if not _HASHED.fullmatch(secret):
-                return True, secret
+            if entry[1] is not None:
+                return True, entry[1]
     return required, None

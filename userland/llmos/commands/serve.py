@@ -128,19 +128,27 @@ def _prefetch(cfg: Config, memory: MemoryPool) -> Prefetch | None:
     return Prefetch(provider, cfg.models, memory).start()
 
 
-def _serve_the_reason(exc: ConfigError, overrides: dict[str, Any]) -> int:
+def _serve_the_reason(exc: ConfigError, overrides: dict[str, Any],
+                      cfg: Config | None = None) -> int:
     """Under systemd: a configuration that does not load will not load after a restart
     either, so the API address answers /health with the reason instead of a restart loop
-    (``llmos.web.fallback``)."""
+    (``llmos.web.fallback``). By hand (no NOTIFY_SOCKET) ``exc`` is raised again: said,
+    and the command exits.
+
+    ``cfg`` is the configuration when it did load (the failure came later, e.g. a TLS
+    certificate): its address is the one clients use. Without it the address comes from
+    the flags and environment, if they at least parse."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        raise exc
     import asyncio
 
     from llmos.systemd import Notifier
     from llmos.web.fallback import serve_reason
 
     log.error("the configuration does not load: %s; serving /health with the reason", exc)
-    try:  # the address from the flags and environment, if they at least parse
-        cfg = config.load(None, overrides)
-        host, port = str(cfg["server.host"]), int(cfg["server.port"])
+    try:
+        loaded = cfg if cfg is not None else config.load(None, overrides)
+        host, port = str(loaded["server.host"]), int(loaded["server.port"])
     except ConfigError:
         host, port = "127.0.0.1", 8000
     asyncio.run(serve_reason(host, port, f"configuration error: {exc.message}", Notifier()))
@@ -157,8 +165,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.config, overrides)
     except ConfigError as exc:
-        if not os.environ.get("NOTIFY_SOCKET"):  # by hand: say it and exit
-            raise
         return _serve_the_reason(exc, overrides)
     logging.getLogger().setLevel(cfg["server.log_level"])
     if args.config is None and not cfg.models:
@@ -182,7 +188,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(LlmOs(cfg, memory=memory, devices=devices, prefetch=prefetch).run())
     except ConfigError as exc:  # e.g. a TLS certificate that does not load
-        if not os.environ.get("NOTIFY_SOCKET"):
-            raise
-        return _serve_the_reason(exc, overrides)
+        return _serve_the_reason(exc, overrides, cfg)
     return 0

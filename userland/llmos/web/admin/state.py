@@ -95,8 +95,8 @@ class AdminOptions:
                 max_s=float(_setting(cfg, "admin.session_max_s", SessionPolicy.max_s))),
             upload_max_bytes=int(_setting(cfg, "admin.upload_max_bytes",
                                           cls.upload_max_bytes)),
-            os_request_file=Path(cfg["osupdate.request_file"]),
-            os_status_file=Path(cfg["osupdate.status_file"]),
+            os_request_file=cfg["osupdate.request_file"],  # config.py parses them to Path
+            os_status_file=cfg["osupdate.status_file"],
             image_version=os_system.image_version(),
         )
 

@@ -24,7 +24,7 @@ from llmos.web.keys import DATAPLANE, IMAGE_VERSION
 EXTENSIONS = ("model_repository", binary_tensors.EXTENSION)
 
 
-def _json(doc: Any, status: int = 200) -> web.Response:
+def json_response(doc: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=codec.dumps(doc), content_type="application/json")
 
 
@@ -36,25 +36,31 @@ async def server_metadata(request: web.Request) -> web.Response:
     doc = {"name": "llmos", "version": __version__, "extensions": list(EXTENSIONS)}
     if image_version := request.app.get(IMAGE_VERSION):  # which OS version answers
         doc["image_version"] = image_version
-    return _json(doc)
+    return json_response(doc)
 
 
 async def live(request: web.Request) -> web.Response:
-    return _json({"live": True})
+    return json_response({"live": True})
+
+
+def readiness(request: web.Request, not_ready: int) -> web.Response:
+    """Ready or not, the state and the reasons; ``not_ready`` is the status when not: OIP
+    v2 says 400, a load balancer's ``/health/ready`` 503."""
+    h = request.app[DATAPLANE].health()
+    return json_response({"ready": h.ready, "status": h.overall.value,
+                          "reasons": [public.text(r) for r in h.reasons]},
+                         200 if h.ready else not_ready)
 
 
 async def ready(request: web.Request) -> web.Response:
-    h = request.app[DATAPLANE].health()
-    return _json({"ready": h.ready, "status": h.overall.value,
-                  "reasons": [public.text(r) for r in h.reasons]},
-                 200 if h.ready else 400)
+    return readiness(request, 400)
 
 
 async def model_metadata(request: web.Request) -> web.Response:
     name, version = request.match_info["model"], request.match_info.get("version")
     plane = request.app[DATAPLANE]
     manifest = plane.metadata(name, version)
-    return _json({
+    return json_response({
         "name": name,
         "versions": list(plane.versions(name)),
         "platform": PLATFORMS.get(manifest.runtime, manifest.runtime),
@@ -70,7 +76,7 @@ async def model_ready(request: web.Request) -> web.Response:
     doc: dict[str, Any] = {"name": name, "ready": ok, "state": st.state.value}
     if st.reason:
         doc["reason"] = public.text(st.reason)
-    return _json(doc, 200 if ok else 400)
+    return json_response(doc, 200 if ok else 400)
 
 
 class _Body:
@@ -118,18 +124,18 @@ async def repository_index(request: web.Request) -> web.Response:
     rows = [{"name": st.name, "version": st.version, "state": st.state.value,
              "reason": st.reason}
             for st in request.app[DATAPLANE].index(only_ready=doc.get("ready") is True)]
-    return _json(rows)
+    return json_response(rows)
 
 
 async def repository_load(request: web.Request) -> web.Response:
     st = await request.app[DATAPLANE].load(request.match_info["model"], _optional_json(request))
-    return _json(st.to_dict())
+    return json_response(st.to_dict())
 
 
 async def repository_unload(request: web.Request) -> web.Response:
     st = await request.app[DATAPLANE].unload(request.match_info["model"],
                                              _optional_json(request))
-    return _json(st.to_dict())
+    return json_response(st.to_dict())
 
 
 def setup(app: web.Application) -> None:
