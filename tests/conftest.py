@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,45 @@ def minilm_demo() -> dict[str, Path]:
     return {"keyfile": keyfile, **{p.name: p.sealed for p in packs},
             **{p.plain.name: p.plain for p in packs},
             "reference": MINILM_CACHE / "work" / "minilm-fp32.onnx"}
+
+
+# Thread priorities (llmos.hw.priority): what the kernel says a thread's nice value is.
+def proc_nice(tid: int | None = None) -> int:
+    """Field 19 of /proc/self/task/<tid>/stat (default: the calling thread)."""
+    import threading
+
+    tid = threading.get_native_id() if tid is None else tid
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2:].split()[16])  # fields 3.. follow the ")"
+
+
+@dataclass(frozen=True)
+class Priorities:
+    base: int  # the nice value of the test's (the event loop's) thread
+    workers: int | None  # the nice value worker threads must report; None: off
+    nice_of: Callable[..., int]  # proc_nice
+
+
+@pytest.fixture(params=[3, 0], ids=["lowered", "off"])
+def priorities(request: pytest.FixtureRequest) -> Priorities:
+    """Worker priorities configured 3 above this thread's, then off (each test runs with
+    both)."""
+    from llmos.hw import priority
+
+    base = proc_nice()
+    if base + 3 > priority.MAX_NICE:
+        pytest.skip(f"the tests run at nice {base}: no room to lower worker threads")
+    level = priority.configure(request.param)
+    assert level == (base + 3 if request.param else None)
+    return Priorities(base, level, proc_nice)
+
+
+@pytest.fixture(autouse=True)
+def _priorities_off_afterwards() -> Iterator[None]:
+    """A test that built a server (``LlmOs`` configures ``server.worker_nice``) or asked
+    for ``priorities`` leaves the next one the default: threads left as they start."""
+    yield
+    from llmos.hw import priority
+
+    priority.configure(0)

@@ -75,6 +75,16 @@ def _nonneg(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse
 
 
+def _int_range(low: int, high: int) -> Callable[[Any], int]:
+    def parse(v: Any) -> int:
+        x = int(v)
+        if not low <= x <= high:
+            raise ValueError(f"must be {low}..{high}, got {v!r}")
+        return x
+
+    return parse
+
+
 def _optional_positive_float(v: Any) -> float | None:
     return None if v in (None, "") else float(_positive(float)(v))
 
@@ -114,6 +124,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.offload_bytes", _nonneg(int), 64 * 1024,
             "bodies larger than this are decoded (JSON, tokenisation, chat template) in a "
             "worker thread, off the event loop"),
+    Setting("server.worker_nice", _int_range(0, 19), 10,
+            "nice value added to the threads doing requests' heavy work (inference, the "
+            "LLM engines, body decoding, onnxruntime's pools), so that under overload the "
+            "event loop (/health) gets a core first; 0 = same priority as the loop"),
     Setting("server.repository_control", _bool, False,
             "allow model load/unload (POST /v2/repository/models/NAME/load|unload) on the "
             "API listener, unauthenticated; off: only the admin page loads and unloads"),

@@ -37,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from llmos.errors import BadRequestError, InferenceTimeoutError, NotReadyError, QueueFullError
+from llmos.hw import priority
 from llmos.serving.workers import supervise
 
 log = logging.getLogger(__name__)
@@ -285,6 +286,7 @@ class Batcher:
             return batch
 
     def _work(self, infer: Infer) -> None:
+        priority.lower()  # below the event loop (llmos.hw.priority)
         while (batch := self._take()) is not None:
             start = time.perf_counter()
             batch = [it for it in batch if not it.expired and it.deadline > start]
