@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -23,6 +24,9 @@ from llmos.llm.engine import Engine, EngineLimits, chunk_size
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.interrupt import Interrupt, Interrupted
 from llmos.llm.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from conftest import Priorities  # tests/conftest.py
 
 VOCAB = 40
 EOS = 0
@@ -597,3 +601,24 @@ def test_a_model_entry_sets_the_engine_limits() -> None:
     assert engine_limits(cfg) == EngineLimits(max_running=3, queue_size=9, max_tokens=70,
                                               prefill_chunk=40, prefix_cache_bytes=2 << 20,
                                               prefix_block_tokens=8)
+
+
+async def test_the_engine_thread_runs_below_the_event_loop(priorities: Priorities) -> None:
+    """The engine is built on the loop's thread; its worker lowers itself (off: it stays)."""
+    seen: list[int] = []
+
+    class Recording(Runner):
+        def decode(self, tokens: Sequence[int], lengths: Sequence[int]) -> np.ndarray:
+            seen.append(priorities.nice_of())
+            return super().decode(tokens, lengths)
+
+    want = priorities.base if priorities.workers is None else priorities.workers
+    e = engine(Recording(2))
+    try:
+        done = await e.submit(GenerationRequest((3, 4, 5), 4, GREEDY)).collect()
+        assert priorities.nice_of(e._thread.native_id) == want
+    finally:
+        e.close()
+    assert list(done.token_ids) == reference((3, 4, 5), 4)
+    assert seen and set(seen) == {want}
+    assert priorities.nice_of() == priorities.base

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +25,9 @@ from llmos.runtimes.onnx import open_session, prepacks
 from llmos.runtimes.validation import check_inputs
 
 from .models import OUT, mlp_reference, mlp_weights, unpack
+
+if TYPE_CHECKING:
+    from conftest import Priorities  # tests/conftest.py
 
 X = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
 
@@ -73,6 +80,28 @@ def test_session_options(mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> No
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert isinstance(session, ort.InferenceSession)
     assert len(session.weights) == 2  # the views and OrtValues live as long as the session
+
+
+def _tasks() -> set[int]:
+    return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def test_the_sessions_thread_pool_runs_below_the_caller(
+        priorities: Priorities, mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> None:
+    """onnxruntime starts its intra-op pool threads (here 2: 3 threads, the caller one of
+    them) while the session is built; built from the loop's thread they must still come
+    out at the workers' priority, the caller left as it was."""
+    before = _tasks()
+    session = open_session(*mlp_pack, RuntimeOptions(intra_op_threads=3, prepack=False))
+    deadline = time.monotonic() + 5
+    while len(pool := _tasks() - before) > 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the short-lived builder thread is on its way out
+    want = priorities.base if priorities.workers is None else priorities.workers
+    assert len(pool) == 2
+    assert {priorities.nice_of(tid) for tid in pool} == {want}
+    assert priorities.nice_of(threading.get_native_id()) == priorities.base
+    np.testing.assert_allclose(session.run(None, {"x": X})[0], mlp_reference(X, mlp_weights()),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_cuda_without_cuda_provider_is_refused_not_moved_to_cpu(

@@ -45,6 +45,7 @@ from llmos.controllers.devices import DeviceController, EventSource
 from llmos.dataplane import DataPlane
 from llmos.dropins import DropFolder
 from llmos.errors import KeyReleaseError
+from llmos.hw import priority
 from llmos.hw.claim import Claimer
 from llmos.hw.memory import MemoryPool
 from llmos.hw.model import Inventory
@@ -116,6 +117,7 @@ class LlmOs:
         (None: none, every model is planned against an empty inventory). ``prefetch``: the
         key and payloads opened while the server started."""
         self.config = config
+        priority.configure(int(config["server.worker_nice"]))  # before any worker starts
         self.notifier = notifier or Notifier()
         self.memory = memory
         self.metrics = ServingMetrics()
@@ -224,6 +226,14 @@ class LlmOs:
             await task
         await self.stop()
 
+    @staticmethod
+    async def _executor(app: web.Application) -> AsyncIterator[None]:
+        """The loop's default executor (``asyncio.to_thread``) at the workers' priority."""
+        pool = priority.executor()
+        if pool is not None:
+            asyncio.get_running_loop().set_default_executor(pool)
+        yield
+
     async def _watchdog(self, app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self.notifier.watchdog(), name="sd-watchdog")
         yield
@@ -242,6 +252,7 @@ class LlmOs:
                             image_version=os_system.image_version())
         app[DRAIN] = self.drain
         app[KEYS_REQUIRED] = store.enabled
+        app.cleanup_ctx.append(self._executor)
         app.cleanup_ctx.append(self._watchdog)
         app.cleanup_ctx.append(self._lifecycle)
         return app

@@ -34,6 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from llmos.errors import BadRequestError, LlmosError, NotReadyError, QueueFullError
+from llmos.hw import priority
 from llmos.llm.decoding import TokenChooser
 from llmos.llm.detokenize import IncrementalDecoder
 from llmos.llm.generation import Generation, GenerationRequest
@@ -225,6 +226,7 @@ class Engine:
 
     # --- worker side -------------------------------------------------------------
     def _work(self) -> None:
+        priority.lower()  # below the event loop (llmos.hw.priority)
         while True:
             with self._cv:
                 while not (self._closed or self._waiting or self._running or self._filling):

@@ -33,6 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from llmos.errors import BadRequestError, ModelLoadError, PackFormatError
+from llmos.hw import priority
 from llmos.pack.embedding import ENCODER_INPUTS, OPTIONAL_INPUTS, EmbeddingConfig
 from llmos.pack.manifest import Manifest, TensorSpec
 from llmos.pack.weights import WeightTable, runs, views
@@ -135,8 +136,9 @@ def open_session(manifest: Manifest, files: Mapping[str, memoryview],
             for name, (_, value) in zip(names, weights, strict=True):
                 so.add_initializer(name, value)
     graph = bytes(_file(manifest, files, manifest.entrypoint))
-    try:
-        session = WeightedSession(graph, so, providers, weights)
+    try:  # built in a lowered thread: the session's thread pools inherit its priority
+        session = priority.in_lowered_thread(
+            lambda: WeightedSession(graph, so, providers, weights))
     except Exception as exc:  # onnxruntime's pybind errors share no base class but Exception
         raise ModelLoadError(f"onnxruntime cannot load pack {manifest.name!r}: {exc}",
                              "pack the model again with this version of llmos") from exc
