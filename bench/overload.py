@@ -24,6 +24,7 @@ import asyncio
 import collections
 import http.client
 import json
+import os
 import sys
 import tempfile
 import time
@@ -127,6 +128,7 @@ def main() -> int:
     args = ap.parse_args()
     from hostile.conftest import start_server, stop_server  # the tests' launcher
 
+    load_before = os.getloadavg()[0]  # the other jobs on this machine, beside the figures
     with tempfile.TemporaryDirectory() as tmp:
         served = start_server(Path(tmp))
         try:
@@ -140,6 +142,8 @@ def main() -> int:
     ok = over["statuses"].get(200, 0)
     other = {k: v for k, v in over["statuses"].items() if k not in (200, 503)}
     report = {"capacity_rps": cap, "rate_rps": rate, "seconds": args.seconds,
+              "worker_nice": os.environ.get("LLMOS_SERVER_WORKER_NICE", "default"),
+              "load_average_1min": [load_before, os.getloadavg()[0]],
               "rss_at_capacity": rss_cap, **over,
               "rss_ratio": over["rss_max"] / rss_cap,
               "checks": {
