@@ -64,10 +64,6 @@ def configure(increment: int) -> int | None:
     return _STATE.level
 
 
-def level() -> int | None:
-    return _STATE.level
-
-
 def thread_nice(tid: int | None = None) -> int:
     """The nice value of thread ``tid`` (default: the calling thread)."""
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id() if tid is None else tid)
