@@ -12,18 +12,36 @@ from llmos_vm.errors import VmError
 
 CHUNK = 16 << 20
 ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"  # GPT type of the image's root partition
+DATA = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"  # linux-generic: the data partition (/var)
 
 
 def image_format(path: Path) -> str:
     return "qcow2" if path.suffix == ".qcow2" else "raw"
 
 
-def create_overlay(base: Path, overlay: Path) -> None:
+def virtual_size(path: Path) -> int:
+    """The size of the disk the guest sees in ``path`` (a raw image or a qcow2 overlay)."""
+    if image_format(path) == "raw":
+        return path.stat().st_size
+    done = subprocess.run(["qemu-img", "info", "--output=json", str(path)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise VmError(f"qemu-img could not read {path}: {done.stderr.strip()}",
+                      "is qemu-utils installed?")
+    size: int = json.loads(done.stdout)["virtual-size"]
+    return size
+
+
+def create_overlay(base: Path, overlay: Path, size_bytes: int | None = None) -> None:
     """A copy-on-write qcow2 on top of ``base`` (the raw image, or another VM's overlay:
-    the same disk in a second machine); the guest's writes go to it, never to ``base``."""
+    the same disk in a second machine); the guest's writes go to it, never to ``base``.
+    ``size_bytes``: a disk that big (never smaller than ``base``), as a machine's disk is
+    bigger than the image flashed onto it; the guest grows its data partition into the rest
+    at its first boot. None: as big as ``base``."""
     overlay.parent.mkdir(parents=True, exist_ok=True)
+    size = [] if size_bytes is None else [str(max(size_bytes, virtual_size(base)))]
     done = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", image_format(base),
-                           "-b", str(base.resolve()), str(overlay)],
+                           "-b", str(base.resolve()), str(overlay), *size],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise VmError(f"qemu-img could not create {overlay}: {done.stderr.strip()}",

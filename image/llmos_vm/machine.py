@@ -58,14 +58,16 @@ class VmDir:
     def serial_log(self, label: str) -> Path:
         return self.root / f"console-{label}.log"
 
-    def prepare(self, base_image: Path, firmware: ovmf.Ovmf) -> None:
+    def prepare(self, base_image: Path, firmware: ovmf.Ovmf,
+                disk_bytes: int | None = None) -> None:
         """Create what is missing: overlay on ``base_image`` (the built image, or another
-        VM's disk), variable store, TPM directory."""
+        VM's disk; ``disk_bytes``: the disk's size, see ``create_overlay``), variable
+        store, TPM directory."""
         if not base_image.is_file():
             raise VmError(f"no disk image at {base_image}", "build it first: make image")
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.disk.exists():
-            create_overlay(base_image, self.disk)
+            create_overlay(base_image, self.disk, disk_bytes)
         ovmf.vars_for_vm(firmware, self.ovmf_vars)
         self.tpm.directory.mkdir(parents=True, exist_ok=True)
 

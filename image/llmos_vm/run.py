@@ -2,12 +2,14 @@
 
     python -m llmos_vm.run [--vm build/vm/run] [--image build/image/llmos.raw]
                            [--key build/keys/fleet.key] [--api-port 8000] [--admin-port 8001]
-                           [--console] [--reset]
+                           [--console] [--reset] [--disk-gib 8]
 
 The VM's state (disk overlay, OVMF variables, swtpm state, admin password) lives in its
 directory and survives runs: the first boot gets the fleet key as the provisioning
 credential and seals it to the VM's TPM; later boots get no key at all. A rebuilt image
-(or --reset) starts a new VM. Ctrl-C powers the guest down cleanly (ACPI).
+(or --reset) starts a new VM. Its disk is bigger than the image (sparse: only what the guest
+writes takes room here), as a machine's is: the first boot grows /var into the rest.
+Ctrl-C powers the guest down cleanly (ACPI).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ READY_TIMEOUT_S = 30 * 60.0
 class RunVm:
     """The persistent VM of ``make run``: which image it was made from, its password."""
 
-    def __init__(self, vm: VmDir, image: Path) -> None:
+    def __init__(self, vm: VmDir, image: Path, disk_bytes: int) -> None:
         self.vm = vm
         self.image = image
+        self.disk_bytes = disk_bytes
 
     @property
     def _image_stamp(self) -> Path:
@@ -68,7 +71,7 @@ class RunVm:
             for p in (self.vm.disk, self.vm.ovmf_vars, self._provisioned):
                 p.unlink(missing_ok=True)
             self.vm.new_tpm()
-        self.vm.prepare(self.image, firmware=ovmf.find())
+        self.vm.prepare(self.image, ovmf.find(), self.disk_bytes)
         self._image_stamp.write_text(self.image_id() + "\n")
 
     def password(self) -> str:
@@ -110,12 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--admin-port", type=int, default=8001)
     p.add_argument("--console", action="store_true", help="serial console on this terminal")
     p.add_argument("--reset", action="store_true", help="new disk overlay and a new TPM")
+    p.add_argument("--disk-gib", type=int, default=8,
+                   help="the new VM's disk size (never smaller than the image)")
     p.add_argument("--api-keys", type=Path, default=None, metavar="FILE",
                    help="API keys the inference API requires ('NAME: KEY' or "
                         "'NAME: sha256:HEX' lines), passed as the llmos-api-keys credential")
     args = p.parse_args(argv)
 
-    run = RunVm(VmDir(args.vm), args.image)
+    run = RunVm(VmDir(args.vm), args.image, args.disk_gib << 30)
     try:
         run.ensure(args.reset)
         password = run.password()

@@ -35,7 +35,7 @@ DEMO = ROOT / "build" / "demo"
 # others) can run at once without wiping each other's VMs.
 LAB = Path(os.environ.get("LLMOS_TEST_LAB") or ROOT / "build" / "test-boot")
 
-from llmos_vm import credentials, http, ovmf  # noqa: E402 (needs the path above)
+from llmos_vm import credentials, disk, http, ovmf  # noqa: E402 (needs the path above)
 from llmos_vm.machine import Boot, VmDir  # noqa: E402
 from llmos_vm.qemu import Forward  # noqa: E402
 
@@ -47,6 +47,9 @@ TEXTS = ["A man is playing a guitar on the stage.",
          "Sealed model packs are decrypted in memory and never written to disk in plaintext.",
          "ok"]
 ADMIN_PASSWORD = "boot-test-admin-password"
+# VM "a"'s disk is this much bigger than the image, as a machine's disk is bigger than the
+# image flashed onto it: its first boot grows the data partition (/var) into the rest.
+DISK_GROWTH = 1 << 30
 
 
 def free_port() -> int:
@@ -82,9 +85,9 @@ def lab() -> Path:
 class Vm:
     """A test VM: its directory and the ports its boots forward (API, admin)."""
 
-    def __init__(self, root: Path, base: Path) -> None:
+    def __init__(self, root: Path, base: Path, disk_bytes: int | None = None) -> None:
         self.dir = VmDir(root)
-        self.dir.prepare(base, ovmf.find())
+        self.dir.prepare(base, ovmf.find(), disk_bytes)
         self.api_port, self.admin_port = free_port(), free_port()
 
     @property
@@ -172,7 +175,7 @@ def clone(root: Path, enrolled: VmDir) -> Vm:
 def first_boot(lab: Path, image: Path, fleet_key: Path) -> FirstBoot:
     """VM "a" booted once with the provisioning credentials (fleet key, admin password):
     it seals the key to its TPM and serves; every request the tests judge is made here."""
-    vm = Vm(lab / "a", image)
+    vm = Vm(lab / "a", image, disk_bytes=disk.virtual_size(image) + DISK_GROWTH)
     smbios = (credentials.credential("llmos-provision-key", fleet_key.read_bytes()),
               credentials.credential("llmos-admin-password", ADMIN_PASSWORD.encode()))
     with vm.boot("1-first", *smbios) as boot:

@@ -20,13 +20,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from llmos_vm import esp, http, report
-from llmos_vm.disk import find_all
+from llmos_vm.disk import DATA, find_all, partition
 from stage_packs import read_list
 
 from llmos.vault.sealed import SealedPack
 
 from . import attacks, guest, reference
-from .conftest import CHAT_MODEL, DEMO, EMBEDDING_MODEL, ROOT, TEXTS, FirstBoot, Vm, outcome, result
+from .conftest import (
+    CHAT_MODEL,
+    DEMO,
+    DISK_GROWTH,
+    EMBEDDING_MODEL,
+    ROOT,
+    TEXTS,
+    FirstBoot,
+    Vm,
+    outcome,
+    result,
+)
 
 pytestmark = [pytest.mark.boot, pytest.mark.timeout(45 * 60)]
 
@@ -104,7 +115,15 @@ def _assert_cpu_time_adds_up(report: dict[str, str], cpus: int) -> None:
     assert 0.8 * cpus * uptime <= busy + idle <= 1.01 * cpus * uptime, (cpus, report)
 
 
-def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
+def _assert_data_partition_grown(report: dict[str, str], image: Path) -> None:
+    """/var fills the disk: the data partition as built plus the disk's growth (less what
+    ext4 keeps for itself), not the 512 MiB of the image."""
+    built = partition(image, DATA)[1]
+    var_bytes = int(report["var_bytes"])
+    assert built + 0.9 * DISK_GROWTH < var_bytes <= built + DISK_GROWTH, (built, var_bytes)
+
+
+def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot, image: Path,
                                              reference_embeddings: np.ndarray) -> None:
     _assert_serving(first_boot.health)
     key = first_boot.health["key"]
@@ -116,6 +135,7 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
     assert "fleet key" in console and "enrolled in /var/lib/llmos/fleet-key.tpm2" in console, \
         "no enrollment message on the console"
     assert first_boot.report["supervisor"] == "active"
+    _assert_data_partition_grown(first_boot.report, image)
     assert "login:" not in console, "a login prompt on the console"
     # The admin page speaks HTTPS only, with the self-signed certificate whose fingerprint
     # the console shows (the pinned request in first_boot refused any other certificate).
@@ -145,7 +165,7 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot,
 
 
 def test_second_boot_releases_the_key_from_the_tpm_alone_and_takes_no_injected_code(
-        first_boot: FirstBoot, lab: Path, fleet_key: Path,
+        first_boot: FirstBoot, lab: Path, fleet_key: Path, image: Path,
         reference_embeddings: np.ndarray) -> None:
     """No provisioning credential: the TPM alone releases the key. The hypervisor hands in
     unit drop-ins, an extra unit, tmpfiles and sysctl lines (attack a): none is honoured."""
@@ -159,13 +179,15 @@ def test_second_boot_releases_the_key_from_the_tpm_alone_and_takes_no_injected_c
         fingerprint = guest.admin_fingerprint(boot)
         login = http.request(f"{vm.admin}/login", pin=first_boot.admin_fingerprint)
         made_again = "made a self-signed TLS certificate" in boot.console()
-        assert guest.boot_report(boot)["supervisor"] == "active"
+        boot_report = guest.boot_report(boot)
+        assert boot_report["supervisor"] == "active"
         served = outcome(lambda: guest.embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
         metrics = outcome(lambda: guest.metrics(vm.api))
     assert boot.clean_shutdown, "the guest did not power off on the ACPI request"
     attacks.assert_no_key(boot, vm.dir, fleet_key)  # first: attack a, whatever else fails
     assert fingerprint == first_boot.admin_fingerprint and not made_again
     assert login is not None and login.status == 200
+    _assert_data_partition_grown(boot_report, image)  # as grown at the first boot
     _assert_embeddings_match(result(served), reference_embeddings)
     _assert_weights_pinned_on_hugepages(result(metrics))
 

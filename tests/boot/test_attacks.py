@@ -27,6 +27,7 @@ one boot would each hide whether the other was stopped.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,12 +40,12 @@ from llmos_vm.qemu import Forward
 
 from . import guest
 from .attacks import STEAL, assert_no_key
-from .conftest import FirstBoot, free_port
+from .conftest import ROOT, FirstBoot, free_port
 
 pytestmark = [pytest.mark.boot, pytest.mark.timeout(30 * 60)]
 
 UNSIGNED_TIMEOUT_S = 8 * 60.0
-DATA_PARTITION = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"  # linux-generic: /var (llmos-data)
+RUNTIME_REPART = ROOT / "image" / "mkosi.extra" / "usr" / "lib" / "repart.d"
 
 
 class Clone:
@@ -174,9 +175,14 @@ def test_f_an_update_signed_with_the_same_keys_gets_the_key_without_reenrollment
     data = _raw_copy(enrolled.disk, lab / "update" / "enrolled.raw")
     updated = lab / "update" / "updated.raw"
     subprocess.run(["cp", "--sparse=always", str(update), str(updated)], check=True)
+    # The same disk: as big as the enrolled one, its data partition grown by the same
+    # definition the appliance applied at its first boot.
+    os.truncate(updated, data.stat().st_size)
+    subprocess.run(["systemd-repart", "--dry-run=no", f"--definitions={RUNTIME_REPART}",
+                    str(updated)], check=True, capture_output=True)
     # The update keeps the data partition (/var: the sealed blob) and replaces the rest.
-    src_start, src_size = disk.partition(data, DATA_PARTITION)
-    dst_start, dst_size = disk.partition(updated, DATA_PARTITION)
+    src_start, src_size = disk.partition(data, disk.DATA)
+    dst_start, dst_size = disk.partition(updated, disk.DATA)
     assert src_size == dst_size
     with data.open("rb") as src, updated.open("r+b") as dst:
         src.seek(src_start)
