@@ -190,7 +190,7 @@ def first_boot(lab: Path, image: Path, fleet_key: Path) -> FirstBoot:
         by_triton = outcome(lambda: guest.triton_embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
         by_openai = outcome(lambda: guest.openai_embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
         metrics = outcome(lambda: guest.metrics(vm.api))
-        chat = outcome(lambda: guest.openai_chat(vm.api, CHAT_MODEL,
+        chat = outcome(lambda: guest.answered_chat(vm.api, CHAT_MODEL,
                                                  "What is the capital of France?", max_tokens=8))
         fingerprint = guest.admin_fingerprint(boot)
         login = http.request(f"{vm.admin}/login", pin=fingerprint)
