@@ -16,12 +16,13 @@ import aiohttp
 import pytest
 from cryptography import x509
 
+from llmos import config
 from llmos.admin.password_file import hash_path, set_password
 from llmos.app import LlmOs
 from llmos.config import Config
 from llmos.errors import ConfigError
 from llmos.systemd import Notifier
-from llmos.tls import certificate, credential_names, make_self_signed
+from llmos.tls import certificate, credential_names, make_self_signed, speaks_https
 
 from .conftest import PASSWORD, Packs, form_token, server_config
 
@@ -74,6 +75,58 @@ def test_a_provided_certificate_wins_and_half_of_one_is_an_error(packs: Packs,
                                              "admin.tls_key": made.key}), {}, "admin")
     assert certificate(Config({**cfg.values, "admin.tls": False}, (), None), {}, "admin") is None
     assert certificate(cfg, {}, "api") is None  # server.tls is off: the API stays plain
+
+
+def test_provisioned_means_https_with_a_given_certificate_and_plain_http_without(
+        packs: Packs, tmp_path: Path) -> None:
+    """The appliance's API (``server.tls = "provisioned"``): plain HTTP, no self-signed
+    certificate made, until the credentials give one; the health gate, which imports the
+    certificate credential alone, comes to the same answer."""
+    cfg = _cfg(packs, tmp_path, **{"server.tls": "provisioned"})
+    assert certificate(cfg, {}, "api") is None and not speaks_https(cfg, {}, "api")
+    assert not (tmp_path / "state" / "api-tls").exists()
+    made = make_self_signed(tmp_path / "operator", "provided")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    cert_name, key_name = credential_names("api")
+    (creds / cert_name).write_bytes(made.cert.read_bytes())
+    environ = {"CREDENTIALS_DIRECTORY": str(creds)}
+    assert speaks_https(cfg, environ, "api")  # the gate's view: the certificate alone
+    (creds / key_name).write_bytes(made.key.read_bytes())
+    got = certificate(cfg, environ, "api")
+    assert got is not None and (got.origin, got.fingerprint) == ("credential", made.fingerprint)
+    assert speaks_https(_cfg(packs, tmp_path, **{"server.tls": True}), {}, "api")
+    assert not speaks_https(_cfg(packs, tmp_path, **{"server.tls": False}), environ, "api")
+    # Kept: a later start without the credentials (the next boot) serves the same one.
+    kept = tmp_path / "state" / "api-tls-given" / "key.pem"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    again = certificate(cfg, {}, "api")
+    assert again is not None and again.fingerprint == made.fingerprint
+    assert speaks_https(cfg, {}, "api")
+    # A certificate that does not load is refused and leaves the kept one in place...
+    (creds / cert_name).write_text("not a certificate")
+    with pytest.raises(ConfigError, match="does not load"):
+        certificate(cfg, environ, "api")
+    again = certificate(cfg, {}, "api")
+    assert again is not None and again.fingerprint == made.fingerprint
+    # ...and another given later replaces it.
+    other = make_self_signed(tmp_path / "rotated", "provided")
+    (creds / cert_name).write_bytes(other.cert.read_bytes())
+    (creds / key_name).write_bytes(other.key.read_bytes())
+    rotated = certificate(cfg, environ, "api")
+    assert rotated is not None and rotated.fingerprint == other.fingerprint
+    again = certificate(cfg, {}, "api")
+    assert again is not None and again.fingerprint == other.fingerprint
+
+
+def test_the_tls_settings_take_a_boolean_or_provisioned(tmp_path: Path) -> None:
+    path = tmp_path / "llmos.toml"
+    path.write_text('[server]\ntls = "provisioned"\n[admin]\ntls = "yes"\n')
+    loaded = config.load(path, {})
+    assert loaded["server.tls"] == "provisioned" and loaded["admin.tls"] is True
+    path.write_text('[server]\ntls = "sometimes"\n')
+    with pytest.raises(ConfigError, match="sometimes"):
+        config.load(path, {})
 
 
 async def test_the_admin_listener_speaks_https_only(packs: Packs, tmp_path: Path,

@@ -46,6 +46,13 @@ def _optional_bool(v: Any) -> bool | None:
     return None if v in (None, "") else _bool(v)
 
 
+TLS_PROVISIONED = "provisioned"  # server.tls: HTTPS once a certificate is given (llmos.tls)
+
+
+def _tls_mode(v: Any) -> bool | str:
+    return TLS_PROVISIONED if str(v).strip().lower() == TLS_PROVISIONED else _bool(v)
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def parse(v: Any) -> str:
         if str(v) not in options:
@@ -146,10 +153,10 @@ SETTINGS: tuple[Setting, ...] = (
             "(at least a load balancer's check interval x fall)", "--drain-s"),
     Setting("server.drain_grace_s", _nonneg(float), 20.0,
             "on SIGTERM, after drain_s: longest wait for requests in flight to finish"),
-    Setting("server.tls", _bool, False,
-            "serve the inference API over HTTPS only (certificate: server.tls_cert/tls_key, "
-            "the llmos-api-tls-cert/-key credentials, or a self-signed one made at first "
-            "start in <state_dir>/api-tls; its fingerprint is logged)", "--tls"),
+    Setting("server.tls", _tls_mode, False,
+            "serve the inference API over HTTPS only (server.tls_cert/tls_key, the "
+            "llmos-api-tls-cert/-key credentials, else self-signed in <state_dir>/api-tls; "
+            "fingerprint logged); 'provisioned': HTTPS once a certificate is given", "--tls"),
     Setting("server.tls_cert", _optional_path, None, "PEM certificate of the inference API"),
     Setting("server.tls_key", _optional_path, None, "PEM private key of server.tls_cert"),
     Setting("server.state_dir", _path, Path("/var/lib/llmos"),
@@ -188,11 +195,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin.upload_dir", _optional_path, None,
             "where uploaded sealed packs are kept, and found again at start (default: "
             "<state_dir>/packs, the data partition on the appliance)"),
-    Setting("admin.tls", _bool, False,
-            "serve the admin page over HTTPS only (certificate: admin.tls_cert/tls_key, the "
-            "llmos-admin-tls-cert/-key credentials, or a self-signed one made at first start "
-            "in <state_dir>/admin-tls; its fingerprint is logged and shown on the overview)",
-            "--admin-tls"),
+    Setting("admin.tls", _tls_mode, False,
+            "serve the admin page over HTTPS only (admin.tls_cert/tls_key, the llmos-admin-"
+            "tls-cert/-key credentials, else self-signed in <state_dir>/admin-tls; fingerprint "
+            "logged and shown on the overview)", "--admin-tls"),
     Setting("admin.tls_cert", _optional_path, None, "PEM certificate of the admin page"),
     Setting("admin.tls_key", _optional_path, None, "PEM private key of admin.tls_cert"),
     Setting("admin.upload_watch_s", _nonneg(float), 5.0,

@@ -5,16 +5,20 @@ speaks HTTPS only. Its certificate is, in order:
 
 1. ``<section>.tls_cert`` / ``<section>.tls_key`` (PEM files), or the systemd credentials
    ``llmos-<role>-tls-cert`` / ``llmos-<role>-tls-key`` (the appliance's way, like the admin
-   password);
+   password; kept in ``<state_dir>/<role>-tls-given/`` for later starts without them, until
+   other credentials replace them);
 2. otherwise a self-signed one (EC P-256, ten years, this host's name, ``localhost`` and
    127.0.0.1), made at the first start in ``<state_dir>/<role>-tls/`` (the key 0600) and
-   kept, so clients that trusted it keep trusting it.
+   kept, so clients that trusted it keep trusting it; with ``<section>.tls =
+   "provisioned"`` none is made and the listener speaks plain HTTP until a certificate is
+   given (the appliance's API: HTTPS once the operator provisions the credentials).
 
 Its SHA-256 fingerprint is logged at every start (the console on the appliance) and the
 admin page's is shown on its overview: comparing the two is how an operator trusts a
 self-signed certificate. Session cookies are ``Secure`` on such a listener
 (``request.secure``). This is the one module that makes certificates (``cryptography``'s
-x509).
+x509, imported where it is used: the health gate asks this module only whether the API
+speaks HTTPS, and imports nothing heavy).
 """
 
 from __future__ import annotations
@@ -28,12 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-from llmos.config import Config
+from llmos.config import TLS_PROVISIONED, Config
 from llmos.errors import ConfigError
 from llmos.files import atomic_write
 
@@ -67,6 +66,9 @@ class Certificate:
 
 
 def fingerprint(cert_pem: bytes) -> str:
+    from cryptography import x509  # here: the health gate uses this module, not them
+    from cryptography.hazmat.primitives import hashes
+
     digest = x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256())
     return ":".join(f"{b:02X}" for b in digest)
 
@@ -76,7 +78,7 @@ def _loaded(cert: Path, key: Path, origin: str) -> Certificate:
         found = fingerprint(cert.read_bytes())
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
     except (OSError, ValueError, ssl.SSLError) as exc:
-        raise ConfigError(f"the admin TLS certificate {cert} (key {key}) does not load: {exc}",
+        raise ConfigError(f"the TLS certificate {cert} (key {key}) does not load: {exc}",
                           "give a PEM certificate and its private key, or remove them to "
                           "use a self-signed certificate") from exc
     return Certificate(cert, key, found, origin)
@@ -87,6 +89,11 @@ def make_self_signed(directory: Path, hostname: str | None = None) -> Certificat
     cert, key = directory / "cert.pem", directory / "key.pem"
     if cert.is_file() and key.is_file():
         return _loaded(cert, key, "self-signed")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     host = hostname or socket.gethostname() or "llmos"
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{host} (LLM OS)")])
@@ -110,19 +117,69 @@ def make_self_signed(directory: Path, hostname: str | None = None) -> Certificat
     return _loaded(cert, key, "self-signed")
 
 
-def certificate(cfg: Config, environ: Mapping[str, str], role: str) -> Certificate | None:
-    """The certificate of listener ``role`` ("admin", "api"); None: it speaks plain HTTP."""
+def _kept(cfg: Config, role: str) -> tuple[Path, Path]:
+    """Where the certificate last given as credentials to listener ``role`` is kept."""
+    directory = Path(cfg["server.state_dir"]) / f"{role}-tls-given"
+    return directory / "cert.pem", directory / "key.pem"
+
+
+def _keep(cert: Path, key: Path, kept: tuple[Path, Path]) -> None:
+    """Copy a certificate given as credentials to the state directory (the key 0600), so
+    that later boots, which the hypervisor or operator need not hand it to again, keep
+    it; a new one given later replaces it."""
+    kept_cert, kept_key = kept
+    if kept_cert.is_file() and kept_key.is_file() and \
+            kept_cert.read_bytes() == cert.read_bytes() and \
+            kept_key.read_bytes() == key.read_bytes():
+        return
+    kept_cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(kept_key, [key.read_bytes()], mode=0o600)
+    atomic_write(kept_cert, [cert.read_bytes()])
+
+
+def _provided(cfg: Config, environ: Mapping[str, str], role: str,
+              keep: bool = False) -> tuple[Path, Path, str] | None:
+    """(cert, key, origin) of the certificate given to listener ``role``: configured paths,
+    else the credentials (kept in the state directory when ``keep``), else the copy kept
+    from a credential of an earlier start; None when none is given."""
     section = SECTIONS[role]
-    if not cfg[f"{section}.tls"]:
-        return None
     cert, key = cfg[f"{section}.tls_cert"], cfg[f"{section}.tls_key"]
     if (cert is None) != (key is None):
         raise ConfigError(f"{section}.tls_cert and {section}.tls_key go together",
                           "give both, or neither for a self-signed certificate")
     if cert is not None:
-        return _loaded(cert, key, "configured")
+        return cert, key, "configured"
     creds = environ.get("CREDENTIALS_DIRECTORY")
     cert_name, key_name = credential_names(role)
+    kept = _kept(cfg, role)
     if creds and (Path(creds) / cert_name).is_file():
-        return _loaded(Path(creds) / cert_name, Path(creds) / key_name, "credential")
+        given = Path(creds) / cert_name, Path(creds) / key_name
+        if keep:
+            _loaded(*given, "credential")  # only a certificate that loads replaces the kept one
+            _keep(*given, kept)
+        return *given, "credential"
+    if kept[0].is_file():
+        return *kept, "credential"
+    return None
+
+
+def speaks_https(cfg: Config, environ: Mapping[str, str], role: str) -> bool:
+    """Whether listener ``role`` speaks HTTPS: ``<section>.tls`` on, or ``provisioned``
+    and a certificate given (what a local client such as the health gate needs to know;
+    for the gate, the certificate credential alone is enough to tell)."""
+    mode = cfg[f"{SECTIONS[role]}.tls"]
+    if mode == TLS_PROVISIONED:
+        return _provided(cfg, environ, role) is not None
+    return bool(mode)
+
+
+def certificate(cfg: Config, environ: Mapping[str, str], role: str) -> Certificate | None:
+    """The certificate of listener ``role`` ("admin", "api"); None: it speaks plain HTTP.
+    ``<section>.tls = "provisioned"``: a given certificate, or plain HTTP (never a
+    self-signed one: the appliance's API, HTTPS once the operator provisions one)."""
+    if not speaks_https(cfg, environ, role):
+        return None
+    given = _provided(cfg, environ, role, keep=True)
+    if given is not None:
+        return _loaded(*given)
     return make_self_signed(Path(cfg["server.state_dir"]) / f"{role}-tls")

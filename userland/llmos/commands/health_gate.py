@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmos import apikeys, config
+from llmos import apikeys, config, tls
 from llmos.osupdate import golden
 from llmos.osupdate.client import JsonClient
 from llmos.osupdate.gate import Gate
@@ -41,7 +41,7 @@ def command(args: argparse.Namespace) -> int:
             "sha256 digest; give the gate one 'NAME: KEY' line in the "
             f"{apikeys.CREDENTIAL} credential")
         return 1
-    scheme = "https" if cfg["server.tls"] else "http"
+    scheme = "https" if tls.speaks_https(cfg, os.environ, "api") else "http"
     client = JsonClient(f"{scheme}://{LOOPBACK}:{cfg['server.port']}", key)
     say(f"health-gate: {len(checks)} golden checks against {client.base_url}, "
         f"timeout {args.timeout:.0f} s")
