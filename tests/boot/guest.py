@@ -17,11 +17,12 @@ SETTLE_TIMEOUT_S = 20 * 60.0
 REQUEST_TIMEOUT_S = 300.0
 
 
-def settled_health(boot: Boot, api: str) -> dict[str, Any]:
-    """/health once start-up is over (status no longer 'starting'), as JSON."""
+def settled_health(boot: Boot, api: str, pin: str | None = None) -> dict[str, Any]:
+    """/health once start-up is over (status no longer 'starting'), as JSON. ``pin``: the
+    certificate's fingerprint, for an API that speaks HTTPS."""
 
     def probe() -> dict[str, Any] | None:
-        reply = http.request(f"{api}/health", timeout_s=10)
+        reply = http.request(f"{api}/health", timeout_s=10, pin=pin)
         if reply is None or reply.status not in (200, 503):
             return None
         doc: dict[str, Any] = reply.json()

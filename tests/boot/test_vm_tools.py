@@ -175,7 +175,7 @@ def test_rendered_config_is_valid_for_the_supervisor(tmp_path: Path) -> None:
     assert cfg["keys.tpm2_signed_pcrs"] == "11"
     assert cfg["server.host"] == "0.0.0.0" and cfg["server.port"] == 8000
     assert cfg["admin.tls"] is True and cfg["admin.tls_cert"] is None  # HTTPS, self-signed
-    assert cfg["server.tls"] is False  # the inference API stays plain HTTP by default
+    assert cfg["server.tls"] == "provisioned"  # the API: HTTPS once a certificate is given
     assert [m.name for m in cfg.models] == ["minilm", "smollm2"]
     assert cfg.models[0].pack == Path("/usr/share/llmos/packs/minilm.sealed")
 
