@@ -73,22 +73,24 @@ def fingerprint(cert_pem: bytes) -> str:
     return ":".join(f"{b:02X}" for b in digest)
 
 
-def _loaded(cert: Path, key: Path, origin: str) -> Certificate:
+def _loaded(cert: Path, key: Path, origin: str, role: str = "") -> Certificate:
     try:
         found = fingerprint(cert.read_bytes())
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
     except (OSError, ValueError, ssl.SSLError) as exc:
-        raise ConfigError(f"the TLS certificate {cert} (key {key}) does not load: {exc}",
+        raise ConfigError(f"the {role + ' ' if role else ''}TLS certificate {cert} (key {key}) "
+                          f"does not load: {exc}",
                           "give a PEM certificate and its private key, or remove them to "
                           "use a self-signed certificate") from exc
     return Certificate(cert, key, found, origin)
 
 
-def make_self_signed(directory: Path, hostname: str | None = None) -> Certificate:
+def make_self_signed(directory: Path, hostname: str | None = None,
+                     role: str = "") -> Certificate:
     """The self-signed certificate in ``directory``, made now if there is none."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     if cert.is_file() and key.is_file():
-        return _loaded(cert, key, "self-signed")
+        return _loaded(cert, key, "self-signed", role)
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -114,7 +116,7 @@ def make_self_signed(directory: Path, hostname: str | None = None) -> Certificat
                                              serialization.NoEncryption())], mode=0o600)
     atomic_write(cert, [certificate.public_bytes(serialization.Encoding.PEM)])
     log.info("admin: made a self-signed TLS certificate in %s", directory)
-    return _loaded(cert, key, "self-signed")
+    return _loaded(cert, key, "self-signed", role)
 
 
 def _kept(cfg: Config, role: str) -> tuple[Path, Path]:
@@ -155,7 +157,7 @@ def _provided(cfg: Config, environ: Mapping[str, str], role: str,
     if creds and (Path(creds) / cert_name).is_file():
         given = Path(creds) / cert_name, Path(creds) / key_name
         if keep:
-            _loaded(*given, "credential")  # only a certificate that loads replaces the kept one
+            _loaded(*given, "credential", role)  # only one that loads replaces the kept one
             _keep(*given, kept)
         return *given, "credential"
     if kept[0].is_file():
@@ -181,5 +183,5 @@ def certificate(cfg: Config, environ: Mapping[str, str], role: str) -> Certifica
         return None
     given = _provided(cfg, environ, role, keep=True)
     if given is not None:
-        return _loaded(*given)
-    return make_self_signed(Path(cfg["server.state_dir"]) / f"{role}-tls")
+        return _loaded(*given, role)
+    return make_self_signed(Path(cfg["server.state_dir"]) / f"{role}-tls", role=role)
