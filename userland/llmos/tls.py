@@ -139,11 +139,10 @@ def _keep(cert: Path, key: Path, kept: tuple[Path, Path]) -> None:
     atomic_write(kept_cert, [cert.read_bytes()])
 
 
-def _provided(cfg: Config, environ: Mapping[str, str], role: str,
-              keep: bool = False) -> tuple[Path, Path, str] | None:
+def _provided(cfg: Config, environ: Mapping[str, str], role: str) -> tuple[Path, Path, str] | None:
     """(cert, key, origin) of the certificate given to listener ``role``: configured paths,
-    else the credentials (kept in the state directory when ``keep``), else the copy kept
-    from a credential of an earlier start; None when none is given."""
+    else the credentials, else the copy kept from a credential of an earlier start; None
+    when none is given."""
     section = SECTIONS[role]
     cert, key = cfg[f"{section}.tls_cert"], cfg[f"{section}.tls_key"]
     if (cert is None) != (key is None):
@@ -153,13 +152,9 @@ def _provided(cfg: Config, environ: Mapping[str, str], role: str,
         return cert, key, "configured"
     creds = environ.get("CREDENTIALS_DIRECTORY")
     cert_name, key_name = credential_names(role)
-    kept = _kept(cfg, role)
     if creds and (Path(creds) / cert_name).is_file():
-        given = Path(creds) / cert_name, Path(creds) / key_name
-        if keep:
-            _loaded(*given, "credential", role)  # only one that loads replaces the kept one
-            _keep(*given, kept)
-        return *given, "credential"
+        return Path(creds) / cert_name, Path(creds) / key_name, "credential"
+    kept = _kept(cfg, role)
     if kept[0].is_file():
         return *kept, "credential"
     return None
@@ -178,10 +173,19 @@ def speaks_https(cfg: Config, environ: Mapping[str, str], role: str) -> bool:
 def certificate(cfg: Config, environ: Mapping[str, str], role: str) -> Certificate | None:
     """The certificate of listener ``role`` ("admin", "api"); None: it speaks plain HTTP.
     ``<section>.tls = "provisioned"``: a given certificate, or plain HTTP (never a
-    self-signed one: the appliance's API, HTTPS once the operator provisions one)."""
-    if not speaks_https(cfg, environ, role):
+    self-signed one: the appliance's API, HTTPS once the operator provisions one). A
+    certificate from the credentials is kept once it loads (one that does not is refused
+    before it can replace the kept one)."""
+    mode = cfg[f"{SECTIONS[role]}.tls"]
+    if not mode:
         return None
-    given = _provided(cfg, environ, role, keep=True)
-    if given is not None:
-        return _loaded(*given, role)
-    return make_self_signed(Path(cfg["server.state_dir"]) / f"{role}-tls", role=role)
+    given = _provided(cfg, environ, role)
+    if given is None:
+        if mode == TLS_PROVISIONED:
+            return None
+        return make_self_signed(Path(cfg["server.state_dir"]) / f"{role}-tls", role=role)
+    loaded = _loaded(*given, role)
+    kept = _kept(cfg, role)
+    if loaded.origin == "credential" and loaded.cert != kept[0]:
+        _keep(loaded.cert, loaded.key, kept)
+    return loaded
