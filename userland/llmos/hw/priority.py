@@ -89,22 +89,9 @@ def in_lowered_thread(build: Callable[[], T]) -> T:
     starts (onnxruntime's pools) inherit it. Runs in the caller where that is already so."""
     if not needs_lowering(thread_nice(), _STATE.level):
         return build()
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        lower()
-        try:
-            outcome.append(build())
-        except BaseException as exc:  # handed to the caller below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="llmos-lowered-build")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    with ThreadPoolExecutor(1, thread_name_prefix="llmos-lowered-build",
+                            initializer=lower) as pool:
+        return pool.submit(build).result()
 
 
 def executor() -> ThreadPoolExecutor | None:
