@@ -11,8 +11,8 @@ The first comes at once (the script prints it with shell built-ins only), so its
 the console can time a boot; the last says the report is complete. Times are the guest's
 clock (seconds since its kernel started; 0: never).
 
-The console also carries the admin page's certificate, as each start of the supervisor
-logs it: ``admin_certificates``.
+The console also carries the listeners' TLS certificates (the admin page's, and the API's
+when it speaks HTTPS), as each start of the supervisor logs them: ``certificates``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ import re
 
 TIMED = "llmos-boot: multi-user"
 DONE = "llmos-boot: done"
-ADMIN_CERT = re.compile(r"admin TLS certificate \(([\w-]+)\), SHA-256 fingerprint "
-                        r"((?:[0-9A-F]{2}:){31}[0-9A-F]{2})")
+
+
+def certificate_line(role: str) -> re.Pattern[str]:
+    """The supervisor's line naming listener ``role``'s ("admin", "api") certificate."""
+    return re.compile(rf"{role} TLS certificate \(([\w-]+)\), SHA-256 fingerprint "
+                      r"((?:[0-9A-F]{2}:){31}[0-9A-F]{2})")
 
 
 def fields(console: str) -> dict[str, str] | None:
@@ -43,7 +47,7 @@ def _fields_of(console: str, marker: str) -> dict[str, str] | None:
     return None
 
 
-def admin_certificates(console: str) -> list[tuple[str, str]]:
-    """(origin, SHA-256 fingerprint) of the admin page's certificate, as each start of the
-    supervisor printed it on the console."""
-    return ADMIN_CERT.findall(console)
+def certificates(console: str, role: str = "admin") -> list[tuple[str, str]]:
+    """(origin, SHA-256 fingerprint) of listener ``role``'s certificate, as each start of
+    the supervisor printed it on the console."""
+    return certificate_line(role).findall(console)

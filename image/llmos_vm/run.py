@@ -99,7 +99,7 @@ def _ready(api: str) -> dict[str, Any] | None:
 def _admin_fingerprint(boot: Boot) -> str:
     """The admin page's self-signed certificate, as the guest printed it on the console:
     what the browser must show before you trust it."""
-    found = report.admin_certificates(boot.console())
+    found = report.certificates(boot.console())
     return found[-1][1] if found else "(see the console: 'admin TLS certificate')"
 
 

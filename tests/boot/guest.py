@@ -59,15 +59,18 @@ def triton_embeddings(api: str, model: str, texts: list[str]) -> np.ndarray:
     return out
 
 
-def _openai(api: str) -> openai.OpenAI:
+def _openai(api: str, verify: str | bool = True) -> openai.OpenAI:
+    """The stock client; ``verify``: for an ``https://`` API, the certificate to trust."""
     return openai.OpenAI(base_url=f"{api}/v1", api_key="none", timeout=REQUEST_TIMEOUT_S,
-                         max_retries=0)
+                         max_retries=0, http_client=openai.DefaultHttpxClient(verify=verify))
 
 
-def openai_embeddings(api: str, model: str, texts: list[str]) -> np.ndarray:
-    """The embeddings through the stock ``openai`` client's /v1/embeddings."""
+def openai_embeddings(api: str, model: str, texts: list[str],
+                      verify: str | bool = True) -> np.ndarray:
+    """The embeddings through the stock ``openai`` client's /v1/embeddings (``verify``: see
+    ``_openai``)."""
     try:
-        reply = _openai(api).embeddings.create(model=model, input=texts)
+        reply = _openai(api, verify).embeddings.create(model=model, input=texts)
     except openai.OpenAIError as exc:
         raise AssertionError(f"openai embeddings on {model}: {exc!r}") from exc
     return np.array([d.embedding for d in reply.data], dtype=np.float32)
@@ -112,8 +115,8 @@ def metrics(api: str) -> Samples:
 
 def admin_fingerprint(boot: Boot) -> str:
     """The fingerprint the supervisor printed on the console in this boot (the last one)."""
-    boot.wait_console(report.ADMIN_CERT.pattern, timeout_s=SETTLE_TIMEOUT_S)
-    return report.admin_certificates(boot.console())[-1][1]
+    boot.wait_console(report.certificate_line("admin").pattern, timeout_s=SETTLE_TIMEOUT_S)
+    return report.certificates(boot.console())[-1][1]
 
 
 def boot_report(boot: Boot) -> dict[str, str]:

@@ -10,13 +10,11 @@ later boot.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
-import openai
 import pytest
-from llmos_vm import credentials, http
+from llmos_vm import credentials, http, report
 
 from llmos.tls import make_self_signed
 
@@ -24,10 +22,6 @@ from . import guest
 from .conftest import EMBEDDING_MODEL, TEXTS, FirstBoot, clone
 
 pytestmark = pytest.mark.boot
-
-_API_CERT = re.compile(r"api TLS certificate \((\w[\w-]*)\), SHA-256 fingerprint "
-                       r"((?:[0-9A-F]{2}:){31}[0-9A-F]{2})")
-
 
 def test_a_provisioned_certificate_makes_the_api_https_only(first_boot: FirstBoot,
                                                             lab: Path) -> None:
@@ -40,18 +34,12 @@ def test_a_provisioned_certificate_makes_the_api_https_only(first_boot: FirstBoo
     with vm.boot("api-tls", *smbios) as boot:
         health = guest.settled_health(boot, https_api, pin=given.fingerprint)
         plain = http.request(f"{vm.api}/health", timeout_s=10)
-        client = openai.OpenAI(base_url=f"{https_api}/v1", api_key="none", max_retries=0,
-                               timeout=guest.REQUEST_TIMEOUT_S,
-                               http_client=openai.DefaultHttpxClient(verify=str(given.cert)))
-        try:
-            reply = client.embeddings.create(model=EMBEDDING_MODEL, input=TEXTS)
-        except openai.OpenAIError as exc:
-            raise AssertionError(f"openai embeddings over HTTPS: {exc!r}") from exc
+        served = guest.openai_embeddings(https_api, EMBEDDING_MODEL, TEXTS,
+                                         verify=str(given.cert))
         console = boot.console()
     assert health["status"] == "ready", health["reasons"]
-    assert _API_CERT.findall(console) == [("credential", given.fingerprint)], \
+    assert report.certificates(console, "api") == [("credential", given.fingerprint)], \
         "the API did not say it serves the provisioned certificate"
     assert plain is None or plain.status >= 400, "the API still answered plain HTTP"
-    served = np.array([d.embedding for d in reply.data], dtype=np.float32)
     assert served.shape[0] == len(TEXTS)
     assert np.allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-3)

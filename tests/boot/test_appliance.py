@@ -139,7 +139,7 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot, image: Path,
     assert "login:" not in console, "a login prompt on the console"
     # The admin page speaks HTTPS only, with the self-signed certificate whose fingerprint
     # the console shows (the pinned request in first_boot refused any other certificate).
-    assert report.admin_certificates(console) == [("self-signed", first_boot.admin_fingerprint)]
+    assert report.certificates(console) == [("self-signed", first_boot.admin_fingerprint)]
     assert first_boot.admin_login_status == 200, "admin page not reachable over HTTPS"
     plain = first_boot.admin_plain_http
     assert plain is None or plain.status >= 400, "the admin page answered plain HTTP"

@@ -67,7 +67,7 @@ def test_a_supervisor_killed_with_sigkill_serves_again_after_a_reboot(
     assert back["key"]["released"] is True, back["key"]  # released again: a new boot
     assert served.shape == (len(TEXTS), 384)
     # the same admin certificate before and after: kept on the data partition
-    assert [fp for _, fp in report.admin_certificates(console)] == [fingerprint] * 2
+    assert [fp for _, fp in report.certificates(console)] == [fingerprint] * 2
     assert login is not None and login.status == 200
     figures = {"accelerator": boot.accel, "cold_start_to_ready_s": round(cold_s, 1),
                "sigkill_to_api_gone_s": round(gone_s, 1),

@@ -307,7 +307,7 @@ def test_the_boot_report_prints_what_the_host_reads() -> None:
             "addresses"} <= fields.keys()
 
 
-def test_admin_certificates_are_read_off_the_console_in_order() -> None:
+def test_certificates_are_read_off_the_console_in_order_by_listener() -> None:
     first, second = (":".join([f"{b:02X}"] * 32) for b in (0xAB, 0x01))
     console = "\n".join([
         f"llmos: INFO llmos.app: api TLS certificate (self-signed), SHA-256 fingerprint {first}",
@@ -315,6 +315,7 @@ def test_admin_certificates_are_read_off_the_console_in_order() -> None:
         "llmos: admin TLS certificate (credential), SHA-256 fingerprint AB:CD",  # cut short
         f"admin TLS certificate (credential), SHA-256 fingerprint {second}",
     ])
-    assert report.admin_certificates(console) == [("self-signed", first),
+    assert report.certificates(console) == [("self-signed", first),
                                                   ("credential", second)]
-    assert report.admin_certificates("llmos-boot: done supervisor=active") == []
+    assert report.certificates("llmos-boot: done supervisor=active") == []
+    assert report.certificates(console, "api") == [("self-signed", first)]
