@@ -172,6 +172,8 @@ def test_response_bytes_equal_the_plain_encoding_exactly() -> None:
         "b": np.array([True, False]),
         "s": np.array([b"x", "é".encode()], dtype=object),
         "empty": np.zeros((0, 3), np.float32),
+        "strided": np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2],  # a view
+        "u64": np.array([2**64 - 1, 0], np.uint64),
     }
     names = list(outputs)
     fast = json.loads(codec.response_bytes("m", "2", "r1", outputs, names))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from llmos.llm.openai_protocol import FieldError
+from llmos.serving import wirejson
 
 MAX_INPUTS = 2048  # OpenAI's limit on the inputs of one request
 ENCODINGS = ("float", "base64")
@@ -105,18 +106,19 @@ def response(model: str, vectors: np.ndarray, encoding: str,
 
 def response_bytes(model: str, vectors: np.ndarray, encoding: str,
                    prompt_tokens: int) -> bytes:
-    """``response(...)`` as compact JSON. Float vectors are written with ``%.9g``, which gives
-    back the same float32 when read (and is several times faster than ``json.dumps``)."""
+    """``response(...)`` as compact JSON. Float vectors are written by orjson
+    (``wirejson.dumps``): each number the shortest text that reads back as the same
+    float32, several times faster than ``json.dumps``."""
     if encoding != "float" or vectors.size == 0 or not np.isfinite(vectors).all():
         return json.dumps(response(model, vectors, encoding, prompt_tokens),
                           separators=(",", ":")).encode()
-    row = '{"object":"embedding","index":%d,"embedding":[' + ",".join(
-        ["%.9g"] * vectors.shape[1]) + "]}"
-    data = ",".join([row % (i, *values)
-                     for i, values in enumerate(vectors.astype(np.float32).tolist())])
-    usage = f'{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens}}}'
-    return (f'{{"object":"list","data":[{data}],"model":{json.dumps(model)},'
-            f'"usage":{usage}}}').encode()
+    rows = np.ascontiguousarray(vectors, np.float32)
+    return wirejson.dumps({
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": row}
+                 for i, row in enumerate(rows)],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}})
 
 
 def model_card(name: str, kind: str, created: int, **extra: Any) -> dict[str, Any]:
