@@ -52,6 +52,10 @@ def server(heavy_pack: Path, vault: Vault, tmp_path_factory: pytest.TempPathFact
 @pytest.mark.skipif(not _can_pin(WEIGHTS + 16 * MIB),
                     reason="this user may not mlock 80 MiB and there are no free hugepages")
 def test_weights_are_pinned_while_loaded_and_unpinned_on_unload(server: Serve) -> None:
+    # Measured from the second reload: on a busy machine the start-up sometimes leaves a
+    # 32 MiB locked heap mapping that the first unload and load free, which is not the
+    # model's (seen in 4 of 10 runs with both cores busy, before and after uvloop)
+    server.reload("heavy")
     r = server.reload("heavy")
     held = int(r.status["memory_bytes"])
     assert WEIGHTS <= r.plain < WEIGHTS + MIB  # the weights are nearly all of the plaintext
