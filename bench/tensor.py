@@ -135,7 +135,10 @@ def mlserver_spec(setup: TensorSetup, python: Path) -> ServerSpec:
         "name": setup.model_name,
         "implementation": "bench.peers.mlserver_runtime.EmbeddingRuntime",
         "parameters": {"uri": str(setup.model.path)}}, indent=1))
-    return ServerSpec("mlserver", [str(python.with_name("mlserver")), "start", str(repo)], port,
+    # its CLI module, not the bin/mlserver script: a venv moved or copied keeps a script
+    # whose #! line names the old place
+    return ServerSpec("mlserver", [str(python), "-m", "mlserver.cli.main", "start", str(repo)],
+                      port,
                       ready_path=ready_path(setup), env={"PYTHONPATH": str(ROOT)}, cwd=repo)
 
 
