@@ -88,17 +88,21 @@ def check_dimensions(req: EmbeddingsRequest, width: int) -> None:
                          f"leave dimensions out, or set it to {width}")
 
 
-def _vector(row: np.ndarray, encoding: str) -> list[float] | str:
+def _vector(row: np.ndarray, encoding: str, as_array: bool) -> list[float] | str | np.ndarray:
     if encoding == "base64":
         return base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode()
-    values: list[float] = row.astype(np.float32, copy=False).tolist()
+    floats = np.ascontiguousarray(row, np.float32)
+    if as_array:  # for wirejson.dumps
+        return floats
+    values: list[float] = floats.tolist()
     return values
 
 
 def response(model: str, vectors: np.ndarray, encoding: str,
-             prompt_tokens: int) -> dict[str, Any]:
-    """The response document: one ``embedding`` object per input, in order, and usage."""
-    data = [{"object": "embedding", "index": i, "embedding": _vector(row, encoding)}
+             prompt_tokens: int, as_arrays: bool = False) -> dict[str, Any]:
+    """The response document: one ``embedding`` object per input, in order, and usage.
+    ``as_arrays``: float vectors stay numpy arrays, for ``wirejson.dumps``."""
+    data = [{"object": "embedding", "index": i, "embedding": _vector(row, encoding, as_arrays)}
             for i, row in enumerate(vectors)]
     return {"object": "list", "data": data, "model": model,
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
@@ -106,19 +110,14 @@ def response(model: str, vectors: np.ndarray, encoding: str,
 
 def response_bytes(model: str, vectors: np.ndarray, encoding: str,
                    prompt_tokens: int) -> bytes:
-    """``response(...)`` as compact JSON. Float vectors are written by orjson
-    (``wirejson.dumps``): each number the shortest text that reads back as the same
-    float32, several times faster than ``json.dumps``."""
-    if encoding != "float" or vectors.size == 0 or not np.isfinite(vectors).all():
+    """``response(...)`` as compact JSON, written by orjson (``wirejson.dumps``): each
+    float the shortest text that reads back as the same float32, several times faster
+    than ``json.dumps``; which still writes vectors holding NaN or Infinity, as clients
+    of Python's json read them."""
+    if not np.isfinite(vectors).all():
         return json.dumps(response(model, vectors, encoding, prompt_tokens),
                           separators=(",", ":")).encode()
-    rows = np.ascontiguousarray(vectors, np.float32)
-    return wirejson.dumps({
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": row}
-                 for i, row in enumerate(rows)],
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}})
+    return wirejson.dumps(response(model, vectors, encoding, prompt_tokens, as_arrays=True))
 
 
 def model_card(name: str, kind: str, created: int, **extra: Any) -> dict[str, Any]:

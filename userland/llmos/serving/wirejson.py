@@ -155,6 +155,12 @@ def _strict_loads(raw: bytes, text: str | None) -> Any:
 
 def dumps(doc: Any) -> bytes:
     """Compact JSON of ``doc``; numpy arrays (native byte order) as lists of their numbers.
-    NaN and infinities are not JSON: orjson writes ``null`` for them, so a caller whose
-    floats may hold them checks first (``json.dumps`` writes ``NaN`` as clients expect)."""
+    NaN and infinities are not JSON: orjson writes ``null`` for them, so a part of ``doc``
+    whose floats may hold them goes in as ``verbatim(part)``."""
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def verbatim(value: Any) -> Any:
+    """``value`` as ``json.dumps`` writes it (NaN and Infinity as those literals, which
+    clients of Python's json read), to be placed in a document for ``dumps``."""
+    return orjson.Fragment(json.dumps(value, separators=(",", ":")))
