@@ -121,7 +121,27 @@ def test_blocks_in_the_page_cache_are_read_from_there(on_disk: Path, data: bytes
         pytest.skip("no O_DIRECT or RWF_NOWAIT on this file system")
     with DirectReader(on_disk, 7, block=BLOCK) as reader:  # just written: cached
         assert bytes(reader.read(SIZE)) == data[7:]
-        assert reader.direct and reader.cached_bytes == SIZE
+        assert reader.direct and reader.cached_bytes == SIZE - 7
+
+
+def test_a_file_cached_in_part_is_read_from_the_cache_then_past_it(
+        on_disk: Path, data: bytes) -> None:
+    """The cached head comes from the page cache, the rest from the disk, byte-exact
+    across the switch (at an unaligned position, inside the caller's read)."""
+    if not _direct_supported(on_disk):
+        pytest.skip("no O_DIRECT or RWF_NOWAIT on this file system")
+    fd = os.open(on_disk, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.pread(fd, SIZE, 0)
+        os.posix_fadvise(fd, 2 * BLOCK, 0, os.POSIX_FADV_DONTNEED)  # the first two stay
+    finally:
+        os.close(fd)
+    with DirectReader(on_disk, 7, block=BLOCK) as reader:
+        head = reader.read(BLOCK + 5)
+        rest = reader.read(SIZE)
+        assert bytes(head) + bytes(rest) == data[7:]
+        assert reader.direct and 0 < reader.cached_bytes < SIZE - 7
 
 
 def test_blocks_not_in_the_page_cache_are_read_past_it(on_disk: Path, data: bytes) -> None:

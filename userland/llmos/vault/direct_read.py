@@ -10,10 +10,10 @@ Where the file system refuses ``O_DIRECT`` (``EINVAL`` at the open or at the fir
 the same reader goes through the page cache (``direct`` says which).
 
 A file the page cache already holds (a pack just copied or uploaded, a restarted service)
-is taken from there instead: a non-blocking read (``RWF_NOWAIT``) gets each block without
-touching the disk, until one is not (all) cached; from then on every block is read
-directly. A MiniLM pack cached in memory read in ~9 ms that way against 40-190 ms from
-this VM's disk.
+is taken from there instead: non-blocking reads (``RWF_NOWAIT``) copy it straight into the
+caller's buffer without touching the disk, until one finds a page that is not cached; from
+then on every block is read directly. A MiniLM pack cached in memory read in ~9 ms that way
+against 40-190 ms from this VM's disk.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class DirectReader:
         self._path = path
         self.direct = direct and O_DIRECT != 0
         self._fd = self._open()
-        # A second, buffered descriptor for blocks the page cache holds already; no
+        # A second, buffered descriptor for what the page cache holds already; no
         # read-ahead on it (a missed non-blocking read would start one: the disk read twice).
         self._cache_fd = -1
         if self.direct and RWF_NOWAIT:
@@ -48,11 +48,11 @@ class DirectReader:
             os.posix_fadvise(self._cache_fd, 0, 0, os.POSIX_FADV_RANDOM)
         self._size = os.fstat(self._fd).st_size
         self.cached_bytes = 0  # read from the page cache by the non-blocking reads
-        self._buf = mmap.mmap(-1, block)  # page-aligned, as O_DIRECT needs
-        self._view = memoryview(self._buf)
-        self._next = offset - offset % ALIGN  # file offset of the next block read
-        self._start = self._end = 0  # unread bytes of the buffer: [start, end)
-        self._skip = offset % ALIGN  # of the first block, bytes before ``offset``
+        self._block = block
+        self._view: memoryview | None = None  # the block buffer, made at the first block read
+        self._buf: mmap.mmap | None = None
+        self._pos = offset  # file offset of the next byte handed out
+        self._start = self._end = 0  # unread bytes of the block buffer: [start, end)
         self._eof = False
 
     def _open(self) -> int:
@@ -66,59 +66,72 @@ class DirectReader:
                 self.direct = False  # the file system has no O_DIRECT
         return os.open(self._path, flags)
 
-    def _from_cache(self) -> int | None:
-        """The next block from the page cache if all of it is there, else None."""
-        if self._cache_fd < 0 or not self.direct:
-            return None
-        want = min(len(self._view), max(self._size - self._next, 0))
+    def _from_cache(self, out: memoryview) -> int:
+        """As much of ``out`` as the page cache holds from the current position on; after
+        the first page it does not hold, nothing more comes from it."""
+        if self._cache_fd < 0:
+            return 0
+        want = min(len(out), max(self._size - self._pos, 0))
         try:
-            got = os.preadv(self._cache_fd, [self._view], self._next, RWF_NOWAIT)
-        except OSError:  # EAGAIN: not (all) cached; EOPNOTSUPP: no RWF_NOWAIT here
-            got = -1
-        if got != want:  # not all cached: this block and the rest are read directly
+            got = os.preadv(self._cache_fd, [out[:want]], self._pos, RWF_NOWAIT) if want else 0
+        except OSError:  # EAGAIN: not cached; EOPNOTSUPP: no RWF_NOWAIT here
+            got = 0
+        if got < want:  # a page not cached: this one and the rest are read directly
             os.close(self._cache_fd)
             self._cache_fd = -1
-            return None
         self.cached_bytes += got
+        self._pos += got
         return got
 
     def _fill(self) -> None:
-        got = self._from_cache()
-        if got is None:
-            got = self._direct_read()
-        self._start, self._end = min(self._skip, got), got
-        self._skip = 0
-        self._next += got
+        """Read the block that holds the current position (aligned, as O_DIRECT needs)."""
+        if self._view is None:
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+            self._buf = mmap.mmap(-1, self._block, flags=flags)  # page-aligned
+            self._view = memoryview(self._buf)
+        first = self._pos - self._pos % ALIGN
+        got = self._direct_read(first)
+        self._start, self._end = min(self._pos - first, got), got
         # A short read is the end of the file (a regular file's only short read); a next
         # read from an unaligned offset would fail under O_DIRECT anyway.
         self._eof = got < len(self._view)
 
-    def _direct_read(self) -> int:
+    def _direct_read(self, offset: int) -> int:
+        assert self._view is not None
         try:
-            got = os.preadv(self._fd, [self._view], self._next)
+            got = os.preadv(self._fd, [self._view], offset)
         except OSError as exc:
             if not (self.direct and exc.errno == errno.EINVAL):
                 raise
             os.close(self._fd)  # O_DIRECT opened but refused to read: go through the cache
             self.direct = False
             self._fd = self._open()
-            got = os.preadv(self._fd, [self._view], self._next)
+            got = os.preadv(self._fd, [self._view], offset)
+        return got
+
+    def readinto(self, out: memoryview) -> int:
+        """Fill ``out`` with the next bytes; fewer (the count returned) only at the end of
+        the file. A caller that reuses one buffer for every read faults no new pages."""
+        n = len(out)
+        got = self._from_cache(out) if self._start == self._end else 0
+        while got < n:
+            if self._start == self._end:
+                if self._eof or self._pos >= self._size:
+                    break
+                self._fill()
+                continue
+            assert self._view is not None
+            take = min(n - got, self._end - self._start)
+            out[got:got + take] = self._view[self._start:self._start + take]
+            self._start += take
+            self._pos += take
+            got += take
         return got
 
     def read(self, n: int) -> bytearray:
         """The next ``n`` bytes, fewer only at the end of the file."""
         out = bytearray(n)
-        got = 0
-        while got < n:
-            if self._start == self._end:
-                if self._eof:
-                    break
-                self._fill()
-                continue
-            take = min(n - got, self._end - self._start)
-            out[got:got + take] = self._view[self._start:self._start + take]
-            self._start += take
-            got += take
+        got = self.readinto(memoryview(out))
         if got < n:
             del out[got:]
         return out
@@ -130,8 +143,10 @@ class DirectReader:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._view is not None and self._buf is not None:
             self._view.release()
             self._buf.close()
+            self._view = self._buf = None
 
     def __enter__(self) -> DirectReader:
         return self
