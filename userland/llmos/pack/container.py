@@ -17,6 +17,7 @@ sizes, so a decompressed payload is split into zero-copy ``memoryview`` slices.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -127,8 +128,14 @@ def read_pack(path: Path) -> tuple[Manifest, memoryview]:
     return decode(path.read_bytes())
 
 
-def _bytearray_alloc(n: int) -> memoryview:
-    return memoryview(bytearray(n))
+def fresh_buffer(n: int) -> memoryview:
+    """``n`` zeroed bytes of anonymous memory whose pages the kernel faults in at once
+    (``MAP_POPULATE``): the default where no memory pool is given. Faulted one by one as
+    they are written (or zeroed by ``bytearray``), MiniLM's 42 MB took a third longer."""
+    if n == 0:
+        return memoryview(bytearray())
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    return memoryview(mmap.mmap(-1, n, flags=flags))
 
 
 class _Chunks:
@@ -152,7 +159,7 @@ def checked_size(manifest: Manifest) -> int:
 
 
 def decompress_into(
-    chunks: Iterable[bytes | memoryview], manifest: Manifest, alloc: Allocator = _bytearray_alloc,
+    chunks: Iterable[bytes | memoryview], manifest: Manifest, alloc: Allocator = fresh_buffer,
     *, authenticated: bool = False,
 ) -> memoryview:
     """Stream-decompress the payload into one buffer from ``alloc`` and verify it.
