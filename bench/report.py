@@ -114,7 +114,7 @@ def _sealed(doc: Mapping[str, Any]) -> list[str]:
         f"{doc['sealed_bytes'] / 1e6:.1f} MB sealed, payload compression "
         f"`{doc.get('compression', 'zstd')}`); {doc['repeat']} interleaved rounds, medians "
         "(the ratio: the median of the rounds' ratios).", "",
-        "| load | ms | ratio |", "|---|---:|---:|",
+        "| load (every file in the page cache unless said) | ms | ratio |", "|---|---:|---:|",
         f"| plaintext ONNX: `InferenceSession(path)`"
         f"{' + `Tokenizer.from_file`' if doc.get('plain_loads_tokenizer') else ''} | "
         f"{doc['plain_load_ms']:.1f} | 1.00x |",
@@ -123,9 +123,13 @@ def _sealed(doc: Mapping[str, Any]) -> list[str]:
         *([f"| CPU of the loads (this process, all threads): sealed / plaintext | "
             f"{doc['sealed_load_cpu_ms']:.1f} / {doc['plain_load_cpu_ms']:.1f} | "
             f"{doc['load_cpu_ratio']:.2f}x |"] if "load_cpu_ratio" in doc else []),
+        *([f"| cold page cache (both sides' files dropped just before): plaintext | "
+            f"{doc['plain_cold_load_ms']:.1f} | 1.00x |",
+           f"| cold page cache: sealed | {doc['sealed_cold_load_ms']:.1f} | "
+           f"{doc['cold_load_ratio']:.2f}x |"] if "cold_load_ratio" in doc else []),
         f"| of which decrypt (+ decompress) into one buffer (`open_payload`) | "
         f"{doc['sealed_open_ms']:.1f} | |",
-        f"| of which decrypt alone (AES-256-GCM chunks, verified) | "
+        f"| of which decrypt alone (AES-256-GCM chunks, verified, into a buffer made before) | "
         f"{doc['sealed_decrypt_ms']:.1f} | |", "",
         f"Sealed load target <= {LOAD_RATIO_TARGET:g}x: {_verdict(ratio <= LOAD_RATIO_TARGET)}.",
         "",
