@@ -105,6 +105,10 @@ def _tensor(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _threads(n: Any) -> str:
+    return "" if n is None else f", {n} thread{'s' if n != 1 else ''}"
+
+
 def _sealed(doc: Mapping[str, Any]) -> list[str]:
     if "error" in doc:
         return [f"Not measured: {doc['error']}", ""]
@@ -135,8 +139,9 @@ def _sealed(doc: Mapping[str, Any]) -> list[str]:
         "",
         "| AES-256-GCM decrypt | MB/s |", "|---|---:|",
         f"| vault chunks ({doc['decrypt_pack']}, {doc['decrypt_pack_bytes'] / 1e6:.0f} MB, "
-        f"{doc['chunk_size'] // 1024} KiB chunks) | {doc['vault_decrypt_mb_s']:.0f} |",
-        f"| `openssl speed -evp aes-256-gcm -decrypt` (same chunk size) | "
+        f"{doc['chunk_size'] // 1024} KiB chunks"
+        f"{_threads(doc.get('decrypt_threads'))}) | {doc['vault_decrypt_mb_s']:.0f} |",
+        f"| `openssl speed -evp aes-256-gcm -decrypt` (same chunk size, one thread) | "
         f"{doc['openssl_decrypt_mb_s']:.0f} |",
         f"| `openssl speed -evp aes-256-gcm` (encrypt, for reference) | "
         f"{doc['openssl_encrypt_mb_s']:.0f} |", "",
