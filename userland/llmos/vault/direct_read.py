@@ -128,14 +128,6 @@ class DirectReader:
             got += take
         return got
 
-    def read(self, n: int) -> bytearray:
-        """The next ``n`` bytes, fewer only at the end of the file."""
-        out = bytearray(n)
-        got = self.readinto(memoryview(out))
-        if got < n:
-            del out[got:]
-        return out
-
     def close(self) -> None:
         if self._cache_fd >= 0:
             os.close(self._cache_fd)
