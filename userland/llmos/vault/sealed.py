@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 # Chunks are independent AES-GCM messages, so ``decrypt_into`` opens contiguous spans of
-# them on several threads (cryptography releases the GIL; the output's pages fault in on
-# each thread). Spans of fewer chunks are not worth a thread; beyond four threads nothing
-# was gained on the packs measured.
+# them on several threads (cryptography releases the GIL). Spans of fewer chunks are not
+# worth a thread. At most four: AES-GCM runs at 4-9 GB/s a thread here, so more would
+# wait on the disk and memory (only measured on two cores: two threads against one,
+# SmolLM2's pack cached 85 against 95 ms; four there were slower than two).
 MAX_WORKERS = 4
 MIN_SPAN_CHUNKS = 4
 TAMPERED_HINT = ("the sealed pack was modified, truncated or mixed with another after sealing; "
