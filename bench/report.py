@@ -166,13 +166,25 @@ def _llm(doc: Mapping[str, Any]) -> list[str]:
                          f" | {r.get('how', '')} | {r.get('weights', '')} |")
         lines.append("")
     if "prompt" in doc:
+        served = [r for r in rows if "llm_bench" not in str(r.get("contestant", ""))]
+        helper = [r for r in rows if r not in served]
         lines += [f"Greedy decoding of up to {doc['max_tokens']} tokens for the chat prompt "
-                  f"\"{doc['prompt']}\"; medians of {rows[0].get('runs', 1) if rows else 0} "
-                  "runs after a warm-up. TTFT over HTTP includes the request; in process it "
-                  "does not.", ""]
+                  f"\"{doc['prompt']}\"; medians of {_runs(served)} runs after a warm-up"
+                  + (f" (the bench/llm_bench.py rows: {_runs(helper)}, on its own 100-token "
+                     "prompt)" if helper else "")
+                  + ". TTFT over HTTP includes the request; in process it does not. Every run "
+                  "sends the same chat, so the servers that keep a prefix cache (LLM OS, "
+                  "llama.cpp's) answer it from there: unseen and shared-prefix prompts are in "
+                  "`results/llm_ttft.md`.", ""]
     if "error" in doc:
         lines += [f"Not measured: {doc['error']}", ""]
     return lines
+
+
+def _runs(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows' run counts, as one number where they agree."""
+    counts = sorted({int(r.get("runs", 1)) for r in rows})
+    return "/".join(str(c) for c in counts) or "0"
 
 
 def _notes(results: Mapping[str, Any]) -> list[str]:
