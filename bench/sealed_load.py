@@ -33,7 +33,7 @@ from tokenizers import Tokenizer
 from llmos.pack.container import split_files
 from llmos.vault.kek import Kek
 from llmos.vault.keyfile import read_keyfile
-from llmos.vault.sealed import MAX_WORKERS, SealedPack, open_payload, spans
+from llmos.vault.sealed import SealedPack, open_payload, spans
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,7 @@ def run(sealed: Path, plain_onnx: Path, key: Path, all_packs: list[Path],
         "decrypt_pack": biggest.name,
         "decrypt_pack_bytes": big.header.payload_size,
         "chunk_size": big.header.chunk_size,
-        "decrypt_threads": len(spans(big.header.chunk_count,
-                                     min(len(os.sched_getaffinity(0)), MAX_WORKERS))),
+        "decrypt_threads": len(spans(big.header.chunk_count)),
         "vault_decrypt_mb_s": vault_bps / 1e6,
         "openssl_decrypt_mb_s": openssl_dec / 1e6,
         "openssl_encrypt_mb_s": openssl_enc / 1e6,

@@ -19,10 +19,11 @@ against 40-190 ms from this VM's disk.
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 from pathlib import Path
 from types import TracebackType
+
+from llmos.pack.container import fresh_buffer
 
 ALIGN = 4096  # offsets, lengths and the buffer's address: a multiple of any logical block
 BLOCK = 4 << 20  # one read from the disk
@@ -50,7 +51,6 @@ class DirectReader:
         self.cached_bytes = 0  # read from the page cache by the non-blocking reads
         self._block = block
         self._view: memoryview | None = None  # the block buffer, made at the first block read
-        self._buf: mmap.mmap | None = None
         self._pos = offset  # file offset of the next byte handed out
         self._start = self._end = 0  # unread bytes of the block buffer: [start, end)
         self._eof = False
@@ -86,9 +86,7 @@ class DirectReader:
     def _fill(self) -> None:
         """Read the block that holds the current position (aligned, as O_DIRECT needs)."""
         if self._view is None:
-            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
-            self._buf = mmap.mmap(-1, self._block, flags=flags)  # page-aligned
-            self._view = memoryview(self._buf)
+            self._view = fresh_buffer(self._block)  # page-aligned, as O_DIRECT needs
         first = self._pos - self._pos % ALIGN
         got = self._direct_read(first)
         self._start, self._end = min(self._pos - first, got), got
@@ -135,10 +133,9 @@ class DirectReader:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if self._view is not None and self._buf is not None:
-            self._view.release()
-            self._buf.close()
-            self._view = self._buf = None
+        if self._view is not None:
+            self._view.release()  # the last reference to its mapping: unmapped
+            self._view = None
 
     def __enter__(self) -> DirectReader:
         return self

@@ -245,21 +245,17 @@ class SealedPack:
                 failed.set()
                 raise
 
-        first, *rest = spans(self.header.chunk_count, _workers(workers))
+        first, *rest = spans(self.header.chunk_count, workers)
         if not rest:
             open_span(first)
             return
+        # Leaving the block waits for every thread, so an error of the first span is
+        # raised only once the others have stopped writing into ``out``.
         with ThreadPoolExecutor(len(rest), thread_name_prefix="llmos-decrypt") as pool:
             others = [pool.submit(open_span, span) for span in rest]
-            errors: list[BaseException | None] = []
-            try:
-                open_span(first)
-            except BaseException as exc:  # raised once the other threads have stopped
-                errors.append(exc)
-            errors += [future.exception() for future in others]
-        for error in errors:
-            if error is not None:
-                raise error
+            open_span(first)
+        for future in others:
+            future.result()
 
     def _pieces(self, span: range | None = None
                 ) -> Iterator[tuple[int, bool, bytes | bytearray | memoryview]]:
@@ -296,15 +292,12 @@ class SealedPack:
             yield memoryview(self._open(aead.decrypt, data_key, digest, (i, final), piece))
 
 
-def _workers(asked: int | None) -> int:
-    if asked is not None:
-        return max(1, asked)
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
-
-
-def spans(chunk_count: int, workers: int) -> list[range]:
+def spans(chunk_count: int, workers: int | None = None) -> list[range]:
     """Contiguous, nearly equal spans of chunk indices, one per thread: at most ``workers``
-    of them, each of at least ``MIN_SPAN_CHUNKS`` chunks (one span for a small pack)."""
+    of them (default: the CPUs this process may use, at most ``MAX_WORKERS``), each of at
+    least ``MIN_SPAN_CHUNKS`` chunks (one span for a small pack)."""
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
     k = max(1, min(workers, chunk_count // MIN_SPAN_CHUNKS))
     cuts = [chunk_count * j // k for j in range(k + 1)]
     return [range(cuts[j], cuts[j + 1]) for j in range(k)]
