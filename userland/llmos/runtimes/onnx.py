@@ -72,7 +72,9 @@ def _providers(device: Device) -> list[Any]:
     return [(CUDA, {"device_id": device.index}), CPU]
 
 
-def _session_options(options: RuntimeOptions) -> Any:
+def session_options(options: RuntimeOptions) -> Any:
+    """onnxruntime's session options for ``options`` (threads, prepacking, spinning): what
+    every session of a pack gets, and what the benches give their own sessions."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(options.intra_op_threads, 0)
     so.inter_op_num_threads = max(options.inter_op_threads, 0)
@@ -124,7 +126,7 @@ def open_session(manifest: Manifest, files: Mapping[str, memoryview],
                              "load it with that runtime")
     device = parse_device(options.device)
     providers = _providers(device)
-    so = _session_options(dataclasses.replace(options, prepack=prepacks(manifest, options)))
+    so = session_options(dataclasses.replace(options, prepack=prepacks(manifest, options)))
     table = WeightTable.from_extra(manifest.extra)
     weights: list[tuple[np.ndarray, Any]] = []
     if table is not None:
