@@ -3,7 +3,10 @@
 ``/dev/kvm`` existing proves little: on some hosts QEMU aborts at start (an MSR it cannot
 set) or the guest hangs. So the probe boots a real, tiny guest: a 512-byte boot sector
 that writes to QEMU's isa-debug-exit port, which ends QEMU with a known status. It takes
-well under a second where KVM works, and fails fast or times out where it does not.
+well under a second where KVM works, and fails fast or times out where it does not. The
+probe's machine has System Management Mode on, as the Secure Boot firmware's needs: some
+hosts run KVM guests but not with SMM ("System Management Mode not supported by this
+hypervisor", seen on a nested-virtualisation build host), and there TCG it is.
 ``LLMOS_ACCEL=kvm|tcg`` skips the probe.
 """
 
@@ -43,16 +46,22 @@ def cpu_for(accel: str) -> str:
     return "host" if accel == "kvm" else TCG_CPU
 
 
+def probe_argv(accel: str, disk: Path) -> list[str]:
+    """QEMU booting the probe's ``disk`` on a q35 machine with SMM (qemu.argv's machine
+    under Secure Boot)."""
+    return ["qemu-system-x86_64", "-machine", f"q35,accel={accel},smm=on",
+            "-cpu", cpu_for(accel), "-m", "64", "-nodefaults", "-display", "none",
+            "-no-reboot", "-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x04",
+            "-drive", f"file={disk},format=raw,if=ide"]
+
+
 def probe(accel: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """Does a guest run to completion under ``accel``?"""
+    """Does a guest run to completion under ``accel``, with SMM?"""
     with tempfile.TemporaryDirectory(prefix="llmos-accel-") as tmp:
         disk = Path(tmp) / "probe.img"
         disk.write_bytes(boot_sector())
         os.truncate(disk, 1 << 20)  # SeaBIOS wants more than one sector
-        cmd = ["qemu-system-x86_64", "-machine", f"q35,accel={accel}", "-cpu", cpu_for(accel),
-               "-m", "64", "-nodefaults", "-display", "none", "-no-reboot",
-               "-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x04",
-               "-drive", f"file={disk},format=raw,if=ide"]
+        cmd = probe_argv(accel, disk)
         try:
             done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:

@@ -127,6 +127,14 @@ def test_tcg_probe_runs_a_guest_to_completion() -> None:
     assert accel.probe("tcg", timeout_s=60)
 
 
+def test_probe_asks_for_the_secure_boot_machine_with_smm() -> None:
+    # KVM without SMM boots the probe's plain machine, then fails every Secure Boot boot.
+    argv = accel.probe_argv("kvm", Path("/x/probe.img"))
+    assert argv[argv.index("-machine") + 1] == "q35,accel=kvm,smm=on"
+    booted = qemu.argv(_config(accel="kvm", secure_boot=True))
+    assert "smm=on" in booted[booted.index("-machine") + 1].split(",")
+
+
 def test_find_all_reports_every_match_once_across_chunk_borders(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(disk, "CHUNK", 100)
