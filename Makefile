@@ -18,13 +18,15 @@ FLEETKEY := $(KEYS)/fleet.key
 # Secure Boot (PK/KEK/db; db also signs the expected PCR 11 values) and the OVMF variable
 # store with them enrolled: test keys made once per checkout (image/keys.sh).
 SBVARS   := $(KEYS)/secureboot/OVMF_VARS.fd
+# The same with the kernel module signing key in db too: a GPU server's firmware.
+GPUVARS  := $(KEYS)/secureboot/OVMF_VARS.gpu.fd
 # The OS update signing key (OpenPGP; its public half goes into the image).
 UPDKEY   := $(KEYS)/update/pubring.gpg
 # The image's version (A/B updates, docs/updates.md); make update-image VERSION=N cuts another.
 VERSION  ?= $(shell cat image/VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image update-image update-images image-nvidia run bench bench-quick clean
+.PHONY: help deps venv keys demo-packs serve test test-fast test-boot test-gpu lint image update-image update-images image-nvidia test-nvidia-image run bench bench-quick clean
 
 help:
 	@echo "make run        build the image (demo models sealed in) and boot it in QEMU with swtpm"
@@ -32,6 +34,7 @@ help:
 	@echo "make test-fast  unit and host integration tests only (no image, no QEMU)"
 	@echo "make lint       ruff and mypy --strict (part of make test)"
 	@echo "make test-gpu   the GPU tests, on a machine with an NVIDIA GPU (docs/status.md: GPU)"
+	@echo "make test-nvidia-image  the nvidia image's signed driver under Secure Boot, in QEMU"
 	@echo "make serve      serve the demo packs on this host (development key, loud warning)"
 	@echo "make image      build the appliance disk image"
 	@echo "make update-image VERSION=N  the signed update artifacts of version N (build/updates/N)"
@@ -62,11 +65,11 @@ $(FLEETKEY): | $(STAMPS)/venv
 	@mkdir -p $(KEYS)
 	$(VENV)/bin/llmos keygen --out $@
 
-$(SBVARS) $(UPDKEY) &: image/keys.sh | $(STAMPS)/venv
+$(SBVARS) $(GPUVARS) $(UPDKEY) &: image/keys.sh | $(STAMPS)/venv
 	VENV_BIN=$(VENV)/bin bash image/keys.sh $(KEYS)
-	@touch $(SBVARS) $(UPDKEY)
+	@touch $(SBVARS) $(GPUVARS) $(UPDKEY)
 
-keys: $(FLEETKEY) $(SBVARS) $(UPDKEY)
+keys: $(FLEETKEY) $(SBVARS) $(GPUVARS) $(UPDKEY)
 
 demo-packs: $(STAMPS)/venv $(FLEETKEY)
 	$(VENV)/bin/llmos demo build --out $(DEMO) --key $(FLEETKEY)
@@ -145,6 +148,11 @@ update-images: image
 # Hardware image with the NVIDIA driver and onnxruntime-gpu (not part of make test).
 image-nvidia: deps $(STAMPS)/venv demo-packs $(SBVARS) $(UPDKEY)
 	PY=$(PY) bash image/build.sh nvidia
+
+# The nvidia image's driver under Secure Boot in QEMU (no GPU needed; not part of make test):
+# loaded with the module key in db, refused without it (docs/security.md, "GPU profile").
+test-nvidia-image: image-nvidia $(GPUVARS)
+	$(PY) -m pytest tests/nvidia_image $(PYTEST_ARGS)
 
 # Boot the image in QEMU with a persistent swtpm (state in build/vm/run/). RUN_ARGS:
 # --console (serial console on this terminal), --reset (new disk and TPM), --api-port N.

@@ -11,13 +11,17 @@
 #                                 expected PCR 11 values, the policy the fleet key is sealed
 #                                 under (the UKI's .pcrpkey section carries the public half)
 #   DIR/secureboot/modules.{key,crt}  signs the nvidia profile's DKMS-built kernel modules
-#                                 (the kernel trusts it once enrolled as a MOK; docs/security.md)
+#                                 (Debian's kernel trusts the firmware's db for modules: a
+#                                 GPU server has it enrolled in db beside db.crt;
+#                                 docs/security.md, "GPU profile")
 #   DIR/update/gnupg/             OpenPGP key that signs OS updates (SHA256SUMS.gpg of
 #                                 `make update-image`); DIR/update/pubring.gpg, its public
 #                                 half, goes into the image (/etc/systemd/import-pubring.gpg),
 #                                 the only key systemd-sysupdate accepts (docs/updates.md)
 #   DIR/secureboot/OVMF_VARS.fd   OVMF variable store with PK/KEK/db enrolled (Secure Boot
 #                                 on): the template every test/run VM copies
+#   DIR/secureboot/OVMF_VARS.gpu.fd  the same with modules.crt in db too: a GPU server's
+#                                 firmware (the nvidia image's boot test, tests/nvidia_image)
 #
 # Idempotent: existing keys are kept (rotating one means re-enrolling every machine).
 set -euo pipefail
@@ -48,6 +52,14 @@ if [ ! -s "$vars" ] || [ "$vars" -ot "$dir/secureboot/db.crt" ]; then
     --add-db "$owner" "$dir/secureboot/db.crt" --secure-boot --no-microsoft >/dev/null
   mv "$vars.new" "$vars"
   echo "keys: made $vars (PK, KEK, db enrolled; Secure Boot on)"
+fi
+gpu_vars=$dir/secureboot/OVMF_VARS.gpu.fd
+if [ ! -s "$gpu_vars" ] || [ "$gpu_vars" -ot "$dir/secureboot/db.crt" ] \
+    || [ "$gpu_vars" -ot "$dir/secureboot/modules.crt" ]; then
+  "$venv_bin/virt-fw-vars" --input "$vars" --output "$gpu_vars.new" \
+    --add-db "$owner" "$dir/secureboot/modules.crt" >/dev/null
+  mv "$gpu_vars.new" "$gpu_vars"
+  echo "keys: made $gpu_vars (db also holds the kernel module signing key)"
 fi
 
 # OS update signing key (OpenPGP: what systemd-sysupdate/systemd-pull verify SHA256SUMS with).
