@@ -31,7 +31,7 @@ def certificate_line(role: str) -> re.Pattern[str]:
 
 def fields(console: str) -> dict[str, str] | None:
     """The ``key=value`` fields of the timed line and the done line together; None until
-    both are on the console."""
+    both are on the console, whole."""
     timed = _fields_of(console, TIMED)
     done = _fields_of(console, DONE)
     if timed is None or done is None:
@@ -40,7 +40,9 @@ def fields(console: str) -> dict[str, str] | None:
 
 
 def _fields_of(console: str, marker: str) -> dict[str, str] | None:
-    for line in console.splitlines():
+    # Complete lines only: QEMU writes the console as the guest sends it, so the file's
+    # last line may be half a line (a done line cut after its first fields).
+    for line in console.split("\n")[:-1]:
         if marker in line:
             tail = line[line.index(marker) + len(marker):]
             return dict(f.split("=", 1) for f in tail.split() if "=" in f)

@@ -315,6 +315,15 @@ def test_the_boot_report_prints_what_the_host_reads() -> None:
             "addresses"} <= fields.keys()
 
 
+def test_a_report_line_still_being_written_is_not_read() -> None:
+    timed = f"{report.TIMED} uptime=9.5 cpu_busy=3.0 cpu_idle=1.0\n"
+    done = f"{report.DONE} supervisor=active supervisor_start=2.1 supervisor_ready=8.0\n"
+    assert report.fields(timed + done[:30]) is None  # the done line cut mid-way
+    assert report.fields(timed + done) == {
+        "uptime": "9.5", "cpu_busy": "3.0", "cpu_idle": "1.0", "supervisor": "active",
+        "supervisor_start": "2.1", "supervisor_ready": "8.0"}
+
+
 def test_certificates_are_read_off_the_console_in_order_by_listener() -> None:
     first, second = (":".join([f"{b:02X}"] * 32) for b in (0xAB, 0x01))
     console = "\n".join([
