@@ -129,6 +129,12 @@ def _same(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
     return True
 
 
+class PrepackedWeightsStillRead(ModelLoadError):
+    """A runtime answered differently once the weights it was to hold prepacked were given
+    back: its kernels on this CPU read them in place (onnxruntime's int8 kernels without
+    AVX2 and FMA do not prepack). The loader builds the model again with them kept."""
+
+
 def _release(ctx: ModelContext, runtimes: list[Runtime], warm: list[dict[str, np.ndarray]],
              views: list[memoryview]) -> None:
     """Give back the pages of ``views``, then check every instance still answers its
@@ -140,7 +146,7 @@ def _release(ctx: ModelContext, runtimes: list[Runtime], warm: list[dict[str, np
         return
     for rt, before in zip(runtimes, warm, strict=True):
         if not _same(before, rt.infer(sample_inputs(rt.inputs))):
-            raise ModelLoadError(
+            raise PrepackedWeightsStillRead(
                 f"model {ctx.config.name!r} answers differently once its prepacked weights "
                 "are given back: the runtime still reads them",
                 f"set prepack = false for model {ctx.config.name!r}")

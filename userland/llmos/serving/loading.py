@@ -10,6 +10,7 @@ the traceback frames that still reference the plaintext are dropped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,14 @@ from llmos.errors import LlmosError, ModelLoadError
 from llmos.hw.memory import MemoryPool
 from llmos.pack.container import split_files
 from llmos.pack.manifest import Manifest
-from llmos.serving.backend import Backend, ModelContext, Served, keep_all, runtime_options
+from llmos.serving.backend import (
+    Backend,
+    ModelContext,
+    PrepackedWeightsStillRead,
+    Served,
+    keep_all,
+    runtime_options,
+)
 from llmos.serving.metrics import ServingMetrics
 from llmos.vault.kek import Kek
 from llmos.vault.opener import PackOpener
@@ -63,8 +71,22 @@ class ModelLoader:
     def build(self, cfg: ModelConfig, device: str, kek: Kek, owner: str | None = None
               ) -> Loaded:
         """Open ``cfg``'s pack and build its runtime(s) on ``device`` (blocking); its
-        memory belongs to ``owner`` (default: the model's name)."""
+        memory belongs to ``owner`` (default: the model's name). Where the runtime turns
+        out to read the weights it was to hold prepacked (this CPU's kernels do not
+        prepack them), the pack is opened and built again with prepacking off."""
         owner = owner or cfg.name
+        try:
+            return self._build(cfg, device, kek, owner)
+        except PrepackedWeightsStillRead as exc:
+            if cfg.prepack is not None:  # asked for by the model's config: its error
+                raise
+            log.warning("model %s: %s; loading it again with prepack = false (its weights "
+                        "stay in the pack's memory)", cfg.name, exc.message)
+            drop_frames(exc)
+            self.free(owner)
+        return self._build(dataclasses.replace(cfg, prepack=False), device, kek, owner)
+
+    def _build(self, cfg: ModelConfig, device: str, kek: Kek, owner: str) -> Loaded:
         manifest, payload = self._opener.open(cfg, kek, self._backend, owner)
         timeout_s = cfg.timeout_s or float(self._config["server.request_timeout_s"])
         release = keep_all if self._memory is None else self._memory.releaser(owner)
