@@ -8,6 +8,7 @@ the TOML parser, the defaults, the validation, the environment overrides
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from llmos.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,20 @@ SETTINGS: tuple[Setting, ...] = (
             "where sealed packs are found and uploaded packs are stored", "--packs-dir"),
 )
 
+
+# What a machine's provisioning may change over the image's config.toml: the credential
+# ``llmos-settings`` (a TOML of these keys, in their sections) that systemd hands the
+# supervisor and the health gate. Deadlines and limits only, sized to the machine (a slow
+# edge box, an emulated one): nothing that names code, packs, keys or listeners, which the
+# signed image alone decides. Any other key in it is refused and logged.
+SITE_CREDENTIAL = "llmos-settings"
+SITE_SETTINGS = frozenset({
+    "server.request_timeout_s", "server.body_timeout_s", "server.idle_timeout_s",
+    "server.update_drain_s", "server.drain_s", "server.drain_grace_s",
+    "server.max_body_bytes", "server.max_request_rows", "server.max_inflight_requests",
+    "server.max_inflight_bytes", "server.log_level",
+})
+
 MODEL_SETTINGS: tuple[Setting, ...] = (
     Setting("name", str, None, "model name in the API (required)"),
     Setting("pack", _path, None, "sealed pack file, absolute or relative to packs_dir (required)"),
@@ -323,12 +340,53 @@ def _model(entry: Mapping[str, Any], index: int, origin: str) -> ModelConfig:
     return ModelConfig(**values)
 
 
+def site_settings(text: str, origin: str) -> tuple[dict[str, Any], list[str]]:
+    """The ``SITE_SETTINGS`` in the TOML ``text`` (the llmos-settings credential), parsed,
+    and why each other entry was refused: a refused entry costs only itself."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return {}, [f"{origin} is not valid TOML: {exc}"]
+    values: dict[str, Any] = {}
+    refused: list[str] = []
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            refused.append(f"{origin}: {section!r} is not a section of settings")
+            continue
+        for name, raw in table.items():
+            key = f"{section}.{name}"
+            if key not in SITE_SETTINGS:
+                refused.append(f"{origin}: {key!r} is not a setting a machine may change")
+                continue
+            try:
+                values[key] = _apply(_BY_KEY[key], raw, origin)
+            except ConfigError as exc:
+                refused.append(exc.message)
+    return values, refused
+
+
+def _site(environ: Mapping[str, str]) -> dict[str, Any]:
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(directory) / SITE_CREDENTIAL if directory else None
+    if path is None or not path.is_file():
+        return {}
+    values, refused = site_settings(path.read_text(errors="replace"),
+                                    f"credential {SITE_CREDENTIAL}")
+    for why in refused:
+        log.error("refused: %s (the image's config.toml applies)", why)
+    if values:
+        log.info("credential %s sets %s", SITE_CREDENTIAL,
+                 ", ".join(f"{k} = {v!r}" for k, v in sorted(values.items())))
+    return values
+
+
 def load(
     path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Defaults < config file < environment < explicit overrides (CLI flags)."""
+    """Defaults < config file < the machine's llmos-settings credential (``SITE_SETTINGS``
+    only) < environment < explicit overrides (CLI flags)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
     models: tuple[ModelConfig, ...] = ()
@@ -358,6 +416,7 @@ def load(
                     raise ConfigError(f"{origin}: unknown setting {key!r}",
                                       "run 'llmos config-doc' for the list")
                 values[key] = _apply(_BY_KEY[key], raw, origin)
+    values.update(_site(environ))
     for s in SETTINGS:
         if s.env in environ:
             values[s.key] = _apply(s, environ[s.env], f"environment {s.env}")
@@ -393,7 +452,9 @@ def describe() -> str:
     """Markdown table of every setting (the reference in docs/configuration.md)."""
     rows = ["| setting | default | env | flag | meaning |", "|---|---|---|---|---|"]
     for s in SETTINGS:
-        rows.append(f"| `{s.key}` | `{s.default}` | `{s.env}` | `{s.flag or ''}` | {s.help} |")
+        site = " (machine: llmos-settings)" if s.key in SITE_SETTINGS else ""
+        rows.append(f"| `{s.key}` | `{s.default}` | `{s.env}` | `{s.flag or ''}` | "
+                    f"{s.help}{site} |")
     rows += ["", "| `[[models]]` key | default | meaning |", "|---|---|---|"]
     for s in MODEL_SETTINGS:
         rows.append(f"| `{s.key}` | `{s.default}` | {s.help} |")
