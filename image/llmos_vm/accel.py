@@ -35,11 +35,18 @@ def boot_sector() -> bytes:
     return code + b"\0" * (510 - len(code)) + b"\x55\xaa"
 
 
-# Under TCG: every feature QEMU can emulate, except the fast-string flags. Without ERMS/FSRM
-# the guest kernel clears pages with its unrolled loop (clear_page_orig) instead of REP
-# STOSB and copies without REP MOVSB. Boots are faster so (README, "Boot time and size":
-# three alternating pairs against plain "max"); that this is the reason is inferred.
-TCG_CPU = "max,-erms,-fsrm"
+# Under TCG: every feature QEMU can emulate, except
+# - the fast-string flags. Without ERMS/FSRM the guest kernel clears pages with its unrolled
+#   loop (clear_page_orig) instead of REP STOSB and copies without REP MOVSB. Boots are
+#   faster so (README, "Boot time and size": three alternating pairs against plain "max");
+#   that this is the reason is inferred.
+# - FMA. QEMU emulates each fused multiply-add lane in a helper; without FMA onnxruntime's
+#   kernels multiply and add in AVX instead, which TCG translates to host vector code.
+#   SmolLM2's one-token warm-up took 12.5 s with FMA and 3.4 s without, in the same image on
+#   an Intel Xeon build host (1.5-1.8 s with FMA on the AMD EPYC hosts before it). The
+#   guest then runs the kernels of a CPU without FMA, where onnxruntime's int8 MatMul does
+#   not prepack and MiniLM loads without giving its weights back (llmos.serving.loading).
+TCG_CPU = "max,-erms,-fsrm,-fma"
 
 
 def cpu_for(accel: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
@@ -28,3 +29,30 @@ def kernel_cmdline_extra(*args: str) -> str:
 def smbios_option(string: str) -> str:
     """The ``-smbios`` argument (QEMU's option syntax escapes a comma as two)."""
     return "type=11,value=" + string.replace(",", ",,")
+
+
+SETTINGS = "llmos-settings"
+
+# Under TCG the guest runs its inference some 10-50x slower than the hardware it stands in
+# for (a one-token SmolLM2 step: 0.1 s on a core, 3-13 s emulated, by the host), so the 30 s
+# deadline of a request (server.request_timeout_s) is the hardware's, not this machine's.
+# As a slow edge box would be, the emulated machine is provisioned with its own; it stays
+# under the boot tests' client timeout (tests/boot/guest.py), so a stuck request still
+# shows as the server's 504.
+EMULATED_REQUEST_TIMEOUT_S = 240
+
+
+def emulated_machine_settings() -> str:
+    """The ``llmos-settings`` credential of an emulated machine (docs/configuration.md)."""
+    return credential(SETTINGS, f"[server]\nrequest_timeout_s = "
+                                f"{EMULATED_REQUEST_TIMEOUT_S}\n".encode())
+
+
+def names(smbios: Sequence[str]) -> set[str]:
+    """The credential names among SMBIOS strings."""
+    out = set()
+    for string in smbios:
+        head, _, rest = string.partition(":")
+        if head.startswith("io.systemd.credential"):
+            out.add(rest.split("=", 1)[0])
+    return out

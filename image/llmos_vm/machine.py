@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from llmos_vm import accel, ovmf, qemu
+from llmos_vm import accel, credentials, ovmf, qemu
 from llmos_vm.disk import create_overlay
 from llmos_vm.errors import BootTimeout, VmError
 from llmos_vm.qmp import Qmp
@@ -94,6 +94,8 @@ class Boot:
         self.label = label
         self.serial_log = None if console_on_terminal else vm.serial_log(label)
         self.accel = accelerator or accel.choose()
+        if self.accel == "tcg" and credentials.SETTINGS not in credentials.names(smbios):
+            smbios = (*smbios, credentials.emulated_machine_settings())
         fw = firmware or ovmf.find()
         self.config = qemu.VmConfig(
             disk=vm.disk, ovmf_code=fw.code, ovmf_vars=vm.ovmf_vars,

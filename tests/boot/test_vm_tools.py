@@ -27,6 +27,8 @@ from stage_packs import PackInfo
 
 from llmos import config
 
+from . import guest
+
 
 def test_binary_credential_round_trips_any_bytes() -> None:
     value = bytes(range(256))
@@ -46,6 +48,19 @@ def test_smbios_option_escapes_commas() -> None:
     assert opt == "type=11,value=io.systemd.stub.kernel-cmdline-extra=a=1,,2 b"
 
 
+def test_an_emulated_machine_is_provisioned_with_its_own_deadline() -> None:
+    text = credentials.emulated_machine_settings()
+    assert credentials.names([text, "io.systemd.stub.kernel-cmdline-extra=x=1",
+                              credentials.credential("llmos-api-keys", b"a: b")]) \
+        == {"llmos-settings", "llmos-api-keys"}
+    raw = base64.b64decode(text.partition("=")[2]).decode()
+    values, refused = config.site_settings(raw, "credential")
+    assert refused == []
+    assert values == {"server.request_timeout_s": credentials.EMULATED_REQUEST_TIMEOUT_S}
+    # below the boot tests' client timeout: a stuck request still shows as the server's 504
+    assert values["server.request_timeout_s"] < guest.REQUEST_TIMEOUT_S
+
+
 def _config(**kw: object) -> qemu.VmConfig:
     base: dict[str, object] = dict(
         disk=Path("/vm/disk.qcow2"), ovmf_code=Path("/fw/CODE.fd"),
@@ -60,7 +75,7 @@ def test_qemu_command_line_is_headless_q35_with_tpm_nvme_and_forwards() -> None:
                              smbios=("io.systemd.credential:x=1",)))
     joined = " ".join(argv)
     assert argv[argv.index("-machine") + 1] == "q35,accel=tcg,sata=off,i8042=off,smbus=off"
-    assert argv[argv.index("-cpu") + 1] == "max,-erms,-fsrm"
+    assert argv[argv.index("-cpu") + 1] == "max,-erms,-fsrm,-fma"
     assert "-vga none" in joined and "-nographic" in argv
     assert "tpm-crb,tpmdev=tpm0" in argv and "socket,id=chrtpm,path=/vm/tpm/swtpm.sock" in argv
     assert "file=/vm/disk.qcow2,format=qcow2" in joined and "nvme,drive=disk0" in joined
