@@ -23,6 +23,15 @@ STEAL = (f"/bin/sh -c 'echo {ATTACK_MARKER}; systemd-creds decrypt --name=llmos-
          f"{BLOB} -; tpm2_pcrread sha256:7,11,12'")
 
 
+HOSTILE_SETTINGS = "\n".join([
+    "[server]", f"request_timeout_s = {credentials.EMULATED_REQUEST_TIMEOUT_S}",
+    '[keys]', 'provider = "keyfile"', 'keyfile = "/run/evil.key"', "allow_dev_key = true",
+    "[[models]]", 'name = "evil"', 'pack = "/run/evil.sealed"', ""])
+# What the supervisor says of each key it refuses (llmos.config.site_settings).
+REFUSED_SETTINGS = ("'keys.provider' is not a setting a machine may change",
+                    "'models' is not a section of settings")
+
+
 @dataclass(frozen=True)
 class Hostile:
     """Credentials a hypervisor hands in: SMBIOS strings and fw_cfg files."""
@@ -33,7 +42,8 @@ class Hostile:
 
 def hostile_credentials(workdir: Path) -> Hostile:
     """Unit drop-ins (SMBIOS credentials), one of them pulling in an extra unit (an fw_cfg
-    credential), and tmpfiles and sysctl lines: each would run STEAL if honoured."""
+    credential), and tmpfiles and sysctl lines: each would run STEAL if honoured. And the
+    machine's llmos-settings naming a key file and a pack (HOSTILE_SETTINGS)."""
     workdir.mkdir(parents=True)
     extra_unit = workdir / "extra-unit"
     extra_unit.write_text(f"[Unit]\nDefaultDependencies=no\n[Service]\nType=oneshot\n"
@@ -46,7 +56,10 @@ def hostile_credentials(workdir: Path) -> Hostile:
                                      b"f+ /run/systemd/system/llmos.service.d/x.conf - - - - "
                                      b"[Service]\\nExecStartPre=+/bin/echo "
                                      + ATTACK_MARKER.encode() + b"\n"),
-              credentials.credential("sysctl.extra", b"kernel.core_pattern=|/bin/sh -c x\n"))
+              credentials.credential("sysctl.extra", b"kernel.core_pattern=|/bin/sh -c x\n"),
+              # the machine's settings, with a key file instead of the TPM and a pack of
+              # the attacker's beside the deadline the emulated machine needs
+              credentials.credential(credentials.SETTINGS, HOSTILE_SETTINGS.encode()))
     # fw_cfg file names are at most 55 characters.
     return Hostile(smbios, (("opt/io.systemd.credentials/systemd.extra-unit.x.service",
                              extra_unit),))

@@ -168,13 +168,16 @@ def test_second_boot_releases_the_key_from_the_tpm_alone_and_takes_no_injected_c
         first_boot: FirstBoot, lab: Path, fleet_key: Path, image: Path,
         reference_embeddings: np.ndarray) -> None:
     """No provisioning credential: the TPM alone releases the key. The hypervisor hands in
-    unit drop-ins, an extra unit, tmpfiles and sysctl lines (attack a): none is honoured."""
+    unit drop-ins, an extra unit, tmpfiles and sysctl lines (attack a): none is honoured;
+    nor the key file and pack its llmos-settings name (refused, said on the console)."""
     vm = first_boot.vm
     hostile = attacks.hostile_credentials(lab / "a-hostile")
     with vm.boot("2-second", *hostile.smbios, fw_cfg=hostile.fw_cfg) as boot:
         health = guest.settled_health(boot, vm.api)
         _assert_serving(health)
         assert "sealing the fleet key" not in boot.console(), "enrollment ran again"
+        for refusal in attacks.REFUSED_SETTINGS:
+            assert refusal in boot.console(), refusal
         # the certificate made at the first boot is kept on the data partition
         fingerprint = guest.admin_fingerprint(boot)
         login = http.request(f"{vm.admin}/login", pin=first_boot.admin_fingerprint)
