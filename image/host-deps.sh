@@ -12,10 +12,11 @@ stamp_dir=${LLMOS_STAMP_DIR:-/var/lib/llmos-host}
 backports=/etc/apt/sources.list.d/llmos-bookworm-backports.list
 
 # From bookworm-backports: mkosi 24 (bookworm's 14 is too old) and the
-# systemd/QEMU/swtpm versions that go with it.
+# systemd/QEMU/swtpm versions that go with it. qemu-user runs the boot tests' reference
+# embeddings on the CPU model an emulated guest has (tests/boot/reference.py).
 BACKPORTS=(
   mkosi systemd systemd-boot systemd-container udev
-  qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools
+  qemu-system-x86 qemu-user qemu-utils ovmf swtpm swtpm-tools
 )
 MAIN=(
   bubblewrap kmod cpio zstd python3-pefile dosfstools mtools e2fsprogs fdisk squashfs-tools erofs-utils

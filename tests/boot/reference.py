@@ -1,15 +1,24 @@
 """Host-side truth for the boot tests: what the image's packs compute and contain.
 
-The reference embedding comes from the very sealed pack the image carries, opened in this
-process with the fleet key through llmos's own API; the plaintext fragments come from the
-same packs' decrypted payload, to look for on the VM disks afterwards.
+The reference embedding comes from the very sealed pack the image carries, opened with the
+fleet key through llmos's own API, on the guest's CPU model: in this process where the
+guest runs on this CPU (KVM), under qemu-user with the guest's CPU model where it is
+emulated (TCG), since onnxruntime picks its kernels by the CPU's features and its int8
+kernels with and without AVX2 and FMA differ (cosine 0.9998, 3.3e-3 apart on MiniLM: the
+AVX2 one adds u8 x s8 products in pairs that saturate at 16 bits). The plaintext fragments
+come from the same packs' decrypted payload, to look for on the VM disks afterwards.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
+from llmos_vm import accel
 
 from llmos.commands import golden
 from llmos.pack.container import split_files
@@ -21,6 +30,27 @@ BLOCK = 4096  # a leaked file lands on disk in blocks: keep fragments inside one
 
 def embed(sealed: Path, key: Path, texts: list[str]) -> np.ndarray:
     return golden.embed(SealedPack.open(sealed), key, texts)
+
+
+def embed_as_guest(sealed: Path, key: Path, texts: list[str], accelerator: str
+                   ) -> np.ndarray:
+    """``embed`` on the CPU model the guest has under ``accelerator``."""
+    if accelerator != "tcg":
+        return embed(sealed, key, texts)
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory(prefix="llmos-reference-") as tmp:
+        out = Path(tmp) / "embeddings.npy"
+        # sys.executable as invoked (the venv's python, not what it links to): its
+        # pyvenv.cfg is what gives the emulated interpreter the venv's packages.
+        done = subprocess.run(
+            ["qemu-x86_64", "-cpu", accel.TCG_CPU, sys.executable, "-m", "tests.boot.reference",
+             str(sealed), str(key), str(out), *texts],
+            cwd=root, capture_output=True, text=True, timeout=1200, check=False,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                str(root / p) for p in ("userland", "image", "."))})
+        assert done.returncode == 0, done.stderr[-3000:]
+        result: np.ndarray = np.load(out)
+        return result
 
 
 def plaintext_fragments(sealed: Path, key: Path, count: int = 8, size: int = 64
@@ -48,3 +78,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out: np.ndarray = (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1)
                                              * np.linalg.norm(b64, axis=1))
     return out
+
+
+if __name__ == "__main__":  # embed_as_guest's emulated half: SEALED KEY OUT TEXT...
+    np.save(sys.argv[3], embed(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[4:]))

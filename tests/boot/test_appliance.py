@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llmos_vm import esp, http, report
+from llmos_vm import accel, esp, http, report
 from llmos_vm.disk import DATA, find_all, partition
 from stage_packs import read_list
 
@@ -41,14 +41,15 @@ from .conftest import (
 
 pytestmark = [pytest.mark.boot, pytest.mark.timeout(45 * 60)]
 
-# Same pack, same onnxruntime version; the guest's emulated CPU may pick other kernels.
+# Same pack, same onnxruntime version, same CPU model (reference.embed_as_guest).
 MIN_COSINE = 0.9999
 MAX_ABS_DIFF = 2e-3
 
 
 @pytest.fixture(scope="module")
 def reference_embeddings(fleet_key: Path) -> np.ndarray:
-    return reference.embed(DEMO / f"{EMBEDDING_MODEL}.sealed", fleet_key, TEXTS)
+    return reference.embed_as_guest(DEMO / f"{EMBEDDING_MODEL}.sealed", fleet_key, TEXTS,
+                                    accel.choose())
 
 
 def _assert_embeddings_match(served: np.ndarray, expected: np.ndarray) -> None:
