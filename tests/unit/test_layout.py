@@ -16,7 +16,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "userland" / "llmos"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("llmos", "errors", "datatypes", "files"),  # no domain: errors, dtypes, atomic writes
+    ("llmos", "errors", "datatypes", "files",  # no domain: errors, dtypes, atomic writes,
+     "config_values"),  # parsers of setting values
     ("config", "state", "systemd", "tls",  # settings, status + transitions, sd_notify, certs
      "osupdate"),  # OS updates: request, sysupdate, status, health gate (stdlib only)
     ("hw", "text"),  # udev, memory, GPUs; the tokenizer adapter

@@ -16,6 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmos.config_values import (
+    boolean,
+    int_range,
+    non_negative,
+    one_of,
+    optional_boolean,
+    optional_path_value,
+    optional_positive_float,
+    path_value,
+    positive,
+    tls_mode,
+)
 from llmos.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -34,149 +46,77 @@ class Setting:
         return "LLMOS_" + self.key.replace(".", "_").replace("-", "_").upper()
 
 
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {v!r}")
-
-
-def _optional_bool(v: Any) -> bool | None:
-    return None if v in (None, "") else _bool(v)
-
-
-TLS_PROVISIONED = "provisioned"  # server.tls: HTTPS once a certificate is given (llmos.tls)
-
-
-def _tls_mode(v: Any) -> bool | str:
-    return TLS_PROVISIONED if str(v).strip().lower() == TLS_PROVISIONED else _bool(v)
-
-
-def _choice(*options: str) -> Callable[[Any], str]:
-    def parse(v: Any) -> str:
-        if str(v) not in options:
-            raise ValueError(f"{v!r} is not one of {', '.join(options)}")
-        return str(v)
-
-    return parse
-
-
-def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def parse(v: Any) -> Any:
-        x = kind(v)
-        if x <= 0:
-            raise ValueError(f"must be > 0, got {v!r}")
-        return x
-
-    return parse
-
-
-def _nonneg(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def parse(v: Any) -> Any:
-        x = kind(v)
-        if x < 0:
-            raise ValueError(f"must be >= 0, got {v!r}")
-        return x
-
-    return parse
-
-
-def _int_range(low: int, high: int) -> Callable[[Any], int]:
-    def parse(v: Any) -> int:
-        x = int(v)
-        if not low <= x <= high:
-            raise ValueError(f"must be {low}..{high}, got {v!r}")
-        return x
-
-    return parse
-
-
-def _optional_positive_float(v: Any) -> float | None:
-    return None if v in (None, "") else float(_positive(float)(v))
-
-
-def _path(v: Any) -> Path:
-    return Path(str(v))
-
-
-def _optional_path(v: Any) -> Path | None:
-    return None if v in (None, "") else Path(str(v))
-
-
 SETTINGS: tuple[Setting, ...] = (
     Setting("server.host", str, "127.0.0.1", "address of the inference API", "--host"),
-    Setting("server.port", _nonneg(int), 8000, "port of the inference API (0 = any)", "--port"),
+    Setting("server.port", non_negative(int), 8000, "port of the inference API (0 = any)",
+            "--port"),
     Setting("server.admin_host", str, "127.0.0.1", "address of the admin page", "--admin-host"),
-    Setting("server.admin_port", _nonneg(int), 8001, "port of the admin page (0 = any)",
+    Setting("server.admin_port", non_negative(int), 8001, "port of the admin page (0 = any)",
             "--admin-port"),
-    Setting("server.max_body_bytes", _positive(int), 16 * 1024 * 1024,
+    Setting("server.max_body_bytes", positive(int), 16 * 1024 * 1024,
             "largest request body accepted (413 above)"),
-    Setting("server.max_request_rows", _positive(int), 1024,
+    Setting("server.max_request_rows", positive(int), 1024,
             "rows (dim 0) of one tensor request; more answer 413 (a request of more rows "
             "than a model's max_batch_size runs as several batches)"),
-    Setting("server.max_inflight_requests", _positive(int), 256,
+    Setting("server.max_inflight_requests", positive(int), 256,
             "inference requests being served at once, all models; more answer 503 with "
             "Retry-After"),
-    Setting("server.max_inflight_bytes", _positive(int), 256 * 1024 * 1024,
+    Setting("server.max_inflight_bytes", positive(int), 256 * 1024 * 1024,
             "request body bytes being served at once, all models; more answer 503 with "
             "Retry-After"),
-    Setting("server.max_connections", _positive(int), 1024,
+    Setting("server.max_connections", positive(int), 1024,
             "open connections per listener; more are closed at once (size LimitNOFILE "
             "above twice this)"),
-    Setting("server.body_timeout_s", _positive(float), 30.0,
+    Setting("server.body_timeout_s", positive(float), 30.0,
             "longest wait for a request's body to arrive (408 after)"),
-    Setting("server.idle_timeout_s", _positive(float), 30.0,
+    Setting("server.idle_timeout_s", positive(float), 30.0,
             "a kept-alive connection with no request for this long is closed"),
-    Setting("server.offload_bytes", _nonneg(int), 64 * 1024,
+    Setting("server.offload_bytes", non_negative(int), 64 * 1024,
             "bodies larger than this are decoded (JSON, tokenisation, chat template) in a "
             "worker thread, off the event loop"),
-    Setting("server.worker_nice", _int_range(0, 19), 10,
+    Setting("server.worker_nice", int_range(0, 19), 10,
             "nice value added to the threads doing requests' heavy work (inference, the "
             "LLM engines, body decoding, onnxruntime's pools), so that under overload the "
             "event loop (/health) gets a core first; 0 = same priority as the loop"),
-    Setting("server.repository_control", _bool, False,
+    Setting("server.repository_control", boolean, False,
             "allow model load/unload (POST /v2/repository/models/NAME/load|unload) on the "
             "API listener, unauthenticated; off: only the admin page loads and unloads"),
-    Setting("server.request_timeout_s", _positive(float), 30.0,
+    Setting("server.request_timeout_s", positive(float), 30.0,
             "deadline of one inference request, queueing included (504 after; a language "
             "model's whole answer, or a stream's first token: raise it for long answers)"),
-    Setting("server.update_drain_s", _positive(float), 60.0,
+    Setting("server.update_drain_s", positive(float), 60.0,
             "after a model update, longest wait for the replaced version's requests to "
             "finish before it is unloaded anyway"),
-    Setting("server.api_keys_file", _optional_path, None,
+    Setting("server.api_keys_file", optional_path_value, None,
             "API keys ('NAME: KEY' or 'NAME: sha256:HEX' lines) required on the inference "
             "API (besides the llmos-api-keys credential); none: the API is open",
             "--api-keys-file"),
-    Setting("server.drain_s", _nonneg(float), 0.0,
+    Setting("server.drain_s", non_negative(float), 0.0,
             "on SIGTERM: answer not-ready and keep serving this long before closing "
             "(at least a load balancer's check interval x fall)", "--drain-s"),
-    Setting("server.drain_grace_s", _nonneg(float), 20.0,
+    Setting("server.drain_grace_s", non_negative(float), 20.0,
             "on SIGTERM, after drain_s: longest wait for requests in flight to finish"),
-    Setting("server.tls", _tls_mode, False,
+    Setting("server.tls", tls_mode, False,
             "serve the inference API over HTTPS only (server.tls_cert/tls_key, the "
             "llmos-api-tls-cert/-key credentials, else self-signed in <state_dir>/api-tls; "
             "fingerprint logged); 'provisioned': HTTPS once a certificate is given", "--tls"),
-    Setting("server.tls_cert", _optional_path, None, "PEM certificate of the inference API"),
-    Setting("server.tls_key", _optional_path, None, "PEM private key of server.tls_cert"),
-    Setting("server.state_dir", _path, Path("/var/lib/llmos"),
+    Setting("server.tls_cert", optional_path_value, None, "PEM certificate of the inference API"),
+    Setting("server.tls_key", optional_path_value, None, "PEM private key of server.tls_cert"),
+    Setting("server.state_dir", path_value, Path("/var/lib/llmos"),
             "persistent state: admin password hash, enrollment marker", "--state-dir"),
-    Setting("server.log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",
+    Setting("server.log_level", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",
             "logging threshold", "--log-level"),
-    Setting("keys.provider", _choice("tpm2", "credential", "keyfile"), "tpm2",
+    Setting("keys.provider", one_of("tpm2", "credential", "keyfile"), "tpm2",
             "where the fleet key comes from: a TPM-sealed blob, a systemd credential "
             "(LoadCredentialEncrypted=), or a plain key file (development only)", "--key-provider"),
-    Setting("keys.keyfile", _optional_path, None, "fleet key file for the keyfile provider",
+    Setting("keys.keyfile", optional_path_value, None, "fleet key file for the keyfile provider",
             "--keyfile"),
-    Setting("keys.allow_dev_key", _bool, False,
+    Setting("keys.allow_dev_key", boolean, False,
             "permit the keyfile provider (development only; warns on every start)",
             "--allow-dev-key"),
     Setting("keys.credential", str, "llmos-fleet-key",
             "name of the systemd credential holding the fleet key"),
-    Setting("keys.tpm2_blob", _path, Path("/var/lib/llmos/fleet-key.tpm2"),
+    Setting("keys.tpm2_blob", path_value, Path("/var/lib/llmos/fleet-key.tpm2"),
             "fleet key sealed to this machine's TPM (tpm2 provider)"),
     Setting("keys.tpm2_device", str, "auto",
             "TPM device for systemd-creds (auto, /dev/tpmrm0, or swtpm:path=SOCK)"),
@@ -184,59 +124,57 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keys.tpm2_signed_pcrs", str, "",
             "PCRs bound through a signed policy (the appliance: 11, the signed UKI; "
             "'' for none); the supervisor extends PCR 11 once the key is released"),
-    Setting("keys.tpm2_public_key", _optional_path, None,
+    Setting("keys.tpm2_public_key", optional_path_value, None,
             "public key of the signed PCR policy (default: the booted UKI's)"),
-    Setting("keys.tpm2_signature", _optional_path, None,
+    Setting("keys.tpm2_signature", optional_path_value, None,
             "signature of the expected PCR values (default: the booted UKI's)"),
-    Setting("admin.session_idle_s", _positive(float), 1800.0,
+    Setting("admin.session_idle_s", positive(float), 1800.0,
             "admin sessions end after this long without a request"),
-    Setting("admin.session_max_s", _positive(float), 43200.0,
+    Setting("admin.session_max_s", positive(float), 43200.0,
             "admin sessions end this long after login, active or not"),
-    Setting("admin.upload_max_bytes", _positive(int), 16 * 1024**3,
+    Setting("admin.upload_max_bytes", positive(int), 16 * 1024**3,
             "largest sealed pack accepted by the admin upload (uploads also leave 256 MiB "
             "of the data partition free)"),
-    Setting("admin.upload_dir", _optional_path, None,
+    Setting("admin.upload_dir", optional_path_value, None,
             "where uploaded sealed packs are kept, and found again at start (default: "
             "<state_dir>/packs, the data partition on the appliance)"),
-    Setting("admin.tls", _tls_mode, False,
+    Setting("admin.tls", tls_mode, False,
             "serve the admin page over HTTPS only (admin.tls_cert/tls_key, the llmos-admin-"
             "tls-cert/-key credentials, else self-signed in <state_dir>/admin-tls; fingerprint "
             "logged and shown on the overview)", "--admin-tls"),
-    Setting("admin.tls_cert", _optional_path, None, "PEM certificate of the admin page"),
-    Setting("admin.tls_key", _optional_path, None, "PEM private key of admin.tls_cert"),
-    Setting("admin.upload_watch_s", _nonneg(float), 5.0,
+    Setting("admin.tls_cert", optional_path_value, None, "PEM certificate of the admin page"),
+    Setting("admin.tls_key", optional_path_value, None, "PEM private key of admin.tls_cert"),
+    Setting("admin.upload_watch_s", non_negative(float), 5.0,
             "look this often (seconds) for sealed packs copied into admin.upload_dir: a new "
             "model is added, another version of a model updates it (0: never)"),
-    Setting("admin.password_file", _optional_path, None,
+    Setting("admin.password_file", optional_path_value, None,
             "scrypt hash of the admin password (default: <state_dir>/admin-password)"),
-    Setting("admin.generate_password", _optional_bool, None,
+    Setting("admin.generate_password", optional_boolean, None,
             "make a random admin password on first start (default: yes unless under systemd)"),
-    Setting("memory.hugepages", _nonneg(int), 0,
+    Setting("memory.hugepages", non_negative(int), 0,
             "2 MiB hugepages to reserve at start (0 = use what the kernel has)"),
-    Setting("memory.pin_weights", _bool, True,
+    Setting("memory.pin_weights", boolean, True,
             "keep decrypted weights in mlock'ed (and, where possible, hugepage) memory"),
-    Setting("memory.lock_process", _bool, True,
+    Setting("memory.lock_process", boolean, True,
             "with pin_weights: mlockall the supervisor, so the runtime's own copies of the "
             "weights (prepacked matrices, arenas, KV cache) are pinned too; needs "
             "LimitMEMLOCK=infinity or CAP_IPC_LOCK (a fallback says so otherwise)"),
-    Setting("devices.claim", _bool, True,
+    Setting("devices.claim", boolean, True,
             "claim accelerators: own their device nodes and turn NVIDIA persistence mode on "
             "(false: use them as they are, e.g. a workstation's shared GPU)"),
-    Setting("osupdate.request_file", _path, Path("/run/llmos/os-update/request"),
+    Setting("osupdate.request_file", path_value, Path("/run/llmos/os-update/request"),
             "where the admin page drops an OS update or reboot request for the update agent "
             "(llmos-update.path watches it)"),
-    Setting("osupdate.status_file", _path, Path("/run/llmos-update/status.json"),
+    Setting("osupdate.status_file", path_value, Path("/run/llmos-update/status.json"),
             "the update agent's status, shown on the admin page"),
-    Setting("server.packs_dir", _path, Path("/usr/share/llmos/packs"),
+    Setting("server.packs_dir", path_value, Path("/usr/share/llmos/packs"),
             "where sealed packs are found and uploaded packs are stored", "--packs-dir"),
 )
 
 
-# What a machine's provisioning may change over the image's config.toml: the credential
-# ``llmos-settings`` (a TOML of these keys, in their sections) that systemd hands the
-# supervisor and the health gate. Deadlines and limits only, sized to the machine (a slow
-# edge box, an emulated one): nothing that names code, packs, keys or listeners, which the
-# signed image alone decides. Any other key in it is refused and logged.
+# What a machine's provisioning may change over the image's config.toml (the credential
+# llmos-settings: a TOML of these keys): deadlines and limits sized to the machine, nothing
+# naming code, packs, keys or listeners, which the signed image alone decides.
 SITE_CREDENTIAL = "llmos-settings"
 SITE_SETTINGS = frozenset({
     "server.request_timeout_s", "server.body_timeout_s", "server.idle_timeout_s",
@@ -247,34 +185,35 @@ SITE_SETTINGS = frozenset({
 
 MODEL_SETTINGS: tuple[Setting, ...] = (
     Setting("name", str, None, "model name in the API (required)"),
-    Setting("pack", _path, None, "sealed pack file, absolute or relative to packs_dir (required)"),
+    Setting("pack", path_value, None,
+            "sealed pack file, absolute or relative to packs_dir (required)"),
     Setting("device", str, "cpu", "cpu, cuda, cuda:N, or any (GPU if there is one)"),
-    Setting("cpu_fallback", _bool, False,
+    Setting("cpu_fallback", boolean, False,
             "allow CPU when the requested accelerator is absent (never silent: logged, shown)"),
-    Setting("instances", _positive(int), 1, "parallel instances (each a worker thread)"),
-    Setting("max_batch_size", _positive(int), 8, "dynamic batching: largest batch"),
-    Setting("max_queue_delay_ms", _nonneg(float), 2.0,
+    Setting("instances", positive(int), 1, "parallel instances (each a worker thread)"),
+    Setting("max_batch_size", positive(int), 8, "dynamic batching: largest batch"),
+    Setting("max_queue_delay_ms", non_negative(float), 2.0,
             "dynamic batching: longest wait for a batch to fill"),
-    Setting("queue_size", _positive(int), 256, "bounded queue; full answers 503 + Retry-After"),
-    Setting("timeout_s", _optional_positive_float, None,
+    Setting("queue_size", positive(int), 256, "bounded queue; full answers 503 + Retry-After"),
+    Setting("timeout_s", optional_positive_float, None,
             "per-request deadline (default: server.request_timeout_s)"),
-    Setting("threads", _nonneg(int), 0, "intra-op threads of the runtime (0 = default)"),
-    Setting("prepack", _optional_bool, None,
+    Setting("threads", non_negative(int), 0, "intra-op threads of the runtime (0 = default)"),
+    Setting("prepack", optional_boolean, None,
             "let ONNX Runtime prepack weights into its own copy (default: on where the pack "
             "names the weights only prepacking kernels read, which are then given back: "
             "causal LMs, ~45x faster decoding, and ONNX tensor packs, ~30 % less CPU per "
             "MiniLM call; off for older packs: one pinned copy used in place)"),
-    Setting("spin", _bool, False, "let runtime worker threads busy-wait (only with spare cores)"),
-    Setting("max_tokens", _positive(int), 512, "causal LMs: cap on generated tokens"),
-    Setting("max_running", _positive(int), 8, "causal LMs: sequences decoded together"),
-    Setting("prefill_chunk", _positive(int), 128,
+    Setting("spin", boolean, False, "let runtime worker threads busy-wait (only with spare cores)"),
+    Setting("max_tokens", positive(int), 512, "causal LMs: cap on generated tokens"),
+    Setting("max_running", positive(int), 8, "causal LMs: sequences decoded together"),
+    Setting("prefill_chunk", positive(int), 128,
             "causal LMs: prompt tokens prefilled between two decode steps of the running "
             "sequences (chunked prefill: smaller keeps their tokens flowing, larger reads "
             "a long prompt a little faster)"),
-    Setting("prefix_cache_mb", _nonneg(int), 128,
+    Setting("prefix_cache_mb", non_negative(int), 128,
             "causal LMs: memory for the prefix cache of KV blocks, least recently used "
             "evicted (a repeated system prompt or chat history is not recomputed; 0 = off)"),
-    Setting("prefix_block_tokens", _positive(int), 16,
+    Setting("prefix_block_tokens", positive(int), 16,
             "causal LMs: tokens per prefix cache block (a shared prefix is reused in whole "
             "blocks, and an earlier sequence's partial last block too when a prompt starts "
             "with all of that sequence)"),

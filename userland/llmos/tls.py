@@ -32,7 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmos.config import TLS_PROVISIONED, Config
+from llmos.config import Config
+from llmos.config_values import TLS_PROVISIONED
 from llmos.errors import ConfigError
 from llmos.files import atomic_write
 
