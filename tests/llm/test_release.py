@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from llmos.errors import PrepackedWeightsStillRead
 from llmos.hw.memory import MemoryPool
 from llmos.llm.chat import Message
 from llmos.llm.generation import GenerationRequest
@@ -127,3 +128,22 @@ def test_the_packer_puts_the_prepacked_matrices_in_one_run(llm_pack: PackPath) -
     # int4-exact: the 4-bit blocks, the head's 8-bit blocks and scales (0.56 of the pack);
     # the embedding table and the scales that float32 compute reads stay.
     assert run.nbytes > 0.5 * manifest.size_plain
+
+
+def test_a_runtime_that_still_reads_released_weights_fails_its_load(llm_pack: PackPath) -> None:
+    """What a CPU whose kernels do not prepack (no AVX2 and FMA) looks like to the loader:
+    the pages given back were still read. Here the release also zeroes the weights that no
+    kernel prepacks (the embedding): the warm-up then answers differently, and the load
+    fails with the error the loader answers by building the model again without
+    prepacking (llmos.serving.loading), instead of serving what zeros compute."""
+    manifest, compressed = container.read_pack(llm_pack("smollm2-int4"))
+    files = container.split_files(manifest, container.decompress_into([compressed], manifest))
+    weights = files[WeightTable.from_extra(manifest.extra).file]  # type: ignore[union-attr]
+
+    def release_everything(views: list[memoryview]) -> int:
+        weights[:] = bytes(weights.nbytes)
+        return weights.nbytes
+
+    with pytest.raises(PrepackedWeightsStillRead, match="answers differently"):
+        load_language_model(manifest, files, RuntimeOptions(intra_op_threads=THREADS),
+                            TEST_LIMITS, release=release_everything)

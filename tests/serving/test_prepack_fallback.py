@@ -12,8 +12,9 @@ import pytest
 
 from llmos import config
 from llmos.config import ModelConfig
+from llmos.errors import PrepackedWeightsStillRead
 from llmos.pack.manifest import Manifest
-from llmos.serving.backend import ModelContext, PrepackedWeightsStillRead
+from llmos.serving.backend import ModelContext
 from llmos.serving.loading import ModelLoader
 from llmos.serving.metrics import ServingMetrics
 from llmos.vault.kek import Kek

@@ -43,6 +43,13 @@ class ModelLoadError(LlmosError):
     """A runtime could not load a model from its pack."""
 
 
+class PrepackedWeightsStillRead(ModelLoadError):
+    """A runtime answered differently once the weights it was to hold prepacked were given
+    back: its kernels on this CPU read them in place (onnxruntime's int8 and 4-bit kernels
+    without AVX2 and FMA do not prepack). The loader builds the model again with them kept
+    (``llmos.serving.loading``)."""
+
+
 class BadRequestError(LlmosError):
     """The client sent something malformed (JSON, shape, datatype...); ``param`` names the
     field at fault when there is one (``messages[0].content``)."""

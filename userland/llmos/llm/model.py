@@ -10,7 +10,7 @@ from itertools import groupby
 
 import numpy as np
 
-from llmos.errors import BadRequestError, PackFormatError
+from llmos.errors import BadRequestError, PackFormatError, PrepackedWeightsStillRead
 from llmos.llm.chat import ChatTemplate, Message
 from llmos.llm.decoder import Decoder, Session
 from llmos.llm.engine import Engine, EngineLimits, EngineObserver
@@ -88,7 +88,7 @@ def with_prepacking(options: RuntimeOptions) -> RuntimeOptions:
     return options
 
 
-def warm_up(decoder: Decoder, device: str) -> None:
+def warm_up(decoder: Decoder, device: str) -> np.ndarray:
     """Run the model once before it is READY: a model that cannot run fails its load, not
     its first request.
 
@@ -98,12 +98,12 @@ def warm_up(decoder: Decoder, device: str) -> None:
     slower than the next, measured on SmolLM2) while every token costs ~1.5 s under
     emulation, where the full warm-up took 9 s of a boot: one one-token prefill there."""
     if device == "cpu":
-        decoder.prefill(0, WARMUP_PROMPT[:1])
-        return
+        return decoder.prefill(0, WARMUP_PROMPT[:1])
     prompt = WARMUP_PROMPT[:2]
-    decoder.prefill(0, prompt)
+    logits = decoder.prefill(0, prompt)
     for rows in sorted({1, min(2, decoder.layout.slots)}):
         decoder.decode([prompt[0]] * rows, [len(prompt)] * rows)
+    return logits
 
 
 def prepacked_views(manifest: Manifest, files: Mapping[str, memoryview],
@@ -134,7 +134,10 @@ def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
 
     With prepacked weights, onnxruntime keeps its own copy of the quantised matrices and
     never reads the originals again (verified: zeroing them leaves every answer the same):
-    ``release`` then gives their pages back, so the model holds one copy of its weights."""
+    ``release`` then gives their pages back, so the model holds one copy of its weights.
+    Where this CPU's kernels read them in place after all (no AVX2 and FMA), the warm-up
+    prefill answers differently afterwards: ``PrepackedWeightsStillRead``, and the loader
+    builds the model again with prepacking off."""
     from llmos.runtimes.onnx import open_session, run_options  # the onnxruntime adapter
 
     name = name or manifest.name
@@ -154,11 +157,16 @@ def load_language_model(manifest: Manifest, files: Mapping[str, memoryview],
         prefix = PrefixCache(limits.prefix_block_tokens, limits.prefix_cache_bytes)
     decoder = Decoder(session, info.decoder, slots=limits.max_running,
                       capacity=info.context_length, run_options=run_options, prefix=prefix)
-    warm_up(decoder, options.device)
+    warm = warm_up(decoder, options.device)
     log.info("model %s: session built in %.2f s, warmed up in %.2f s", name,
              built - started, time.perf_counter() - built)
     if release is not None and options.prepack and options.device == "cpu":
         freed = release(prepacked_views(manifest, files, info))
+        if freed and not np.allclose(warm, warm_up(decoder, options.device), rtol=1e-4,
+                                     atol=1e-6):
+            raise PrepackedWeightsStillRead(
+                f"model {name!r} answers differently once its prepacked weights are given "
+                "back: the runtime still reads them", f"set prepack = false for model {name!r}")
         log.info("model %s: %.0f MiB of weights released (onnxruntime holds them prepacked)",
                  name, freed / 2**20)
     engine = Engine(decoder, lambda ids: tokenizer.decode(ids), frozenset(info.eos_token_ids),

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from llmos.config import ModelConfig
-from llmos.errors import ModelLoadError
+from llmos.errors import PrepackedWeightsStillRead
 from llmos.pack.manifest import Manifest, TensorSpec
 from llmos.runtimes import heap
 from llmos.runtimes.base import Runtime, RuntimeOptions
@@ -127,12 +127,6 @@ def _same(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
         elif not np.array_equal(x, y):
             return False
     return True
-
-
-class PrepackedWeightsStillRead(ModelLoadError):
-    """A runtime answered differently once the weights it was to hold prepacked were given
-    back: its kernels on this CPU read them in place (onnxruntime's int8 kernels without
-    AVX2 and FMA do not prepack). The loader builds the model again with them kept."""
 
 
 def _release(ctx: ModelContext, runtimes: list[Runtime], warm: list[dict[str, np.ndarray]],

@@ -16,18 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from llmos.config import Config, ModelConfig
-from llmos.errors import LlmosError, ModelLoadError
+from llmos.errors import LlmosError, ModelLoadError, PrepackedWeightsStillRead
 from llmos.hw.memory import MemoryPool
 from llmos.pack.container import split_files
 from llmos.pack.manifest import Manifest
-from llmos.serving.backend import (
-    Backend,
-    ModelContext,
-    PrepackedWeightsStillRead,
-    Served,
-    keep_all,
-    runtime_options,
-)
+from llmos.serving.backend import Backend, ModelContext, Served, keep_all, runtime_options
 from llmos.serving.metrics import ServingMetrics
 from llmos.vault.kek import Kek
 from llmos.vault.opener import PackOpener
