@@ -30,10 +30,12 @@ from llmos.vault.sealed import SealedPack, open_payload
 BLOCK = 4096  # a leaked file lands on disk in blocks: keep fragments inside one
 
 
-def embed(sealed: Path, key: Path, texts: list[str]) -> np.ndarray:
+def embed(sealed: Path, key: Path, texts: list[str]) -> tuple[np.ndarray, bool]:
     """The embeddings as the supervisor's loader computes them on this CPU: prepacked where
     the runtime then no longer reads the weights it prepacked, else with prepacking off
-    (``llmos.serving.loading``; the two int8 paths differ at the 1e-3 level)."""
+    (``llmos.serving.loading``; the two int8 paths differ at the 1e-3 level); and whether
+    this CPU's kernels prepacked (onnxruntime's int8 and 4-bit kernels alike need AVX2 and
+    FMA to: seen on the LLM and MiniLM in the emulated guest)."""
     pack = SealedPack.open(sealed)
     m = pack.manifest
     options = RuntimeOptions()
@@ -45,19 +47,20 @@ def embed(sealed: Path, key: Path, texts: list[str]) -> np.ndarray:
         for view in releasable(m, files, options):
             view[:] = bytes(view.nbytes)
         after = runtime.infer(sample)
-        if not all(np.array_equal(before[k], after[k]) for k in before):
+        prepacks = all(np.array_equal(before[k], after[k]) for k in before)
+        if not prepacks:
             runtime.close()
             options = RuntimeOptions(prepack=False)
             files = split_files(m, open_payload(pack, read_keyfile(key)))
             runtime = load_runtime(m, files, options)
         out = runtime.infer({m.inputs[0].name: np.array(texts, dtype=object)})
-        return np.asarray(out[m.outputs[0].name])
+        return np.asarray(out[m.outputs[0].name]), prepacks
     finally:
         runtime.close()
 
 
 def embed_as_guest(sealed: Path, key: Path, texts: list[str], accelerator: str
-                   ) -> np.ndarray:
+                   ) -> tuple[np.ndarray, bool]:
     """``embed`` on the CPU model the guest has under ``accelerator``."""
     if accelerator != "tcg":
         return embed(sealed, key, texts)
@@ -74,7 +77,7 @@ def embed_as_guest(sealed: Path, key: Path, texts: list[str], accelerator: str
                 str(root / p) for p in ("userland", "image", "."))})
         assert done.returncode == 0, done.stderr[-3000:]
         result: np.ndarray = np.load(out)
-        return result
+        return result, (Path(tmp) / "prepacks").read_text() == "yes"
 
 
 def plaintext_fragments(sealed: Path, key: Path, count: int = 8, size: int = 64
@@ -105,4 +108,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 if __name__ == "__main__":  # embed_as_guest's emulated half: SEALED KEY OUT TEXT...
-    np.save(sys.argv[3], embed(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[4:]))
+    vectors, prepacked = embed(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[4:])
+    np.save(sys.argv[3], vectors)
+    (Path(sys.argv[3]).parent / "prepacks").write_text("yes" if prepacked else "no")
