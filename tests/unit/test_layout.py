@@ -19,6 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("llmos", "errors", "datatypes", "files",  # no domain: errors, dtypes, atomic writes,
      "config_values"),  # parsers of setting values
     ("config", "state", "systemd", "tls",  # settings, status + transitions, sd_notify, certs
+     "credentials",  # where systemd's credentials are
      "osupdate"),  # OS updates: request, sysupdate, status, health gate (stdlib only)
     ("hw", "text"),  # udev, memory, GPUs; the tokenizer adapter
     ("pack",),  # pack format and build side (LLM export under pack/llm)

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmos.credentials import credential
 from llmos.errors import ConfigError
 
 CREDENTIAL = "llmos-api-keys"
@@ -119,9 +120,9 @@ def _read(path: Path, what: str) -> str:
 def _texts(keys_file: Path | None, environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
     """(text, origin) of the credential (if systemd passed one), then of ``keys_file`` (if
     set), each read when reached."""
-    directory = environ.get("CREDENTIALS_DIRECTORY")
-    if directory and (Path(directory) / CREDENTIAL).exists():
-        yield _read(Path(directory) / CREDENTIAL, "credential"), f"credential {CREDENTIAL}"
+    given = credential(environ, CREDENTIAL)
+    if given is not None:
+        yield _read(given, "credential"), f"credential {CREDENTIAL}"
     if keys_file is not None:
         yield _read(keys_file, "file"), str(keys_file)
 

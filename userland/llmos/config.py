@@ -28,6 +28,7 @@ from llmos.config_values import (
     positive,
     tls_mode,
 )
+from llmos.credentials import credential
 from llmos.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -305,9 +306,8 @@ def site_settings(text: str, origin: str) -> tuple[dict[str, Any], list[str]]:
 
 
 def _site(environ: Mapping[str, str]) -> dict[str, Any]:
-    directory = environ.get("CREDENTIALS_DIRECTORY")
-    path = Path(directory) / SITE_CREDENTIAL if directory else None
-    if path is None or not path.is_file():
+    path = credential(environ, SITE_CREDENTIAL)
+    if path is None:
         return {}
     values, refused = site_settings(path.read_text(errors="replace"),
                                     f"credential {SITE_CREDENTIAL}")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from llmos.config import Config
 from llmos.config_values import TLS_PROVISIONED
+from llmos.credentials import credential
 from llmos.errors import ConfigError
 from llmos.files import atomic_write
 
@@ -151,10 +152,10 @@ def _provided(cfg: Config, environ: Mapping[str, str], role: str) -> tuple[Path,
                           "give both, or neither for a self-signed certificate")
     if cert is not None:
         return cert, key, "configured"
-    creds = environ.get("CREDENTIALS_DIRECTORY")
     cert_name, key_name = credential_names(role)
-    if creds and (Path(creds) / cert_name).is_file():
-        return Path(creds) / cert_name, Path(creds) / key_name, "credential"
+    given = credential(environ, cert_name)
+    if given is not None:
+        return given, given.with_name(key_name), "credential"
     kept = _kept(cfg, role)
     if kept[0].is_file():
         return *kept, "credential"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmos.admin.password import PasswordHash, generate_password, hash_password
+from llmos.credentials import credential
 from llmos.errors import ConfigError
 from llmos.files import atomic_write
 
@@ -85,13 +86,11 @@ class Provisioned:
 
 def credential_password(environ: Mapping[str, str]) -> str | None:
     """The password in $CREDENTIALS_DIRECTORY/llmos-admin-password, if systemd passed one."""
-    directory = environ.get("CREDENTIALS_DIRECTORY")
-    if not directory:
+    given = credential(environ, CREDENTIAL)
+    if given is None:
         return None
     try:
-        raw = (Path(directory) / CREDENTIAL).read_text()
-    except FileNotFoundError:
-        return None
+        raw = given.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read the credential {CREDENTIAL}: {exc.strerror}",
                           "check LoadCredential= in the service unit") from exc

@@ -12,18 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmos.credentials import credentials_directory
 from llmos.errors import ConfigError, KeyReleaseError
 from llmos.vault.kek import Kek, decode_kek
 
 
-def credentials_directory(environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    directory = env.get("CREDENTIALS_DIRECTORY")
-    if not directory:
+def _directory(environ: Mapping[str, str] | None) -> Path:
+    directory = credentials_directory(os.environ if environ is None else environ)
+    if directory is None:
         raise KeyReleaseError(
             "$CREDENTIALS_DIRECTORY is not set: no systemd credentials were passed",
             "run under systemd with LoadCredentialEncrypted=NAME:BLOB (or LoadCredential=)")
-    return Path(directory)
+    return directory
 
 
 def check_name(name: str) -> str:
@@ -42,7 +42,7 @@ class CredentialProvider:
     name: str = "credential"
 
     def path(self) -> Path:
-        return credentials_directory(self.environ) / check_name(self.credential)
+        return _directory(self.environ) / check_name(self.credential)
 
     def release(self) -> Kek:
         path = self.path()
