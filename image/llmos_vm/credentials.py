@@ -33,9 +33,10 @@ def smbios_option(string: str) -> str:
 
 SETTINGS = "llmos-settings"
 
-# Under TCG the guest runs its inference some 10-50x slower than the hardware it stands in
-# for (a one-token SmolLM2 step: 0.1 s on a core, 3-13 s emulated, by the host), so the 30 s
-# deadline of a request (server.request_timeout_s) is the hardware's, not this machine's.
+# Under TCG the guest runs its inference far slower than the hardware it stands in for (a
+# one-row SmolLM2 step: 18-23 ms natively, bench/results/llm_rows.md; its one-token warm-up
+# 3.4-12.5 s emulated, by the host: llmos_vm.accel), so the 30 s deadline of a request
+# (server.request_timeout_s) is the hardware's, not this machine's.
 # As a slow edge box would be, the emulated machine is provisioned with its own; it stays
 # under the boot tests' client timeout (tests/boot/guest.py), so a stuck request still
 # shows as the server's 504.

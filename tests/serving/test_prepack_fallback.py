@@ -45,7 +45,7 @@ class _KernelsReadInPlace:
     def __call__(self, ctx: ModelContext) -> Any:
         self.prepack.append(ctx.options.prepack)
         if ctx.options.prepack is not False:
-            raise PrepackedWeightsStillRead("answers differently", "set prepack = false")
+            raise PrepackedWeightsStillRead(ctx.config.name)
         return "served"
 
 

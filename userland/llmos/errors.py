@@ -49,6 +49,11 @@ class PrepackedWeightsStillRead(ModelLoadError):
     without AVX2 and FMA do not prepack). The loader builds the model again with them kept
     (``llmos.serving.loading``)."""
 
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model!r} answers differently once its prepacked weights "
+                         "are given back: the runtime still reads them",
+                         f"set prepack = false for model {model!r}")
+
 
 class BadRequestError(LlmosError):
     """The client sent something malformed (JSON, shape, datatype...); ``param`` names the

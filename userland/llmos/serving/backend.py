@@ -24,7 +24,7 @@ from llmos.runtimes.base import Runtime, RuntimeOptions
 from llmos.serving.batcher import Batcher, BatchPolicy
 from llmos.serving.metrics import ModelMetrics, ServingMetrics
 from llmos.serving.slices import rows_of, run_sliced
-from llmos.serving.warmup import sample_inputs
+from llmos.serving.warmup import same_answer, sample_inputs
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +114,6 @@ def _default_runtime_factory() -> tuple[RuntimeFactory, Releasable]:
     return load_runtime, releasable
 
 
-def _same(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
-    if a.keys() != b.keys():
-        return False
-    for name, x in a.items():
-        y = b[name]
-        if x.shape != y.shape:
-            return False
-        if x.dtype.kind in "fc":
-            if not np.allclose(x, y, rtol=1e-4, atol=1e-6, equal_nan=True):
-                return False
-        elif not np.array_equal(x, y):
-            return False
-    return True
-
-
 def _release(ctx: ModelContext, runtimes: list[Runtime], warm: list[dict[str, np.ndarray]],
              views: list[memoryview]) -> None:
     """Give back the pages of ``views``, then check every instance still answers its
@@ -139,11 +124,8 @@ def _release(ctx: ModelContext, runtimes: list[Runtime], warm: list[dict[str, np
     if not freed:
         return
     for rt, before in zip(runtimes, warm, strict=True):
-        if not _same(before, rt.infer(sample_inputs(rt.inputs))):
-            raise PrepackedWeightsStillRead(
-                f"model {ctx.config.name!r} answers differently once its prepacked weights "
-                "are given back: the runtime still reads them",
-                f"set prepack = false for model {ctx.config.name!r}")
+        if not same_answer(before, rt.infer(sample_inputs(rt.inputs))):
+            raise PrepackedWeightsStillRead(ctx.config.name)
     log.info("model %s: %.1f MiB of weights given back (the runtime holds them prepacked)",
              ctx.config.name, freed / 2**20)
 
