@@ -44,6 +44,9 @@ pytestmark = [pytest.mark.boot, pytest.mark.timeout(45 * 60)]
 # Same pack, same onnxruntime version, same CPU model (reference.embed_as_guest).
 MIN_COSINE = 0.9999
 MAX_ABS_DIFF = 2e-3
+#: What the loader says when a pack's prepacked weights are still read (llmos.serving.loading)
+RELOADED = "loading it again with prepack = false"
+LEARNT = "learnt at an earlier start"
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +173,7 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot, image: Path,
     np.testing.assert_allclose(result(first_boot.openai_embeddings),
                                result(first_boot.embeddings), rtol=0, atol=1e-6)
     _assert_weights_pinned_on_hugepages(result(first_boot.metrics), guest_prepacks)
+    assert console.count(RELOADED) == (0 if guest_prepacks else 2)  # learnt here
 
     # --- the LLM (smollm2 pack, stock openai client): one greedy chat completion answered -
     answer = result(first_boot.chat)
@@ -206,6 +210,11 @@ def test_second_boot_releases_the_key_from_the_tpm_alone_and_takes_no_injected_c
         served = outcome(lambda: guest.embeddings(vm.api, EMBEDDING_MODEL, TEXTS))
         metrics = outcome(lambda: guest.metrics(vm.api))
     assert boot.clean_shutdown, "the guest did not power off on the ACPI request"
+    # Where the first boot learnt that this CPU's kernels read both packs' weights in
+    # place (and loaded each twice), this boot loads each once (serving.prepack_memo).
+    console = boot.console()
+    assert (console.count(LEARNT), console.count(RELOADED)) == \
+        ((0, 0) if guest_prepacks else (2, 0))
     attacks.assert_no_key(boot, vm.dir, fleet_key)  # first: attack a, whatever else fails
     assert fingerprint == first_boot.admin_fingerprint and not made_again
     assert login is not None and login.status == 200

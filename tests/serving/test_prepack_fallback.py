@@ -5,6 +5,7 @@ for prepacking gets the error instead."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from llmos.pack.manifest import Manifest
 from llmos.serving.backend import ModelContext
 from llmos.serving.loading import ModelLoader
 from llmos.serving.metrics import ServingMetrics
+from llmos.serving.prepack_memo import PrepackMemo
 from llmos.vault.kek import Kek
 
 
@@ -49,11 +51,12 @@ class _KernelsReadInPlace:
         return "served"
 
 
-def _loader(backend: _KernelsReadInPlace) -> tuple[ModelLoader, _Opener]:
+def _loader(backend: _KernelsReadInPlace, memo: PrepackMemo | None = None
+            ) -> tuple[ModelLoader, _Opener]:
     opener = _Opener()
     cfg = config.load(environ={})
     return ModelLoader(cfg, opener, {"tensor": backend},  # type: ignore[arg-type]
-                       ServingMetrics(), None), opener
+                       ServingMetrics(), None, memo), opener
 
 
 def test_a_model_whose_kernels_read_its_weights_loads_again_without_prepacking(
@@ -76,3 +79,32 @@ def test_a_model_configured_to_prepack_fails_with_the_reason() -> None:
                                  prepack=True), "cpu", Kek(b"k" * 32))
     assert backend.prepack == [True]
     assert opener.opened == ["minilm"]
+
+
+def test_the_next_start_builds_it_unprepacked_at_once(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The verdict outlives the process: a second loader (the next start) on the same
+    machine opens the pack once, prepacking off; on the GPU the verdict does not apply."""
+    minilm = ModelConfig(name="minilm", pack=Path("/packs/minilm.sealed"))
+    first = _KernelsReadInPlace()
+    _loader(first, PrepackMemo(tmp_path / "v.json", machine="m1"))[0].build(
+        minilm, "cpu", Kek(b"k" * 32))
+    assert first.prepack == [None, False]
+
+    caplog.clear()
+    second = _KernelsReadInPlace()
+    loader, opener = _loader(second, PrepackMemo(tmp_path / "v.json", machine="m1"))
+    with caplog.at_level(logging.INFO, logger="llmos.serving.loading"):
+        assert loader.build(minilm, "cpu", Kek(b"k" * 32)).served == "served"
+    assert second.prepack == [False]
+    assert opener.opened == ["minilm"]
+    assert "learnt at an earlier start" in caplog.text
+    assert "loading it again" not in caplog.text
+
+    on_gpu = _KernelsReadInPlace()
+    loader, _ = _loader(on_gpu, PrepackMemo(tmp_path / "v.json", machine="m1"))
+    with pytest.raises(PrepackedWeightsStillRead):  # config asked: its error, no memo
+        loader.build(ModelConfig(name="minilm", pack=Path("/packs/minilm.sealed"),
+                                 prepack=True), "cpu", Kek(b"k" * 32))
+    loader.build(minilm, "cuda:0", Kek(b"k" * 32))
+    assert on_gpu.prepack == [True, None, False]  # on the GPU: tried, then learnt again

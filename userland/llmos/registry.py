@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
 from llmos.config import Config, ModelConfig
 from llmos.controllers.placement import Placement, PlacementState
@@ -35,6 +36,8 @@ from llmos.pack.manifest import Manifest
 from llmos.serving.backend import Backend, Served
 from llmos.serving.loading import ModelLoader
 from llmos.serving.metrics import ServingMetrics
+from llmos.serving.prepack_memo import FILE_NAME as PREPACK_MEMO
+from llmos.serving.prepack_memo import PrepackMemo
 from llmos.state import Cause, KeyStatus, ModelState, ModelStatus
 from llmos.systemd import Progress
 from llmos.updates import ModelUpdates
@@ -61,7 +64,8 @@ class ModelRegistry:
         self.metrics = metrics
         self.progress = progress or Progress(lambda what, s: None, lambda: None)
         self._opener = opener
-        self._loader = ModelLoader(config, opener, backends, metrics, memory)
+        memo = PrepackMemo(Path(config["server.state_dir"]) / PREPACK_MEMO)
+        self._loader = ModelLoader(config, opener, backends, metrics, memory, memo)
         self._stopping = False
         self._entries: dict[str, ModelEntry] = {}
         self.leases = Leases()

@@ -22,6 +22,7 @@ from llmos.pack.container import split_files
 from llmos.pack.manifest import Manifest
 from llmos.serving.backend import Backend, ModelContext, Served, keep_all, runtime_options
 from llmos.serving.metrics import ServingMetrics
+from llmos.serving.prepack_memo import PrepackMemo
 from llmos.vault.kek import Kek
 from llmos.vault.opener import PackOpener
 
@@ -47,8 +48,12 @@ def drop_frames(exc: BaseException | None) -> None:
 
 class ModelLoader:
     def __init__(self, config: Config, opener: PackOpener, backends: Mapping[str, Backend],
-                 metrics: ServingMetrics, memory: MemoryPool | None) -> None:
+                 metrics: ServingMetrics, memory: MemoryPool | None,
+                 memo: PrepackMemo | None = None) -> None:
+        """``memo``: where the verdicts "this machine's kernels read this pack's weights in
+        place" are kept between starts (None: learnt again at every load)."""
         self._config = config
+        self._memo = memo
         self._opener = opener
         self._backends = dict(backends)
         self._metrics = metrics
@@ -66,7 +71,8 @@ class ModelLoader:
         """Open ``cfg``'s pack and build its runtime(s) on ``device`` (blocking); its
         memory belongs to ``owner`` (default: the model's name). Where the runtime turns
         out to read the weights it was to hold prepacked (this CPU's kernels do not
-        prepack them), the pack is opened and built again with prepacking off."""
+        prepack them), the pack is opened and built again with prepacking off, and the
+        memo keeps that verdict for the next start."""
         owner = owner or cfg.name
         try:
             return self._build(cfg, device, kek, owner)
@@ -77,10 +83,18 @@ class ModelLoader:
                         "stay in the pack's memory)", cfg.name, exc.message)
             drop_frames(exc)
             self.free(owner)
-        return self._build(dataclasses.replace(cfg, prepack=False), device, kek, owner)
+        loaded = self._build(dataclasses.replace(cfg, prepack=False), device, kek, owner)
+        if self._memo is not None:
+            self._memo.remember(loaded.manifest.sha256)
+        return loaded
 
     def _build(self, cfg: ModelConfig, device: str, kek: Kek, owner: str) -> Loaded:
         manifest, payload = self._opener.open(cfg, kek, self._backend, owner)
+        if (cfg.prepack is None and device == "cpu" and self._memo is not None
+                and self._memo.reads_in_place(manifest.sha256)):
+            log.info("model %s: built with prepack = false at once: this machine's kernels "
+                     "read its weights in place (learnt at an earlier start)", cfg.name)
+            cfg = dataclasses.replace(cfg, prepack=False)
         timeout_s = cfg.timeout_s or float(self._config["server.request_timeout_s"])
         release = keep_all if self._memory is None else self._memory.releaser(owner)
         ctx = ModelContext(cfg, manifest, split_files(manifest, payload), self._metrics,
