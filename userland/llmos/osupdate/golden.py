@@ -6,7 +6,7 @@ Written at build time by ``llmos golden`` from the very packs the image carries,
     {"format": 1,
      "models": [
        {"name": "minilm", "kind": "embedding", "endpoint": "v2", "input": "text",
-        "output": "embedding", "text": "...", "vector": [0.01, ...], "min_cosine": 0.999},
+        "output": "embedding", "text": "...", "vector": [0.01, ...], "min_cosine": 0.995},
        {"name": "smollm2", "kind": "chat", "prompt": "...", "max_tokens": 8}]}
 
 An ``embedding`` entry is answered through ``POST /v2/models/NAME/infer`` (``endpoint``
@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 FORMAT = 1
-MIN_COSINE = 0.999
+#: The same int8 model on another CPU computes other numbers (onnxruntime picks its kernels by
+#: the CPU's features): 0.9985-0.9998 in cosine seen between the build host and a CPU
+#: without FMA. The gate tells a model that works from one that does not, not kernels apart.
+MIN_COSINE = 0.995
 # Enough to show the model answers; few, so that a slow machine (an emulated one under
 # load) answers within the server deadline too.
 CHAT_MAX_TOKENS = 8
