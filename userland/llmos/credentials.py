@@ -20,5 +20,7 @@ def credentials_directory(environ: Mapping[str, str]) -> Path | None:
 def credential(environ: Mapping[str, str], name: str) -> Path | None:
     """The file of credential ``name``, None when systemd did not pass it."""
     directory = credentials_directory(environ)
-    path = directory / name if directory is not None else None
-    return path if path is not None and path.is_file() else None
+    if directory is None:
+        return None
+    path = directory / name
+    return path if path.is_file() else None

@@ -36,7 +36,6 @@ from llmos.pack.manifest import Manifest
 from llmos.serving.backend import Backend, Served
 from llmos.serving.loading import ModelLoader
 from llmos.serving.metrics import ServingMetrics
-from llmos.serving.prepack_memo import FILE_NAME as PREPACK_MEMO
 from llmos.serving.prepack_memo import PrepackMemo
 from llmos.state import Cause, KeyStatus, ModelState, ModelStatus
 from llmos.systemd import Progress
@@ -64,8 +63,8 @@ class ModelRegistry:
         self.metrics = metrics
         self.progress = progress or Progress(lambda what, s: None, lambda: None)
         self._opener = opener
-        memo = PrepackMemo(Path(config["server.state_dir"]) / PREPACK_MEMO)
-        self._loader = ModelLoader(config, opener, backends, metrics, memory, memo)
+        self._loader = ModelLoader(config, opener, backends, metrics, memory,
+                                   PrepackMemo.in_state_dir(Path(config["server.state_dir"])))
         self._stopping = False
         self._entries: dict[str, ModelEntry] = {}
         self.leases = Leases()

@@ -6,10 +6,10 @@ kernels without AVX2 and FMA: older Atoms and Celerons, an emulated CPU without 
 loader learns it only by building the model, giving the weights back and seeing the
 warm-up answer change; it then opens the pack again and builds it with prepacking off
 (``llmos.serving.loading``). That is a second decryption, session and warm-up on every
-start (in the emulated test guest, MiniLM's and SmolLM2's first builds took ~10 s of a
-31 s start-up). The loader keeps the verdict here, per pack (its sha256) and per machine
-(the CPU's model and flags, the runtimes' versions), so the next start builds such a pack
-unprepacked at once; a new CPU or runtime starts afresh.
+start (in the emulated test guest, start to READY=1 took 32.4 s when learning against
+22.4 s once learnt: bench/BOOT.md). The loader keeps the verdict here, per pack (its
+sha256) and per machine (the CPU's model and flags, the runtimes' versions), so the next
+start builds such a pack unprepacked at once; a new CPU or runtime starts afresh.
 
 A verdict only ever turns prepacking off, which is always correct: the cost is decoding
 speed and a second copy of the weights. A file changed by someone else can cost speed,
@@ -77,6 +77,10 @@ def parse(text: str, machine: str) -> list[str]:
 class PrepackMemo:
     """The verdicts in ``<state_dir>/prepack-verdicts.json``; thread-safe (models load in
     worker threads side by side)."""
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> PrepackMemo:
+        return cls(state_dir / FILE_NAME)
 
     def __init__(self, path: Path, machine: str | None = None) -> None:
         self.path = path
