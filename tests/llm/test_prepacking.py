@@ -1,4 +1,5 @@
-"""Causal LMs prepack their weights unless the model's config says no (llmos.llm.model)."""
+"""Causal LMs prepack their weights unless the model's config says no, or the loader learnt
+that this machine's kernels read them in place (llmos.llm.model)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def test_an_explicit_choice_is_kept_and_off_is_not_silent(
     assert "45x slower" in caplog.text
 
 
+def test_kernels_that_read_in_place_turn_it_off_without_the_config_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The loader's choice (its fallback, or the memo of an earlier start) is not the
+    operator's: it costs nothing on this CPU, and the loader logs it in its own words."""
+    with caplog.at_level(logging.WARNING, logger="llmos.llm.model"):
+        assert with_prepacking(RuntimeOptions(reads_in_place=True)).prepack is False
+    assert caplog.text == ""
+    assert with_prepacking(RuntimeOptions(prepack=True, reads_in_place=True)).prepack is True
+
+
 def test_the_model_config_reaches_the_runtime_options(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[[models]]\nname = "a"\npack = "/p/a.sealed"\n\n'
@@ -32,3 +43,4 @@ def test_the_model_config_reaches_the_runtime_options(tmp_path: Path) -> None:
     a, b = config.load(path, environ={}).models
     assert runtime_options(a, "cpu").prepack is None  # the model kind decides
     assert runtime_options(b, "cpu").prepack is False
+    assert runtime_options(a, "cpu", reads_in_place=True).prepacks(True) is False

@@ -39,14 +39,16 @@ class _Opener:
 
 
 class _KernelsReadInPlace:
-    """A backend whose runtime still reads its prepacked weights unless prepacking is off."""
+    """A backend whose runtime still reads its prepacked weights unless prepacking is off
+    (a causal LM's default: prepacked)."""
 
     def __init__(self) -> None:
-        self.prepack: list[bool | None] = []
+        self.prepack: list[bool] = []
 
     def __call__(self, ctx: ModelContext) -> Any:
-        self.prepack.append(ctx.options.prepack)
-        if ctx.options.prepack is not False:
+        prepack = ctx.options.prepacks(True)
+        self.prepack.append(prepack)
+        if prepack:
             raise PrepackedWeightsStillRead(ctx.config.name)
         return "served"
 
@@ -66,7 +68,7 @@ def test_a_model_whose_kernels_read_its_weights_loads_again_without_prepacking(
     loaded = loader.build(ModelConfig(name="minilm", pack=Path("/packs/minilm.sealed")),
                           "cpu", Kek(b"k" * 32))
     assert loaded.served == "served"
-    assert backend.prepack == [None, False]
+    assert backend.prepack == [True, False]
     assert opener.opened == ["minilm", "minilm"]  # the pack opened again, not reused
     assert "loading it again with prepack = false" in caplog.text
 
@@ -89,7 +91,7 @@ def test_the_next_start_builds_it_unprepacked_at_once(tmp_path: Path,
     first = _KernelsReadInPlace()
     _loader(first, PrepackMemo(tmp_path / "v.json", machine="m1"))[0].build(
         minilm, "cpu", Kek(b"k" * 32))
-    assert first.prepack == [None, False]
+    assert first.prepack == [True, False]
 
     caplog.clear()
     second = _KernelsReadInPlace()
@@ -107,4 +109,14 @@ def test_the_next_start_builds_it_unprepacked_at_once(tmp_path: Path,
         loader.build(ModelConfig(name="minilm", pack=Path("/packs/minilm.sealed"),
                                  prepack=True), "cpu", Kek(b"k" * 32))
     loader.build(minilm, "cuda:0", Kek(b"k" * 32))
-    assert on_gpu.prepack == [True, None, False]  # on the GPU: tried, then learnt again
+    assert on_gpu.prepack == [True, True, False]  # on the GPU: tried, then learnt again
+
+
+def test_what_a_gpu_load_finds_is_not_kept_for_the_cpu(tmp_path: Path) -> None:
+    """The memo is about this CPU's kernels: a fallback on a GPU says nothing about them."""
+    on_gpu = _KernelsReadInPlace()
+    loader, _ = _loader(on_gpu, PrepackMemo(tmp_path / "v.json", machine="m1"))
+    loader.build(ModelConfig(name="minilm", pack=Path("/packs/minilm.sealed")), "cuda:0",
+                 Kek(b"k" * 32))
+    assert on_gpu.prepack == [True, False]
+    assert not PrepackMemo(tmp_path / "v.json", machine="m1").reads_in_place("0" * 64)

@@ -78,15 +78,14 @@ def _text(manifest: Manifest, files: Mapping[str, memoryview], name: str) -> byt
 
 
 def with_prepacking(options: RuntimeOptions) -> RuntimeOptions:
-    """Prepacked weights unless the model's config said no: without them onnxruntime
-    dequantises every 8- or 4-bit weight block on every step, and decoding is ~45x slower
+    """Prepacked weights unless the model's config said no or this machine's kernels read
+    them in place anyway: without them, where the kernels prepack, onnxruntime dequantises
+    every 8- or 4-bit weight block on every step, and decoding is ~45x slower
     (bench/llm_bench.py); the price is a second, unpinned copy of the matrices."""
-    if options.prepack is None:
-        return dataclasses.replace(options, prepack=True)
-    if not options.prepack:
+    if options.prepack is False:  # the config's choice; the loader's shows in reads_in_place
         log.warning("weight prepacking is off for this model: where this CPU's kernels "
                     "prepack (AVX2 and FMA), decoding is up to ~45x slower")
-    return options
+    return dataclasses.replace(options, prepack=options.prepacks(True))
 
 
 def warm_up(decoder: Decoder, device: str) -> np.ndarray:

@@ -26,8 +26,19 @@ class RuntimeOptions:
     # None: the model kind decides (the ONNX adapter reads it as off: one resident, pinned
     # copy is the appliance's contract; causal LMs turn it on, see llmos.llm.model).
     prepack: bool | None = None
+    # Learnt by the loader, never configured: this CPU's kernels read the pack's weights in
+    # place (onnxruntime's int8 and 4-bit kernels without AVX2 and FMA), so prepacking would
+    # cost a second copy and save nothing.
+    reads_in_place: bool = False
     # Busy-waiting worker threads steal the core the event loop needs on small machines.
     spin: bool = False
+
+    def prepacks(self, default: bool) -> bool:
+        """Whether to prepack: the model's config says, else not where this machine's
+        kernels read the weights in place, else the model kind's ``default``."""
+        if self.prepack is not None:
+            return self.prepack
+        return default and not self.reads_in_place
 
 
 class Runtime(Protocol):

@@ -96,12 +96,10 @@ def _file(manifest: Manifest, files: Mapping[str, memoryview], name: str) -> mem
 
 
 def prepacks(manifest: Manifest, options: RuntimeOptions) -> bool:
-    """Whether sessions of this pack prepack their weights: the model's ``prepack`` setting,
-    else yes where the pack names the weights that only prepacking kernels read."""
-    if options.prepack is not None:
-        return options.prepack
+    """Whether sessions of this pack prepack their weights (``RuntimeOptions.prepacks``),
+    by default where the pack names the weights that only prepacking kernels read."""
     table = WeightTable.from_extra(manifest.extra)
-    return table is not None and bool(table.prepacked)
+    return options.prepacks(table is not None and bool(table.prepacked))
 
 
 def releasable(manifest: Manifest, files: Mapping[str, memoryview],

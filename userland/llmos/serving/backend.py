@@ -65,11 +65,13 @@ RuntimeFactory = Callable[[Manifest, Mapping[str, memoryview], RuntimeOptions], 
 Releasable = Callable[[Manifest, Mapping[str, memoryview], RuntimeOptions], list[memoryview]]
 
 
-def runtime_options(cfg: ModelConfig, device: str) -> RuntimeOptions:
+def runtime_options(cfg: ModelConfig, device: str, reads_in_place: bool = False
+                    ) -> RuntimeOptions:
     """How to run ``cfg`` on ``device``: the placement's, never the config's own wish
-    ("cuda", "any"), which only the placement plan turns into a device."""
+    ("cuda", "any"), which only the placement plan turns into a device; ``reads_in_place``:
+    what the loader learnt about this machine's kernels and the pack."""
     return RuntimeOptions(device=device, intra_op_threads=cfg.threads, prepack=cfg.prepack,
-                          spin=cfg.spin)
+                          reads_in_place=reads_in_place, spin=cfg.spin)
 
 
 class TensorModel:

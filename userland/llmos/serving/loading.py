@@ -10,7 +10,6 @@ the traceback frames that still reference the plaintext are dropped.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,11 +70,10 @@ class ModelLoader:
         """Open ``cfg``'s pack and build its runtime(s) on ``device`` (blocking); its
         memory belongs to ``owner`` (default: the model's name). Where the runtime turns
         out to read the weights it was to hold prepacked (this CPU's kernels do not
-        prepack them), the pack is opened and built again with prepacking off, and the
-        memo keeps that verdict for the next start."""
+        prepack them), the pack is opened and built again with prepacking off."""
         owner = owner or cfg.name
         try:
-            return self._build(cfg, device, kek, owner)
+            return self._build(cfg, device, kek, owner, seen_now=False)
         except PrepackedWeightsStillRead as exc:
             if cfg.prepack is not None:  # asked for by the model's config: its error
                 raise
@@ -83,22 +81,33 @@ class ModelLoader:
                         "stay in the pack's memory)", cfg.name, exc.message)
             drop_frames(exc)
             self.free(owner)
-        loaded = self._build(dataclasses.replace(cfg, prepack=False), device, kek, owner)
-        if self._memo is not None:
-            self._memo.remember(loaded.manifest.sha256)
-        return loaded
+        return self._build(cfg, device, kek, owner, seen_now=True)
 
-    def _build(self, cfg: ModelConfig, device: str, kek: Kek, owner: str) -> Loaded:
-        manifest, payload = self._opener.open(cfg, kek, self._backend, owner)
-        if (cfg.prepack is None and device == "cpu" and self._memo is not None
-                and self._memo.reads_in_place(manifest.sha256)):
+    def _reads_in_place(self, cfg: ModelConfig, device: str, sha256: str, seen_now: bool
+                        ) -> bool:
+        """Whether this machine's kernels read the pack's weights in place: ``seen_now``
+        (this load's first build found it), which the memo keeps for the next start, or
+        what the memo kept from an earlier one. Only where the model's config leaves
+        prepacking to the loader, and only on the CPU (GPU kernels never read them)."""
+        if cfg.prepack is not None or device != "cpu" or self._memo is None:
+            return seen_now
+        if seen_now:
+            self._memo.remember(sha256)
+            return True
+        if self._memo.reads_in_place(sha256):
             log.info("model %s: built with prepack = false at once: this machine's kernels "
                      "read its weights in place (learnt at an earlier start)", cfg.name)
-            cfg = dataclasses.replace(cfg, prepack=False)
+            return True
+        return False
+
+    def _build(self, cfg: ModelConfig, device: str, kek: Kek, owner: str, seen_now: bool
+               ) -> Loaded:
+        manifest, payload = self._opener.open(cfg, kek, self._backend, owner)
+        in_place = self._reads_in_place(cfg, device, manifest.sha256, seen_now)
         timeout_s = cfg.timeout_s or float(self._config["server.request_timeout_s"])
         release = keep_all if self._memory is None else self._memory.releaser(owner)
         ctx = ModelContext(cfg, manifest, split_files(manifest, payload), self._metrics,
-                           runtime_options(cfg, device), timeout_s, release)
+                           runtime_options(cfg, device, in_place), timeout_s, release)
         try:
             return Loaded(manifest, payload, self._backend(manifest)(ctx))
         except LlmosError:
