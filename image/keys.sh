@@ -54,7 +54,7 @@ if [ ! -s "$vars" ] || [ "$vars" -ot "$dir/secureboot/db.crt" ]; then
   echo "keys: made $vars (PK, KEK, db enrolled; Secure Boot on)"
 fi
 gpu_vars=$dir/secureboot/OVMF_VARS.gpu.fd
-if [ ! -s "$gpu_vars" ] || [ "$gpu_vars" -ot "$dir/secureboot/db.crt" ] \
+if [ ! -s "$gpu_vars" ] || [ "$gpu_vars" -ot "$vars" ] \
     || [ "$gpu_vars" -ot "$dir/secureboot/modules.crt" ]; then
   "$venv_bin/virt-fw-vars" --input "$vars" --output "$gpu_vars.new" \
     --add-db "$owner" "$dir/secureboot/modules.crt" >/dev/null
