@@ -23,8 +23,8 @@ class RuntimeOptions:
     intra_op_threads: int = 0  # 0 = the runtime's default
     inter_op_threads: int = 1
     # ORT prepacks weights into a second, unpinned copy: faster kernels, twice the memory.
-    # None: the model kind decides (the ONNX adapter reads it as off: one resident, pinned
-    # copy is the appliance's contract; causal LMs turn it on, see llmos.llm.model).
+    # None: the model kind decides (``prepacks``' default: the ONNX adapter's is on where
+    # the pack names the weights only prepacking kernels read, a causal LM's always on).
     prepack: bool | None = None
     # Learnt by the loader, never configured: this CPU's kernels read the pack's weights in
     # place (onnxruntime's int8 and 4-bit kernels without AVX2 and FMA), so prepacking would
