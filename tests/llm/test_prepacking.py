@@ -39,8 +39,10 @@ def test_kernels_that_read_in_place_turn_it_off_without_the_config_warning(
 def test_the_model_config_reaches_the_runtime_options(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[[models]]\nname = "a"\npack = "/p/a.sealed"\n\n'
-                    '[[models]]\nname = "b"\npack = "/p/b.sealed"\nprepack = false\n')
+                    '[[models]]\nname = "b"\npack = "/p/b.sealed"\nprepack = false\n'
+                    'spin_us = 200\n')
     a, b = config.load(path, environ={}).models
     assert runtime_options(a, "cpu").prepack is None  # the model kind decides
     assert runtime_options(b, "cpu").prepack is False
+    assert (runtime_options(a, "cpu").spin_us, runtime_options(b, "cpu").spin_us) == (0, 200)
     assert runtime_options(a, "cpu", reads_in_place=True).prepacks(True) is False

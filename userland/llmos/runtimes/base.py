@@ -30,8 +30,10 @@ class RuntimeOptions:
     # place (onnxruntime's int8 and 4-bit kernels without AVX2 and FMA), so prepacking would
     # cost a second copy and save nothing.
     reads_in_place: bool = False
-    # Busy-waiting worker threads steal the core the event loop needs on small machines.
-    spin: bool = False
+    # Microseconds the runtime's pool threads busy-wait for more work before they sleep:
+    # faster where one model computes at a time, slower where two share the cores (they
+    # spin on the cores the other needs). 0: they sleep at once.
+    spin_us: int = 0
 
     def prepacks(self, default: bool) -> bool:
         """Whether to prepack: the model's config says, else not where this machine's

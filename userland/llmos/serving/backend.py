@@ -71,7 +71,7 @@ def runtime_options(cfg: ModelConfig, device: str, reads_in_place: bool = False
     ("cuda", "any"), which only the placement plan turns into a device; ``reads_in_place``:
     what the loader learnt about this machine's kernels and the pack."""
     return RuntimeOptions(device=device, intra_op_threads=cfg.threads, prepack=cfg.prepack,
-                          reads_in_place=reads_in_place, spin=cfg.spin)
+                          reads_in_place=reads_in_place, spin_us=cfg.spin_us)
 
 
 class TensorModel:
