@@ -263,14 +263,15 @@ class Results:
     load_before: float
     load_after: float
     prepacked: bool
+    spin_us: int = 0  # the model setting both onnxruntime contestants ran with
 
 
 def run(pack_name: str, new_tokens: int, repeat: int, demo: Path,
-        with_transformers: bool = True) -> Results:
+        with_transformers: bool = True, spin_us: int = 0) -> Results:
     pack = plain_pack(pack_name, demo)
     manifest, files = load_pack(pack)
     info = LLMInfo.of(manifest.extra)
-    options = RuntimeOptions(intra_op_threads=THREADS)
+    options = RuntimeOptions(intra_op_threads=THREADS, spin_us=spin_us)
     lm = load_language_model(manifest, files, options, EngineLimits(max_running=max(CONCURRENCY)))
     from llmos.runtimes.onnx import open_session
 
@@ -298,7 +299,7 @@ def run(pack_name: str, new_tokens: int, repeat: int, demo: Path,
     lm.close()
     return Results(pack_name, manifest.quantization, new_tokens, repeat,
                    {name: median(t) for name, t in runs.items()}, load_before,
-                   os.getloadavg()[0], prepacking())
+                   os.getloadavg()[0], prepacking(), spin_us)
 
 
 # ---------------------------------------------------------------------------- report
@@ -317,7 +318,8 @@ def report(r: Results) -> str:
              "tokens/s once every request has its first token. "
              f"Load average {r.load_before:.1f} before, {r.load_after:.1f} after "
              f"({os.cpu_count()} cores; other work on the machine skews every figure). "
-             f"onnxruntime weight prepacking: {'on' if r.prepacked else 'OFF (slower)'}.", "",
+             f"onnxruntime weight prepacking: {'on' if r.prepacked else 'OFF (slower)'}; "
+             f"pool threads' spin (`spin_us`): {r.spin_us} us.", "",
              "| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
     for name, t in r.timings.items():
         cells = [f"{t.ttft_s * 1000:.0f}", f"{t.decode_tok_s:.1f}"] + \
@@ -372,10 +374,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--demo", type=Path, default=ROOT / "build" / "demo")
     parser.add_argument("--no-transformers", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--spin-us", type=int, default=0,
+                        help="the model setting spin_us for both onnxruntime contestants")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
-    result = run(args.pack, args.tokens, args.repeat, args.demo, not args.no_transformers)
+    result = run(args.pack, args.tokens, args.repeat, args.demo, not args.no_transformers,
+                 args.spin_us)
     text = report(result)
     publish(text, args.out)
     return 0

@@ -55,6 +55,7 @@ class Options:
     readme: Path | None
     slowdown_ms: float = 0.0  # added to every LLM OS inference (the guard's self-test)
     compare: tuple[tuple[str, Path], ...] = ()  # (label, userland/) measured beside LLM OS
+    variants: tuple[tuple[str, str], ...] = ()  # (label, model settings as TOML lines)
 
 
 def _versions(opts: Options) -> dict[str, dict[str, str]]:
@@ -86,7 +87,7 @@ def _tensor(opts: Options) -> dict[str, Any]:
     return tensor.run(tensor.TensorSetup(model, sealed, opts.key, opts.venv_root,
                                          opts.scratch / "tensor", opts.concurrency, opts.load,
                                          opts.rounds, slowdown_ms=opts.slowdown_ms,
-                                         compare=opts.compare))
+                                         compare=opts.compare, variants=opts.variants))
 
 
 def _sealed(opts: Options) -> dict[str, Any]:
@@ -178,9 +179,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--compare", nargs="+", default=[], metavar="LABEL=DIR",
                    help="also measure LLM OS from another tree's userland/ (e.g. main's, "
                         "exported with git archive), as contestant 'llmos LABEL'")
+    p.add_argument("--variant", nargs="+", default=[], metavar="LABEL=KEY=VALUE[,KEY=VALUE]",
+                   help="also measure this tree's LLM OS with these model settings (TOML "
+                        "values, e.g. spin=spin_us=200), as contestant 'llmos LABEL'")
     a = p.parse_args(argv)
     compare = tuple((label, Path(d).resolve()) for label, _, d in
                     (c.partition("=") for c in a.compare))
+    variants = tuple((label, "".join(f"{kv.replace('=', ' = ', 1)}\n" for kv in s.split(",")))
+                     for label, _, s in (v.partition("=") for v in a.variant))
     # Absolute paths: servers run with their own working directories.
     return Options(demo=a.demo.resolve(), key=a.key.resolve(), venv_root=a.venvs.resolve(),
                    out=a.out.resolve(), scratch=a.scratch.resolve(),
@@ -188,7 +194,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    load=wrk.WrkSettings(duration_s=a.duration, warmup_s=a.warmup),
                    rounds=a.rounds, llm_tokens=a.llm_tokens, llm_repeat=a.llm_repeat,
                    llm_helper=not a.skip_llm_bench, merge=a.merge,
-                   readme=Path(a.readme) if a.readme else None, compare=compare)
+                   readme=Path(a.readme) if a.readme else None, compare=compare,
+                   variants=variants)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,9 @@ class TensorSetup:
     # other LLM OS trees measured beside this one (label, its userland/ directory): a
     # change against main, side by side in one run
     compare: tuple[tuple[str, Path], ...] = ()
+    # this tree's LLM OS again with other model settings (label, TOML lines for its
+    # [[models]] entry): a setting's effect, side by side in one run
+    variants: tuple[tuple[str, str], ...] = ()
 
 
 def request_body(input_name: str, texts: Sequence[str]) -> bytes:
@@ -86,10 +89,10 @@ def ready_path(setup: TensorSetup) -> str:
     return f"/v2/models/{setup.model_name}/ready"
 
 
-def llmos_spec(setup: TensorSetup, label: str = "", userland: Path | None = None
-               ) -> ServerSpec:
-    """LLM OS serving the sealed pack with its defaults; ``userland``: another tree's code
-    (the contestant ``llmos LABEL``)."""
+def llmos_spec(setup: TensorSetup, label: str = "", userland: Path | None = None,
+               settings: str = "") -> ServerSpec:
+    """LLM OS serving the sealed pack with its defaults; ``userland``: another tree's code,
+    ``settings``: TOML lines added to the model's entry (the contestant ``llmos LABEL``)."""
     port = free_port()
     suffix = f"-{label}" if label else ""
     state = setup.scratch / f"llmos-state{suffix}"
@@ -102,7 +105,7 @@ def llmos_spec(setup: TensorSetup, label: str = "", userland: Path | None = None
         "[keys]\n"
         f'provider = "keyfile"\nkeyfile = "{setup.key.resolve()}"\nallow_dev_key = true\n'
         "[[models]]\n"
-        f'name = "{setup.model_name}"\npack = "{setup.sealed.resolve()}"\n')
+        f'name = "{setup.model_name}"\npack = "{setup.sealed.resolve()}"\n{settings}')
     llmos = [str(Path(sys.executable).with_name("llmos"))]
     if setup.slowdown_ms:
         llmos = [sys.executable, "-m", "bench.slowed", f"{setup.slowdown_ms:g}"]
@@ -163,6 +166,8 @@ def _contestants(setup: TensorSetup) -> tuple[list[tuple[str, Callable[[], Serve
     ready: list[tuple[str, Callable[[], ServerSpec]]] = [(LLMOS, partial(llmos_spec, setup))]
     ready += [(f"{LLMOS} {label}", partial(llmos_spec, setup, label, path))
               for label, path in setup.compare]
+    ready += [(f"{LLMOS} {label}", partial(llmos_spec, setup, label, None, settings))
+              for label, settings in setup.variants]
     notes: dict[str, str] = {}
     for name, venv, make in PEERS:
         env = venvs.status(setup.venv_root, venv)
