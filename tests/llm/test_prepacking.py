@@ -36,6 +36,16 @@ def test_kernels_that_read_in_place_turn_it_off_without_the_config_warning(
     assert with_prepacking(RuntimeOptions(prepack=True, reads_in_place=True)).prepack is True
 
 
+def test_the_config_turning_it_off_where_it_would_not_help_is_not_warned_about(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """On a CPU whose kernels read the weights in place, ``prepack = false`` costs nothing:
+    a warning of ~45x slower decoding would be false there."""
+    with caplog.at_level(logging.WARNING, logger="llmos.llm.model"):
+        off = with_prepacking(RuntimeOptions(prepack=False, reads_in_place=True))
+    assert off.prepack is False
+    assert caplog.text == ""
+
+
 def test_the_model_config_reaches_the_runtime_options(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[[models]]\nname = "a"\npack = "/p/a.sealed"\n\n'

@@ -82,7 +82,7 @@ def with_prepacking(options: RuntimeOptions) -> RuntimeOptions:
     them in place anyway: without them, where the kernels prepack, onnxruntime dequantises
     every 8- or 4-bit weight block on every step, and decoding is ~45x slower
     (bench/llm_bench.py); the price is a second, unpinned copy of the matrices."""
-    if options.prepack is False:  # the config's choice; the loader's shows in reads_in_place
+    if options.prepack is False and not options.reads_in_place:  # costs nothing where it is
         log.warning("weight prepacking is off for this model: where this CPU's kernels "
                     "prepack (AVX2 and FMA), decoding is up to ~45x slower")
     return dataclasses.replace(options, prepack=options.prepacks(True))
