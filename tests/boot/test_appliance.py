@@ -176,6 +176,10 @@ def test_first_boot_seals_the_key_and_serves(first_boot: FirstBoot, image: Path,
     np.testing.assert_allclose(result(first_boot.openai_embeddings),
                                result(first_boot.embeddings), rtol=0, atol=1e-6)
     _assert_weights_pinned_on_hugepages(result(first_boot.metrics), guest_prepacks)
+    # The requests kept the cores awake (server.cpu_awake_s): the sandboxed service may
+    # open the kernel's CPU latency request (DeviceAllow=); where it may not, it says so.
+    assert "cores are let sleep between requests" not in console
+    assert ("llmos_cpu_awake", ()) in result(first_boot.metrics)
     assert console.count(RELOADED) == (0 if guest_prepacks else 2)  # learnt here
     assert PREPACK_OFF not in console
 

@@ -54,5 +54,6 @@ def test_the_model_config_reaches_the_runtime_options(tmp_path: Path) -> None:
     a, b = config.load(path, environ={}).models
     assert runtime_options(a, "cpu").prepack is None  # the model kind decides
     assert runtime_options(b, "cpu").prepack is False
-    assert (runtime_options(a, "cpu").spin_us, runtime_options(b, "cpu").spin_us) == (0, 200)
+    assert (runtime_options(a, "cpu").spin_us, runtime_options(b, "cpu").spin_us) == (20, 200)
+    assert RuntimeOptions().spin_us == runtime_options(a, "cpu").spin_us  # the same default
     assert runtime_options(a, "cpu", reads_in_place=True).prepacks(True) is False

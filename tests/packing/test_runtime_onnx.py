@@ -77,7 +77,9 @@ def test_session_options(mlp_pack: tuple[Manifest, dict[str, memoryview]]) -> No
     options = session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.disable_prepacking") == "1"
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # by default the pool threads spin, bounded (onnxruntime's own spin is not)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.intra_op.spin_duration_us") == "20"
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert isinstance(session, ort.InferenceSession)
     assert len(session.weights) == 2  # the views and OrtValues live as long as the session

@@ -16,6 +16,7 @@ import pytest
 from llmos import config
 from llmos.app import LlmOs
 from llmos.errors import BadRequestError, ForbiddenError, NotFoundError
+from llmos.hw.awake import DEVICE, current_latency
 from llmos.serving.backend import TensorModel
 from llmos.serving.codec import InferRequest
 from llmos.state import ModelState
@@ -70,6 +71,24 @@ async def test_models_that_cannot_answer(root: LlmOs) -> None:
         ("alpha", "tensor"), ("slow", "tensor"), ("deadline", "tensor")}  # broken: not listed
     with pytest.raises(BadRequestError, match="not an embedding model"):
         await plane.count_tokens("alpha", ["text"])
+
+
+async def test_requests_keep_the_cores_awake(root: LlmOs) -> None:
+    """Each inference request's arrival holds the CPU latency request (``llmos.hw.awake``),
+    here on the kernel's own device where this process may open it."""
+    awake = root.awake
+    assert not awake.held and awake.hold_s == 1.0  # the default; nothing asked yet
+    x = np.ones((1, 4), dtype=np.float32)
+    await root.dataplane.infer("alpha", None, _request({"x": x}))
+    if awake.unavailable is None:
+        assert awake.held
+        assert current_latency() == 0
+    else:
+        assert not awake.held and str(DEVICE) in awake.unavailable
+    samples = {s.name: s.value for s in root.metrics.samples()}
+    assert samples["llmos_cpu_awake"] == float(awake.held)
+    await root.stop()
+    assert not awake.held
 
 
 async def test_the_repository_extension_follows_the_configuration(root: LlmOs) -> None:

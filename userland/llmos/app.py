@@ -46,6 +46,7 @@ from llmos.dataplane import DataPlane
 from llmos.dropins import DropFolder
 from llmos.errors import KeyReleaseError
 from llmos.hw import priority
+from llmos.hw.awake import CpuAwake
 from llmos.hw.claim import Claimer
 from llmos.hw.memory import MemoryPool
 from llmos.hw.model import Inventory
@@ -129,8 +130,11 @@ class LlmOs:
             devices.scan, self.registry.reconciler, monitor=devices.monitor,
             claimer=devices.claimer, settle_s=devices.settle_s)
         self.resources = ResourceView(memory, self._inventory)
-        self.metrics.watch_resources(self.resources.gauges, self.resources.fallback_counts)
-        self.dataplane = DataPlane(self.registry, self.metrics, self.health)
+        self.awake = CpuAwake(float(config["server.cpu_awake_s"]),  # cores awake while busy
+                              busy=lambda: self.drain.in_flight > 0)
+        self.metrics.watch_resources(lambda: (*self.resources.gauges(), *self.awake.gauges()),
+                                     self.resources.fallback_counts)
+        self.dataplane = DataPlane(self.registry, self.metrics, self.health, self.awake.touch)
         watch_s = float(config["admin.upload_watch_s"])
         self.drops = DropFolder(self.registry, upload_dir(config), watch_s) if watch_s else None
         self._watch: asyncio.Task[None] | None = None
@@ -210,6 +214,7 @@ class LlmOs:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        self.awake.close()
         await self.registry.unload_all()
         if self.devices is not None:
             await self.devices.stop()

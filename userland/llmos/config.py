@@ -60,11 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
             "rows (dim 0) of one tensor request; more answer 413 (a request of more rows "
             "than a model's max_batch_size runs as several batches)"),
     Setting("server.max_inflight_requests", positive(int), 256,
-            "inference requests being served at once, all models; more answer 503 with "
-            "Retry-After"),
+            "inference requests being served at once, all models (more: 503, Retry-After)"),
     Setting("server.max_inflight_bytes", positive(int), 256 * 1024 * 1024,
-            "request body bytes being served at once, all models; more answer 503 with "
-            "Retry-After"),
+            "request body bytes being served at once, all models (more: 503, Retry-After)"),
     Setting("server.max_connections", positive(int), 1024,
             "open connections per listener; more are closed at once (size LimitNOFILE "
             "above twice this)"),
@@ -79,6 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
             "nice value added to the threads doing requests' heavy work (inference, the "
             "LLM engines, body decoding, onnxruntime's pools), so that under overload the "
             "event loop (/health) gets a core first; 0 = same priority as the loop"),
+    Setting("server.cpu_awake_s", non_negative(float), 1.0,
+            "after a request, idle cores poll this long instead of sleeping, so the next "
+            "finds them awake (~1.6x requests/s one at a time, more power; 0 = sleep)"),
     Setting("server.repository_control", boolean, False,
             "allow model load/unload (POST /v2/repository/models/NAME/load|unload) on the "
             "API listener, unauthenticated; off: only the admin page loads and unloads"),
@@ -181,7 +182,7 @@ SITE_SETTINGS = frozenset({
     "server.request_timeout_s", "server.body_timeout_s", "server.idle_timeout_s",
     "server.update_drain_s", "server.drain_s", "server.drain_grace_s",
     "server.max_body_bytes", "server.max_request_rows", "server.max_inflight_requests",
-    "server.max_inflight_bytes", "server.log_level",
+    "server.max_inflight_bytes", "server.log_level", "server.cpu_awake_s",
 })
 
 MODEL_SETTINGS: tuple[Setting, ...] = (
@@ -202,9 +203,9 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
     Setting("prepack", optional_boolean, None,
             "ONNX Runtime's own copy of the weights (default: where the pack names them, unless "
             "this CPU's kernels read them in place: ~45x faster LLM decoding, -30 % MiniLM CPU)"),
-    Setting("spin_us", non_negative(int), 0,
-            "microseconds runtime threads busy-wait for work before sleeping (0: never; 20: "
-            "~1.35x LLM decoding alone, 0.94x where two models compute at once; 200: 0.77x)"),
+    Setting("spin_us", non_negative(int), 20,
+            "microseconds runtime threads busy-wait for more work before sleeping (20: ~1.35x "
+            "LLM decoding, 0.94x where two models compute at once; 0: never; 200: 0.77x)"),
     Setting("max_tokens", positive(int), 512, "causal LMs: cap on generated tokens"),
     Setting("max_running", positive(int), 8, "causal LMs: sequences decoded together"),
     Setting("prefill_chunk", positive(int), 128,
@@ -234,7 +235,7 @@ class ModelConfig:
     timeout_s: float | None = None
     threads: int = 0
     prepack: bool | None = None  # None: the model kind's default
-    spin_us: int = 0
+    spin_us: int = 20
     max_tokens: int = 512
     max_running: int = 8
     prefill_chunk: int = 128
@@ -265,8 +266,7 @@ def _apply(setting: Setting, raw: Any, origin: str) -> Any:
 
 def _model(entry: Mapping[str, Any], index: int, origin: str) -> ModelConfig:
     known = {s.key: s for s in MODEL_SETTINGS}
-    unknown = set(entry) - set(known)
-    if unknown:
+    if unknown := set(entry) - set(known):
         raise ConfigError(f"{origin}: models[{index}] has unknown keys {sorted(unknown)}",
                           f"known keys: {', '.join(known)}")
     values: dict[str, Any] = {}

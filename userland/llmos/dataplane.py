@@ -90,10 +90,14 @@ class DataPlane:
     """Transport-neutral inference over the registry's models."""
 
     def __init__(self, registry: ModelRegistry, metrics: ServingMetrics,
-                 health: Callable[[], Health]) -> None:
+                 health: Callable[[], Health], arrived: Callable[[], None] = lambda: None
+                 ) -> None:
+        """``arrived``: told of each inference request as it arrives (the cores are kept
+        awake while they come: ``llmos.hw.awake``)."""
         self.registry = registry
         self.metrics = metrics
         self.health = health
+        self._arrived = arrived
         self._control = bool(registry.config["server.repository_control"])
         self._max_rows = int(registry.config["server.max_request_rows"])
         self._offload = int(registry.config["server.offload_bytes"])
@@ -121,6 +125,7 @@ class DataPlane:
         """Validate and run one request; ``request`` is awaited after the model's batcher
         was told one is coming (so it may wait for it rather than run a smaller batch)."""
         started = time.perf_counter()
+        self._arrived()
         try:
             model = self._tensor_model(name, version)
         except BaseException:
@@ -236,6 +241,7 @@ class DataPlane:
         ``features.n`` choices, started. Called with no await after ``language_model``: the
         hold keeps ``lm``'s version loaded until they are submitted (``LanguageModel.busy``
         from then on)."""
+        self._arrived()
         with self.registry.leases.hold(lm):
             if isinstance(prompt, str):
                 text = prompt
@@ -267,6 +273,7 @@ class DataPlane:
             return lm.encode(prompt_text(lm.chat, messages, tools))
 
         size = sum(len(m.content) for m in messages)
+        self._arrived()
         with self.registry.leases.hold(lm):
             ids = await self._off_loop(size, prompt)
             return await submit(lm, ids, params, features or Features())

@@ -32,8 +32,9 @@ class RuntimeOptions:
     reads_in_place: bool = False
     # Microseconds the runtime's pool threads busy-wait for more work before they sleep:
     # faster where one model computes at a time, slower where two share the cores (they
-    # spin on the cores the other needs). 0: they sleep at once.
-    spin_us: int = 0
+    # spin on the cores the other needs). 0: they sleep at once. The default is the model
+    # config's.
+    spin_us: int = 20
 
     def prepacks(self, default: bool) -> bool:
         """Whether to prepack: the model's config says, else not where this machine's

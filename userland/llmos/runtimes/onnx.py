@@ -81,10 +81,10 @@ def session_options(options: RuntimeOptions) -> Any:
     so.log_severity_level = 3  # errors only; problems reach the caller as exceptions
     if not options.prepack:
         so.add_session_config_entry("session.disable_prepacking", "1")
-    spin = "1" if options.spin_us > 0 else "0"  # bounded: onnxruntime's own spin is not
-    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    if options.spin_us > 0:
+    spins = options.spin_us > 0
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spins else "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spins else "0")
+    if spins:  # bounded: onnxruntime's own spin is not
         so.add_session_config_entry("session.intra_op.spin_duration_us", str(options.spin_us))
     return so
 
