@@ -24,19 +24,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llmos.demo.smollm2 import plain_pack
+from llmos.hw.awake import request_latency
 from llmos.llm.engine import EngineLimits
 from llmos.llm.generation import GenerationRequest
 from llmos.llm.model import LanguageModel, load_language_model, with_prepacking
@@ -263,11 +265,12 @@ class Results:
     load_before: float
     load_after: float
     prepacked: bool
-    spin_us: int = 0  # the model setting both onnxruntime contestants ran with
+    spin_us: int = RuntimeOptions().spin_us  # the setting both onnxruntime contestants ran with
+    cores_awake: bool = False  # the CPU latency request held, as LLM OS does while serving
 
 
 def run(pack_name: str, new_tokens: int, repeat: int, demo: Path,
-        with_transformers: bool = True, spin_us: int = 0) -> Results:
+        with_transformers: bool = True, spin_us: int = RuntimeOptions().spin_us) -> Results:
     pack = plain_pack(pack_name, demo)
     manifest, files = load_pack(pack)
     info = LLMInfo.of(manifest.extra)
@@ -319,7 +322,8 @@ def report(r: Results) -> str:
              f"Load average {r.load_before:.1f} before, {r.load_after:.1f} after "
              f"({os.cpu_count()} cores; other work on the machine skews every figure). "
              f"onnxruntime weight prepacking: {'on' if r.prepacked else 'OFF (slower)'}; "
-             f"pool threads' spin (`spin_us`): {r.spin_us} us.", "",
+             f"pool threads' spin (`spin_us`): {r.spin_us} us; cores kept awake "
+             f"(`server.cpu_awake_s`): {'yes' if r.cores_awake else 'no'}.", "",
              "| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
     for name, t in r.timings.items():
         cells = [f"{t.ttft_s * 1000:.0f}", f"{t.decode_tok_s:.1f}"] + \
@@ -374,13 +378,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--demo", type=Path, default=ROOT / "build" / "demo")
     parser.add_argument("--no-transformers", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--spin-us", type=int, default=0,
-                        help="the model setting spin_us for both onnxruntime contestants")
+    parser.add_argument("--spin-us", type=int, default=RuntimeOptions().spin_us,
+                        help="the model setting spin_us for both onnxruntime contestants "
+                             "(default: LLM OS's, %(default)s)")
+    parser.add_argument("--cores-awake", action="store_true",
+                        help="hold the CPU latency request at 0 through the run, as a serving "
+                             "LLM OS does while requests come (server.cpu_awake_s; root)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
-    result = run(args.pack, args.tokens, args.repeat, args.demo, not args.no_transformers,
-                 args.spin_us)
+    with contextlib.ExitStack() as held:
+        if args.cores_awake:
+            held.callback(os.close, request_latency(0))
+        result = replace(run(args.pack, args.tokens, args.repeat, args.demo,
+                             not args.no_transformers, args.spin_us),
+                         cores_awake=args.cores_awake)
     text = report(result)
     publish(text, args.out)
     return 0

@@ -53,11 +53,11 @@ def ratios(results: Mapping[str, Any]) -> Ratios:
     if "rows" in tensor:
         for x in report.against_raw(tensor["rows"]):
             out[f"v2 infer / raw, concurrency {x['concurrency']}"] = (float(x["ratio"]), True)
-        # CPU per request against the raw loop with LLM OS's session setting: it moves much
+        # CPU per request against the raw loop with LLM OS's session settings: it moves much
         # less with the machine's load than the rates do
         rows = {(r["contestant"], int(r["concurrency"])): r for r in tensor["rows"]}
         for (name, c), ours in sorted(rows.items(), key=lambda kv: kv[0][1]):
-            raw = rows.get((report.RAW_NO_SPIN, c))
+            raw = rows.get((report.RAW_OURS, c))
             if name == report.LLMOS and raw and ours.get("cpu_ms_per_request") \
                     and raw.get("cpu_ms_per_request"):
                 out[f"v2 infer CPU per request / raw's, concurrency {c}"] = (

@@ -55,7 +55,7 @@ class Options:
     readme: Path | None
     slowdown_ms: float = 0.0  # added to every LLM OS inference (the guard's self-test)
     compare: tuple[tuple[str, Path], ...] = ()  # (label, userland/) measured beside LLM OS
-    variants: tuple[tuple[str, str], ...] = ()  # (label, model settings as TOML lines)
+    variants: tuple[tensor.Variant, ...] = ()  # this tree's LLM OS with other settings
 
 
 def _versions(opts: Options) -> dict[str, dict[str, str]]:
@@ -180,13 +180,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="also measure LLM OS from another tree's userland/ (e.g. main's, "
                         "exported with git archive), as contestant 'llmos LABEL'")
     p.add_argument("--variant", nargs="+", default=[], metavar="LABEL=KEY=VALUE[,KEY=VALUE]",
-                   help="also measure this tree's LLM OS with these model settings (TOML "
-                        "values, e.g. spin=spin_us=200), as contestant 'llmos LABEL'")
+                   help="also measure this tree's LLM OS with these settings (TOML values "
+                        "without commas; server.KEY for the server's, e.g. "
+                        "spin=spin_us=200 awake=server.cpu_awake_s=0), as 'llmos LABEL'")
     a = p.parse_args(argv)
     compare = tuple((label, Path(d).resolve()) for label, _, d in
                     (c.partition("=") for c in a.compare))
-    variants = tuple((label, "".join(f"{kv.replace('=', ' = ', 1)}\n" for kv in s.split(",")))
-                     for label, _, s in (v.partition("=") for v in a.variant))
+    variants = tuple(tensor.Variant.parse(v) for v in a.variant)
     # Absolute paths: servers run with their own working directories.
     return Options(demo=a.demo.resolve(), key=a.key.resolve(), venv_root=a.venvs.resolve(),
                    out=a.out.resolve(), scratch=a.scratch.resolve(),

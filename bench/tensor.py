@@ -25,8 +25,9 @@ from bench import inprocess, venvs, wrk
 from bench.load import LoadResult, combine
 from bench.model_folder import ModelFolder
 from bench.peers.embedder import Embedder
-from bench.report import LLMOS, RAW, RAW_NO_SPIN
+from bench.report import LLMOS, RAW, RAW_OURS
 from bench.servers import ServerError, ServerSpec, free_port, http_status, serving
+from llmos.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,31 @@ ROOT = Path(__file__).resolve().parent.parent
 SENTENCE = ("LLM OS decrypts sealed model packs in memory and serves them over the Open "
             "Inference Protocol.")
 MIN_COSINE = 0.999
+
+
+@dataclass(frozen=True)
+class Variant:
+    """This tree's LLM OS with other settings, as contestant ``llmos LABEL``: TOML lines
+    for its ``[server]`` table and for the model's ``[[models]]`` entry."""
+
+    label: str
+    server: str = ""
+    model: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """``LABEL=KEY=VALUE[,KEY=VALUE]`` (TOML values without commas); a ``server.KEY``
+        goes to the server's table, any other key to the model's entry."""
+        label, _, settings = text.partition("=")
+        server, model = [], []
+        for setting in settings.split(","):
+            key, _, value = (part.strip() for part in setting.partition("="))
+            section, dot, name = key.partition(".")
+            if dot and section == "server":
+                server.append(f"{name} = {value}\n")
+            else:
+                model.append(f"{key} = {value}\n")
+        return cls(label, "".join(server), "".join(model))
 
 
 @dataclass(frozen=True)
@@ -51,9 +77,8 @@ class TensorSetup:
     # other LLM OS trees measured beside this one (label, its userland/ directory): a
     # change against main, side by side in one run
     compare: tuple[tuple[str, Path], ...] = ()
-    # this tree's LLM OS again with other model settings (label, TOML lines for its
-    # [[models]] entry): a setting's effect, side by side in one run
-    variants: tuple[tuple[str, str], ...] = ()
+    # this tree's LLM OS again with other settings: a setting's effect, side by side
+    variants: tuple[Variant, ...] = ()
 
 
 def request_body(input_name: str, texts: Sequence[str]) -> bytes:
@@ -90,9 +115,10 @@ def ready_path(setup: TensorSetup) -> str:
 
 
 def llmos_spec(setup: TensorSetup, label: str = "", userland: Path | None = None,
-               settings: str = "") -> ServerSpec:
-    """LLM OS serving the sealed pack with its defaults; ``userland``: another tree's code,
-    ``settings``: TOML lines added to the model's entry (the contestant ``llmos LABEL``)."""
+               variant: Variant | None = None) -> ServerSpec:
+    """LLM OS serving the sealed pack with its defaults (the contestant ``llmos LABEL``);
+    ``userland``: another tree's code, ``variant``: other settings."""
+    variant = variant or Variant(label)
     port = free_port()
     suffix = f"-{label}" if label else ""
     state = setup.scratch / f"llmos-state{suffix}"
@@ -102,10 +128,10 @@ def llmos_spec(setup: TensorSetup, label: str = "", userland: Path | None = None
         "[server]\n"
         f'host = "127.0.0.1"\nport = {port}\nadmin_port = {free_port()}\n'
         f'state_dir = "{state}"\npacks_dir = "{setup.sealed.parent}"\nlog_level = "WARNING"\n'
-        "[keys]\n"
+        f"{variant.server}[keys]\n"
         f'provider = "keyfile"\nkeyfile = "{setup.key.resolve()}"\nallow_dev_key = true\n'
         "[[models]]\n"
-        f'name = "{setup.model_name}"\npack = "{setup.sealed.resolve()}"\n{settings}')
+        f'name = "{setup.model_name}"\npack = "{setup.sealed.resolve()}"\n{variant.model}')
     llmos = [str(Path(sys.executable).with_name("llmos"))]
     if setup.slowdown_ms:
         llmos = [sys.executable, "-m", "bench.slowed", f"{setup.slowdown_ms:g}"]
@@ -145,12 +171,14 @@ def mlserver_spec(setup: TensorSetup, python: Path) -> ServerSpec:
                       ready_path=ready_path(setup), env={"PYTHONPATH": str(ROOT)}, cwd=repo)
 
 
+OUR_SPIN_US = RuntimeOptions().spin_us  # the model setting's default (a test holds them equal)
 SETTINGS = {
     LLMOS: "defaults: 1 instance, dynamic batching (max 8 rows, 2 ms), ORT default threads",
     "fastapi": "1 uvicorn worker (uvloop, httptools), sync endpoint in FastAPI's thread pool",
     "mlserver": "parallel_workers=1 (its default), debug off, custom MLModel runtime",
     RAW: "N Python threads calling the shared Embedder (tokenize + session.run + pool)",
-    RAW_NO_SPIN: "the same with session.intra_op.allow_spinning = 0, as LLM OS sets it",
+    RAW_OURS: f"the same with LLM OS's default spin_us = {OUR_SPIN_US} (pool threads "
+              "busy-wait at most that many microseconds for more work)",
 }
 
 
@@ -166,8 +194,8 @@ def _contestants(setup: TensorSetup) -> tuple[list[tuple[str, Callable[[], Serve
     ready: list[tuple[str, Callable[[], ServerSpec]]] = [(LLMOS, partial(llmos_spec, setup))]
     ready += [(f"{LLMOS} {label}", partial(llmos_spec, setup, label, path))
               for label, path in setup.compare]
-    ready += [(f"{LLMOS} {label}", partial(llmos_spec, setup, label, None, settings))
-              for label, settings in setup.variants]
+    ready += [(f"{LLMOS} {v.label}", partial(llmos_spec, setup, v.label, None, v))
+              for v in setup.variants]
     notes: dict[str, str] = {}
     for name, venv, make in PEERS:
         env = venvs.status(setup.venv_root, venv)
@@ -234,7 +262,7 @@ def run(setup: TensorSetup) -> dict[str, Any]:
     agreement: dict[str, float] = {}
     embedder = Embedder(setup.model.path)
     reference = embedder.embed([SENTENCE])
-    quiet = Embedder(setup.model.path, spin=False)
+    ours = Embedder(setup.model.path, spin_us=OUR_SPIN_US)
 
     def raw(e: Embedder, concurrency: int) -> LoadResult:
         return inprocess.run(lambda: e.embed([SENTENCE]), concurrency,
@@ -243,7 +271,7 @@ def run(setup: TensorSetup) -> dict[str, Any]:
     results: dict[tuple[str, int], list[LoadResult]] = {}
     with contextlib.ExitStack() as stack:
         measures: dict[str, Measure] = {
-            RAW: partial(raw, embedder), RAW_NO_SPIN: partial(raw, quiet),
+            RAW: partial(raw, embedder), RAW_OURS: partial(raw, ours),
             **_start_servers(setup, stack, body, reference, notes, agreement)}
         for c in setup.concurrency:
             for i in range(setup.rounds):

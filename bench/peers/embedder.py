@@ -46,14 +46,18 @@ def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
 class Embedder:
     """One onnxruntime session and one tokenizer; ``embed`` is safe to call from threads."""
 
-    def __init__(self, folder: Path, spin: bool | None = None) -> None:
-        """``spin``: whether onnxruntime's pool threads busy-wait (None: its default, yes)."""
+    def __init__(self, folder: Path, spin_us: int | None = None) -> None:
+        """``spin_us``: how long onnxruntime's pool threads busy-wait for more work before
+        they sleep, as LLM OS's model setting of that name says (None: onnxruntime's
+        default, without bound)."""
         self.settings = EmbedderSettings.read(folder)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.settings.intra_op_threads
-        if spin is not None:
+        if spin_us is not None:
             options.add_session_config_entry("session.intra_op.allow_spinning",
-                                             "1" if spin else "0")
+                                             "1" if spin_us > 0 else "0")
+        if spin_us:
+            options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}

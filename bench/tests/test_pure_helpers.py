@@ -96,16 +96,19 @@ def test_compare_runs_another_trees_llmos_beside_this_one(tmp_path: Path) -> Non
 
 
 def test_a_variant_runs_this_trees_llmos_with_other_model_settings(tmp_path: Path) -> None:
-    opts = run.parse_args(["--only", "tensor", "--variant", "spin=spin_us=200,threads=1"])
-    assert opts.variants == (("spin", "spin_us = 200\nthreads = 1\n"),)
+    opts = run.parse_args(["--only", "tensor", "--variant",
+                           "spin=spin_us=200,threads=1,server.cpu_awake_s=0"])
+    assert opts.variants == (tensor.Variant("spin", "cpu_awake_s = 0\n",
+                                            "spin_us = 200\nthreads = 1\n"),)
     setup = tensor.TensorSetup(cast(ModelFolder, None), tmp_path / "x.sealed",
                                tmp_path / "key", tmp_path, tmp_path / "scratch", (1,),
                                wrk.WrkSettings(1, 1), variants=opts.variants)
     assert [name for name, _ in tensor._contestants(setup)[0]] == ["llmos", "llmos spin"]
-    spec = tensor.llmos_spec(setup, "spin", None, opts.variants[0][1])
+    spec = tensor.llmos_spec(setup, "spin", None, opts.variants[0])
     assert spec.env == {}
     written = tomllib.loads((tmp_path / "scratch" / "llmos-spin.toml").read_text())
     assert written["models"][0]["spin_us"] == 200 and written["models"][0]["threads"] == 1
+    assert written["server"]["cpu_awake_s"] == 0 and written["server"]["log_level"] == "WARNING"
 
 
 def test_llm_prefill_report_sets_before_beside_after() -> None:

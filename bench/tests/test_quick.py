@@ -13,7 +13,7 @@ import pytest
 from bench import quick, run, slowed, tensor
 from bench.model_folder import ModelFolder
 from bench.quick import compare, ratios
-from bench.report import LLMOS, RAW, RAW_NO_SPIN
+from bench.report import LLMOS, RAW, RAW_OURS
 
 
 def _results(llmos_rps: float, load_ratio: float) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def test_the_slowed_server_sleeps_in_every_batch(monkeypatch: pytest.MonkeyPatch
 def test_cpu_per_request_is_compared_with_the_raw_loop_without_spinning() -> None:
     rows = [{"contestant": name, "concurrency": 1, "rps": 100.0, "p50_ms": 10.0,
              "cpu_ms_per_request": cpu}
-            for name, cpu in ((LLMOS, 9.0), (RAW, 14.0), (RAW_NO_SPIN, 7.5))]
+            for name, cpu in ((LLMOS, 9.0), (RAW, 14.0), (RAW_OURS, 7.5))]
     got = ratios({"tensor": {"rows": rows}})
     assert got["v2 infer CPU per request / raw's, concurrency 1"] == (1.2, False)
     rows[0]["cpu_ms_per_request"] = 9.0 * 1.2  # 20 % more CPU per request: a regression
@@ -157,7 +157,7 @@ def test_rates_are_compared_at_a_comparable_load_only() -> None:
     busy = {"generated": "now", "tensor": {**_tensor({1: 0.8}), "load_avg_before": 15.0}}
     for row in busy["tensor"]["rows"]:
         row["cpu_ms_per_request"] = 8.0
-    busy["tensor"]["rows"].append({"contestant": RAW_NO_SPIN, "concurrency": 1, "rps": 90.0,
+    busy["tensor"]["rows"].append({"contestant": RAW_OURS, "concurrency": 1, "rps": 90.0,
                                    "p50_ms": 10.0, "cpu_ms_per_request": 8.0 / 1.1})
     opts = quick.options(Path("/tmp"), Path("/tmp"), Path("/tmp/key"), 0.0)
     rows, failures, notes = quick.check(reference, FakeBench(busy), opts, reference_load=0.4)
