@@ -8,10 +8,10 @@ the next request's work pays for waking it: on a 2-core VM, a MiniLM run that fo
 The kernel's interface for it (PM QoS): while ``/dev/cpu_dma_latency`` is held open with a
 number of microseconds written to it, cpuidle picks no sleep state that takes longer to
 leave; 0 leaves only polling. Polling costs power, so the request is held only while
-requests come: from one's arrival until ``hold_s`` after the last, or after the last still
-being answered ends (an LLM's stream). Where the device cannot
-be opened (not root, a sandbox without it) nothing is held; that is logged once and shown
-by the ``llmos_cpu_awake`` gauge.
+requests come: from one's arrival until ``hold_s`` after the last arrived, and as long as
+any is still being answered (an LLM's stream). Where the device cannot be opened (not
+root, a sandbox without it) nothing is held; that is logged once and shown by the
+``llmos_cpu_awake`` gauge.
 """
 
 from __future__ import annotations
